@@ -1,0 +1,1 @@
+"""Dataset readers and writers, synthetic sample generation, real/synthetic pairing."""

@@ -1,0 +1,1 @@
+"""Mesh and hand rendering, domain-gap effects."""
