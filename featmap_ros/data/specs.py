@@ -1,0 +1,112 @@
+"""Per-dataset facts, as data (intrinsics, object ids and names, symmetric ids, joint subsets).
+
+Code looks a dataset up here by name instead of branching on it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from featmap_ros.errors import InputError
+
+LINEMOD_OBJECTS = {
+    1: "ape", 2: "benchvise", 3: "bowl", 4: "camera", 5: "can", 6: "cat", 7: "cup", 8: "driller",
+    9: "duck", 10: "eggbox", 11: "glue", 12: "holepuncher", 13: "iron", 14: "lamp", 15: "phone",
+}
+
+
+@dataclass(frozen=True)
+class ObjectDatasetSpec:
+    """A BOP object dataset.
+
+    Attributes:
+        name: BOP name (``lm``, ``lmo``).
+        fx, fy, cx, cy: default intrinsics, pixels (scene_camera.json overrides per frame).
+        width, height: image size.
+        object_names: obj_id -> name.
+        eval_obj_ids: objects that are evaluated.
+        symmetric_obj_ids: objects scored with ADD-S instead of ADD.
+        depth_range_mm: camera-object distances of the dataset (for synthetic sampling).
+    """
+
+    name: str
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+    object_names: dict[int, str]
+    eval_obj_ids: tuple[int, ...]
+    symmetric_obj_ids: tuple[int, ...]
+    depth_range_mm: tuple[float, float] = (600.0, 1200.0)
+
+
+@dataclass(frozen=True)
+class HandDatasetSpec:
+    """A hand dataset in the published (u, v, d) prediction format.
+
+    Attributes:
+        name: ``nyu``, ``icvl``, ``msra``.
+        fx, fy, cx, cy: intrinsics, pixels.
+        y_up: True when y = (cy - v) d / fy (NYU), False for the optical convention.
+        joint_names: names of the evaluated joints, in file order.
+        eval_joint_indices: for NYU, indices of those joints among the dataset's 36.
+        subjects: (first_frame, last_frame, name) ranges of the test set, 1-based inclusive.
+        cube_mm: side of the DeepPrior crop cube.
+    """
+
+    name: str
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+    y_up: bool
+    joint_names: tuple[str, ...]
+    eval_joint_indices: tuple[int, ...] = ()
+    subjects: tuple[tuple[int, int, str], ...] = ()
+    cube_mm: float = 300.0
+
+
+OBJECT_DATASETS = {
+    "lm": ObjectDatasetSpec(
+        "lm", 572.4114, 573.57043, 325.2611, 242.04899, 640, 480, LINEMOD_OBJECTS,
+        eval_obj_ids=(1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15), symmetric_obj_ids=(10, 11),
+    ),
+    "lmo": ObjectDatasetSpec(
+        "lmo", 572.4114, 573.57043, 325.2611, 242.04899, 640, 480, LINEMOD_OBJECTS,
+        eval_obj_ids=(1, 5, 6, 8, 9, 10, 11, 12), symmetric_obj_ids=(10, 11),
+    ),
+}
+
+NYU_EVAL_JOINTS = (0, 3, 6, 9, 12, 15, 18, 21, 24, 25, 27, 30, 31, 32)
+
+HAND_DATASETS = {
+    "nyu": HandDatasetSpec(
+        "nyu", 588.03, 587.07, 320.0, 240.0, 640, 480, y_up=True,
+        joint_names=(
+            "pinky_tip", "pinky_mid", "ring_tip", "ring_mid", "middle_tip", "middle_mid",
+            "index_tip", "index_mid", "thumb_tip", "thumb_mid", "thumb_root",
+            "palm_pinky", "palm_index", "palm_center",
+        ),
+        eval_joint_indices=NYU_EVAL_JOINTS,
+        subjects=((1, 2440, "subject_1"), (2441, 8252, "subject_2")),
+    ),
+}
+
+
+def object_dataset(name: str) -> ObjectDatasetSpec:
+    """Look up an object dataset spec; the error lists the valid names."""
+    try:
+        return OBJECT_DATASETS[name]
+    except KeyError:
+        raise InputError(f"unknown object dataset {name!r}; valid: {sorted(OBJECT_DATASETS)}") from None
+
+
+def hand_dataset(name: str) -> HandDatasetSpec:
+    """Look up a hand dataset spec; the error lists the valid names."""
+    try:
+        return HAND_DATASETS[name]
+    except KeyError:
+        raise InputError(f"unknown hand dataset {name!r}; valid: {sorted(HAND_DATASETS)}") from None

@@ -1,0 +1,56 @@
+"""What the estimators return: plain dataclasses, no ROS, no torch.
+
+Data flows message -> numpy -> network -> these results -> message; the ROS conversions in
+``featmap_ros/ros/`` and the evaluators read only these types.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ObjectPose:
+    """One object instance's 6D pose in the camera optical frame.
+
+    Attributes:
+        object_name: the object's name (used as vision_msgs class_id and TF child suffix).
+        obj_id: dataset object id (BOP ``obj_id``).
+        R_m2c: (3, 3) float64 rotation, model -> camera.
+        t_m2c_m: (3,) float64 translation, metres.
+        score: confidence in [0, 1].
+        corners_px: (8, 2) float64 predicted box-corner projections, pixels (BB8 output).
+        bbox_xywh: (4,) float64 image box used for the crop, pixels.
+        extents_m: (3,) float64 box size of the model, metres (for Detection3D.bbox).
+        center_m: (3,) float64 box centre in the model frame, metres.
+    """
+
+    object_name: str
+    obj_id: int
+    R_m2c: np.ndarray
+    t_m2c_m: np.ndarray
+    score: float
+    corners_px: np.ndarray = field(default_factory=lambda: np.zeros((8, 2)))
+    bbox_xywh: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    extents_m: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    center_m: np.ndarray = field(default_factory=lambda: np.zeros(3))
+
+
+@dataclass
+class HandPose:
+    """One hand's joints in the camera optical frame (x right, y down, z forward).
+
+    Attributes:
+        joint_names: names, one per joint.
+        joints_m: (J, 3) float64, metres.
+        score: confidence in [0, 1].
+        joint_scores: (J,) float64 or empty.
+        crop_center_m: (3,) float64 centre of the crop cube, metres.
+    """
+
+    joint_names: list[str]
+    joints_m: np.ndarray
+    score: float
+    joint_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    crop_center_m: np.ndarray = field(default_factory=lambda: np.zeros(3))
