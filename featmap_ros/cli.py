@@ -38,6 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def register_parts(sub, group: str, parts: tuple[str, ...]) -> None:
+    """Register the subcommands of ``group`` from its part modules ``commands/<part>.py``.
+
+    Each part module exposes ``register(subparsers)``; parts not written yet are skipped, and
+    a part that fails to import is listed with the error instead of breaking the group.
+    """
+    for part in parts:
+        try:
+            module = importlib.import_module(f"featmap_ros.commands.{part}")
+        except ModuleNotFoundError as e:
+            if e.name == f"featmap_ros.commands.{part}":
+                continue
+            _register_broken(sub, f"{group}-{part}", e)
+            continue
+        module.register(sub)
+
+
 def _register_broken(sub, name: str, err: Exception) -> None:
     p = sub.add_parser(name, help=f"(unavailable: {err})")
 
