@@ -93,6 +93,30 @@ HAND_DATASETS = {
         eval_joint_indices=NYU_EVAL_JOINTS,
         subjects=((1, 2440, "subject_1"), (2441, 8252, "subject_2")),
     ),
+    # ICVL and MSRA: intrinsics, y-down convention and joint order as in the published
+    # evaluation code (xinghaochen/awesome-hand-pose-estimation evaluation/src/util.py,
+    # compute_error.py). ICVL test: test_seq_1 (702 frames) then test_seq_2 (894 frames).
+    "icvl": HandDatasetSpec(
+        "icvl", 240.99, 240.96, 160.0, 120.0, 320, 240, y_up=False,
+        joint_names=(
+            "palm", "thumb_root", "thumb_mid", "thumb_tip", "index_root", "index_mid", "index_tip",
+            "middle_root", "middle_mid", "middle_tip", "ring_root", "ring_mid", "ring_tip",
+            "pinky_root", "pinky_mid", "pinky_tip",
+        ),
+        subjects=((1, 702, "test_seq_1"), (703, 1596, "test_seq_2")),
+        cube_mm=250.0,
+    ),
+    # MSRA is evaluated leave-one-subject-out over 9 subjects; the published files hold no
+    # subject boundaries, so no per-subject split is given here.
+    "msra": HandDatasetSpec(
+        "msra", 241.42, 241.42, 160.0, 120.0, 320, 240, y_up=False,
+        joint_names=(
+            "wrist", "index_mcp", "index_pip", "index_dip", "index_tip", "middle_mcp", "middle_pip",
+            "middle_dip", "middle_tip", "ring_mcp", "ring_pip", "ring_dip", "ring_tip", "pinky_mcp",
+            "pinky_pip", "pinky_dip", "pinky_tip", "thumb_mcp", "thumb_pip", "thumb_dip", "thumb_tip",
+        ),
+        cube_mm=200.0,
+    ),
 }
 
 
