@@ -1,0 +1,338 @@
+"""The networks of Feature Mapping: f (features), g (mapping), h (pose head), and the localiser.
+
+One place builds every model from a typed config (:class:`ModelConfig`, :class:`LocaliserConfig`):
+
+- **f, colour**: VGG-16's first 10 conv layers (the paper), or a torchvision ResNet-18/34/50
+  trunk, or a small CNN (CPU demo and benchmarks); then FC(feature_dim) -> ReLU -> FC(feature_dim).
+- **f, depth**: the DeepPrior++ ResNet (5x5 conv 32, 4 stages of bottleneck blocks with
+  64/128/256/256 output channels, each stage halving the resolution, no global pooling), then
+  FC -> FC. Depth and width are configurable.
+- **g**: residual FC blocks on the feature (FC -> ReLU -> FC, plus identity), applied to real
+  images only.
+- **h, colour**: FC -> 16 numbers per object (8 box corners x (u, v), crop-normalised);
+  **h, depth**: FC -> 42 (14 joints x 3, crop-normalised metric), optionally through a
+  30-D PCA prior layer (FC -> 30, then a fixed linear map 30 -> 42 set from training joints).
+
+ImageNet weights are used when torchvision finds them (hub cache on disk, or a download when
+the network allows); otherwise the trunk starts from random init and a note is logged.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from featmap_ros.errors import InputError
+
+log = logging.getLogger(__name__)
+
+BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50", "small", "deepprior")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of f, g, h (saved in every checkpoint; a mismatch on load names the field).
+
+    Attributes:
+        task: ``object`` (colour crops, BB8 corners) or ``hand`` (depth crops, joints).
+        backbone: trunk of f; ``deepprior`` for depth, any other for colour.
+        input_size: crop side, pixels (crops are square).
+        feature_dim: size of the feature f(x) that g maps (1024 in the paper).
+        pretrained: try ImageNet weights for torchvision trunks (never required).
+        small_channels: channels of the small CNN's conv stages (each stage halves resolution).
+        deepprior_widths: output channels of the DeepPrior++ stages.
+        deepprior_blocks: bottleneck blocks per DeepPrior++ stage.
+        mapping_blocks: residual FC blocks in g (2 in the paper).
+        n_objects: objects the colour head predicts (16 numbers each; one shared f).
+        n_joints: joints the depth head predicts (3 numbers each).
+        pca_dim: 0 for a plain FC head; > 0 for the PCA prior layer of that size (hand only).
+        dropout: dropout after each FC of f (0 disables).
+    """
+
+    task: Literal["object", "hand"] = "object"
+    backbone: Literal["vgg16", "resnet18", "resnet34", "resnet50", "small", "deepprior"] = "vgg16"
+    input_size: int = 128
+    feature_dim: int = 1024
+    pretrained: bool = True
+    small_channels: list[int] = field(default_factory=lambda: [32, 64, 96, 128])
+    deepprior_widths: list[int] = field(default_factory=lambda: [64, 128, 256, 256])
+    deepprior_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
+    mapping_blocks: int = 2
+    n_objects: int = 1
+    n_joints: int = 14
+    pca_dim: int = 0
+    dropout: float = 0.0
+
+    def check(self, where: str = "model") -> None:
+        """Raise InputError naming the field if the combination cannot be built."""
+        if self.task == "hand" and self.backbone != "deepprior" and self.backbone != "small":
+            raise InputError(f"{where}.backbone: a hand (depth) model needs 'deepprior' or 'small', got {self.backbone!r}")
+        if self.task == "object" and self.backbone == "deepprior":
+            raise InputError(f"{where}.backbone: 'deepprior' is the depth trunk; an object model needs one of {list(BACKBONES[:5])}")
+        if self.input_size < 16 or self.input_size % 16:
+            raise InputError(f"{where}.input_size: must be a multiple of 16 and >= 16, got {self.input_size}")
+        if self.feature_dim < 1:
+            raise InputError(f"{where}.feature_dim: must be positive, got {self.feature_dim}")
+        if len(self.deepprior_widths) != len(self.deepprior_blocks):
+            raise InputError(f"{where}.deepprior_blocks: one count per width expected ({len(self.deepprior_widths)}), got {len(self.deepprior_blocks)}")
+        if self.task == "object" and self.pca_dim:
+            raise InputError(f"{where}.pca_dim: the PCA prior is for hands only")
+
+    @property
+    def in_channels(self) -> int:
+        return 3 if self.task == "object" else 1
+
+    @property
+    def out_dim(self) -> int:
+        return 16 * self.n_objects if self.task == "object" else 3 * self.n_joints
+
+
+def _fc_features(in_dim: int, dim: int, dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten(), nn.Linear(in_dim, dim), nn.ReLU(inplace=True)]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    layers += [nn.Linear(dim, dim), nn.ReLU(inplace=True)]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def _torchvision_trunk(name: str, pretrained: bool) -> tuple[nn.Module, int, int]:
+    """(trunk, output channels, total stride) of a torchvision colour backbone."""
+    import torchvision
+
+    weights = None
+    if pretrained:
+        enum = {
+            "vgg16": torchvision.models.VGG16_Weights,
+            "resnet18": torchvision.models.ResNet18_Weights,
+            "resnet34": torchvision.models.ResNet34_Weights,
+            "resnet50": torchvision.models.ResNet50_Weights,
+        }[name]
+        weights = enum.IMAGENET1K_V1
+    ctor = getattr(torchvision.models, name)
+    try:
+        model = ctor(weights=weights)
+    except Exception as e:  # no cached file and no network: a note, not a failure
+        if weights is not None:
+            log.info("ImageNet weights for %s unavailable (%s); starting from random init", name, e.__class__.__name__)
+        model = ctor(weights=None)
+    if name == "vgg16":
+        # first 10 conv layers = features[:23] (conv1_1 .. conv4_3 with ReLUs and 3 max-pools)
+        return nn.Sequential(*list(model.features.children())[:23]), 512, 8
+    trunk = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2, model.layer3, model.layer4)
+    return trunk, (2048 if name == "resnet50" else 512), 32
+
+
+def _small_trunk(in_ch: int, channels: list[int]) -> tuple[nn.Module, int, int]:
+    layers: list[nn.Module] = []
+    c = in_ch
+    for out in channels:
+        layers += [
+            nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
+            nn.Conv2d(out, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
+        c = out
+    return nn.Sequential(*layers), c, 2 ** len(channels)
+
+
+class Bottleneck(nn.Module):
+    """Pre-activation-free bottleneck residual block (1x1 -> 3x3 -> 1x1, projection shortcut)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        mid = max(out_ch // 4, 8)
+        self.body = nn.Sequential(
+            nn.Conv2d(in_ch, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch),
+        )
+        self.skip = (
+            nn.Identity()
+            if in_ch == out_ch and stride == 1
+            else nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+        )
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.body(x) + self.skip(x))
+
+
+def _deepprior_trunk(widths: list[int], blocks: list[int]) -> tuple[nn.Module, int, int]:
+    layers: list[nn.Module] = [nn.Conv2d(1, 32, 5, padding=2, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+    c = 32
+    for w, n in zip(widths, blocks):
+        for i in range(n):
+            layers.append(Bottleneck(c, w, stride=2 if i == 0 else 1))
+            c = w
+    return nn.Sequential(*layers), c, 2 * 2 ** len(widths)
+
+
+class FeatureExtractor(nn.Module):
+    """f: crop -> feature vector.
+
+    Input (B, C, S, S) float32: colour in [0, 1] (normalised with ImageNet mean/std inside),
+    depth in [-1, 1]. Output (B, feature_dim) float32.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.backbone in ("vgg16", "resnet18", "resnet34", "resnet50"):
+            trunk, ch, stride = _torchvision_trunk(cfg.backbone, cfg.pretrained)
+        elif cfg.backbone == "small":
+            trunk, ch, stride = _small_trunk(cfg.in_channels, cfg.small_channels)
+        else:
+            trunk, ch, stride = _deepprior_trunk(cfg.deepprior_widths, cfg.deepprior_blocks)
+        self.trunk = trunk
+        side = max(cfg.input_size // stride, 1)
+        self.fc = _fc_features(ch * side * side, cfg.feature_dim, cfg.dropout)
+        self.normalise = cfg.task == "object"
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalise:
+            x = (x - self.mean) / self.std
+        return self.fc(self.trunk(x))
+
+
+class ResidualFC(nn.Module):
+    """x + FC(ReLU(FC(x))): one block of g."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, dim)
+        self.fc2 = nn.Linear(dim, dim)
+        nn.init.zeros_(self.fc2.weight)  # g starts as the identity: mapping begins from f's own features
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(torch.relu(self.fc1(x)))
+
+
+class PoseHead(nn.Module):
+    """h: feature -> pose numbers (B, out_dim); optional PCA prior (FC -> pca_dim -> fixed basis)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.pca_dim = cfg.pca_dim
+        if cfg.pca_dim > 0:
+            self.fc = nn.Linear(cfg.feature_dim, cfg.pca_dim)
+            self.register_buffer("pca_basis", torch.eye(cfg.pca_dim, cfg.out_dim))
+            self.register_buffer("pca_mean", torch.zeros(cfg.out_dim))
+        else:
+            self.fc = nn.Linear(cfg.feature_dim, cfg.out_dim)
+
+    def set_pca(self, targets: torch.Tensor) -> None:
+        """Fit the PCA prior to (N, out_dim) training targets (no-op without a PCA layer)."""
+        if self.pca_dim <= 0:
+            return
+        t = targets.reshape(targets.shape[0], -1).float()
+        mean = t.mean(0)
+        _, _, v = torch.linalg.svd(t - mean, full_matrices=False)
+        basis = torch.zeros_like(self.pca_basis)
+        k = min(self.pca_dim, v.shape[0])
+        basis[:k] = v[:k]
+        self.pca_basis.copy_(basis)
+        self.pca_mean.copy_(mean)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        y = self.fc(feat)
+        if self.pca_dim > 0:
+            y = y @ self.pca_basis + self.pca_mean
+        return y
+
+
+class FeatureMappingNet(nn.Module):
+    """f, g, h together.
+
+    ``forward(x, real=False)``: synthetic crops -> h(f(x)); ``real=True`` -> h(g(f(x))).
+    Output: object (B, n_objects, 8, 2) crop-normalised corners; hand (B, n_joints, 3).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        self.f = FeatureExtractor(cfg)
+        self.g = nn.Sequential(*[ResidualFC(cfg.feature_dim) for _ in range(cfg.mapping_blocks)])
+        self.h = PoseHead(cfg)
+
+    def shape_output(self, y: torch.Tensor) -> torch.Tensor:
+        if self.cfg.task == "object":
+            return y.view(y.shape[0], self.cfg.n_objects, 8, 2)
+        return y.view(y.shape[0], self.cfg.n_joints, 3)
+
+    def pose_from_features(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.shape_output(self.h(feat))
+
+    def forward(self, x: torch.Tensor, real: bool = False, n_synth: int | None = None, mapping: bool = True):
+        """Pose of crops ``x`` (B, C, S, S).
+
+        With ``n_synth`` (the training step of stage 2), ``x`` holds synthetic crops first and
+        real crops after them; one pass of f over both keeps BatchNorm statistics shared, and
+        the return value is ``(pose_synth, pose_real, f_synth, f_real_mapped)`` where real
+        features go through g only when ``mapping``. (A single forward keeps DDP's gradient
+        synchronisation intact.)
+        """
+        feat = self.f(x)
+        if n_synth is None:
+            if real:
+                feat = self.g(feat)
+            return self.pose_from_features(feat)
+        f_syn, f_real = feat[:n_synth], feat[n_synth:]
+        if mapping:
+            f_real = self.g(f_real)
+        return self.pose_from_features(f_syn), self.pose_from_features(f_real), f_syn, f_real
+
+
+@dataclass
+class LocaliserConfig:
+    """The built-in object localiser: full image (downscaled) -> per object centre, size, presence.
+
+    Attributes:
+        input_width, input_height: the image is resized to this before the network.
+        channels: conv stage widths (each halves the resolution).
+        n_objects: objects it localises.
+    """
+
+    input_width: int = 160
+    input_height: int = 128
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64, 96])
+    n_objects: int = 1
+
+
+class Localiser(nn.Module):
+    """Finds each object's window in a full image (the role of BB8's coarse segmentation).
+
+    Input (B, 3, input_height, input_width) float32 in [0, 1]. Output (B, n_objects, 4):
+    centre u, v as fractions of width/height, log(window side / image width), presence logit.
+    """
+
+    def __init__(self, cfg: LocaliserConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        trunk, ch, _ = _small_trunk(3, list(cfg.channels))
+        self.trunk = trunk
+        self.pool = nn.AdaptiveAvgPool2d((2, 2))
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(ch * 4, 128), nn.ReLU(inplace=True), nn.Linear(128, 4 * cfg.n_objects))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.trunk(x))).view(x.shape[0], self.cfg.n_objects, 4)
+
+
+def build_model(cfg: ModelConfig) -> FeatureMappingNet:
+    """f, g, h from config (raises InputError naming the field for impossible combinations)."""
+    return FeatureMappingNet(cfg)
+
+
+def build_localiser(cfg: LocaliserConfig) -> Localiser:
+    return Localiser(cfg)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
