@@ -1,0 +1,677 @@
+"""ROS messages <-> numpy arrays and result dataclasses, for rclpy and rosbags alike.
+
+Nothing here imports rclpy. Functions that *read* a message only use its attributes, so they
+take rclpy messages and rosbags messages the same way. Functions that *build* a message take a
+message factory (:class:`RclpyMessages` on ROS, :class:`RosbagsMessages` with a rosbags
+typestore elsewhere): the same code fills the nodes' publishers and the bag writer.
+
+Conventions: camera optical frame (x right, y down, z forward), metres (REP 103), quaternions
+(x, y, z, w) through scipy (never tf_transformations, broken with numpy >= 1.24 on Humble), no
+cv_bridge (built against NumPy 1 it breaks under NumPy 2). Every bad input raises
+:class:`ConversionError` naming the message field at fault.
+"""
+from __future__ import annotations
+
+import array
+import importlib
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from featmap_ros.errors import InputError
+from featmap_ros.geometry import BOX_CORNER_SIGNS, BOX_EDGES, CameraModel, check_K, quat_xyzw_from_matrix
+from featmap_ros.results import HandPose, ObjectPose
+
+
+class ConversionError(InputError):
+    """A message that cannot be converted; the text names the field (``image.step``, ...)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Message factories
+# --------------------------------------------------------------------------------------------
+
+_NUMPY_OF_ROS = {
+    "bool": np.bool_, "byte": np.uint8, "char": np.uint8, "octet": np.uint8,
+    "int8": np.int8, "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16,
+    "int32": np.int32, "uint32": np.uint32, "int64": np.int64, "uint64": np.uint64,
+    "float32": np.float32, "float64": np.float64,
+}
+
+
+class RosbagsMessages:
+    """Builds rosbags typestore messages; fields left out get their ROS default values.
+
+    Args:
+        typestore: a rosbags typestore holding every type that will be built (see
+            :func:`featmap_ros.ros.msg_defs.featmap_typestore`).
+    """
+
+    def __init__(self, typestore: Any) -> None:
+        self.typestore = typestore
+
+    def cls(self, typename: str) -> Any:
+        """The class of ``pkg/msg/Name`` (its constants are class attributes)."""
+        try:
+            return self.typestore.types[typename]
+        except KeyError:
+            raise ConversionError(f"message type {typename!r} is not in the typestore") from None
+
+    def new(self, typename: str, **fields: Any) -> Any:
+        """A message of ``typename`` from ``fields``; missing fields take default values."""
+        _, fielddefs = self.typestore.fielddefs[typename]
+        values = {}
+        for fname, desc in fielddefs:
+            values[fname] = fields.pop(fname) if fname in fields else self._default(desc)
+        if fields:
+            raise ConversionError(f"{typename}: no field(s) {sorted(fields)}")
+        return self.cls(typename)(**values)
+
+    def _default(self, desc: Any) -> Any:
+        from rosbags.interfaces import Nodetype
+
+        kind, sub = desc
+        if kind == Nodetype.BASE:
+            return _base_default(sub[0])
+        if kind == Nodetype.NAME:
+            return self.new(sub)
+        (ekind, esub), length = sub
+        if ekind == Nodetype.BASE and esub[0] in _NUMPY_OF_ROS:
+            return np.zeros(length if kind == Nodetype.ARRAY else 0, dtype=_NUMPY_OF_ROS[esub[0]])
+        if kind == Nodetype.SEQUENCE:
+            return []
+        return [self._default((ekind, esub)) for _ in range(length)]
+
+    @staticmethod
+    def u8_seq(data: np.ndarray | bytes) -> np.ndarray:
+        """A ``uint8[]`` field value."""
+        return np.frombuffer(bytes(data) if not isinstance(data, np.ndarray) else data.tobytes(), np.uint8).copy()
+
+    @staticmethod
+    def f32_seq(values: Iterable[float]) -> np.ndarray:
+        """A ``float32[]`` field value."""
+        return np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float32).ravel()
+
+    @staticmethod
+    def f64_seq(values: Iterable[float]) -> np.ndarray:
+        """A ``float64[]`` field value."""
+        return np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64).ravel()
+
+    f64_array = f64_seq  # fixed-size float64[N]
+
+
+class RclpyMessages:
+    """Builds rclpy messages (``sensor_msgs.msg.Image`` ...), imported on first use.
+
+    Sequences of numbers are given as ``array.array``: the generated setters accept that
+    without checking every element, which matters for image data.
+    """
+
+    def cls(self, typename: str) -> Any:
+        pkg, kind, name = typename.split("/")
+        try:
+            return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+        except (ImportError, AttributeError) as e:
+            raise ConversionError(f"message type {typename!r} is not available: {e}") from None
+
+    def new(self, typename: str, **fields: Any) -> Any:
+        return self.cls(typename)(**fields)
+
+    @staticmethod
+    def u8_seq(data: np.ndarray | bytes) -> array.array:
+        return array.array("B", data.tobytes() if isinstance(data, np.ndarray) else bytes(data))
+
+    @staticmethod
+    def f32_seq(values: Iterable[float]) -> array.array:
+        return array.array("f", np.asarray(list(values) if not isinstance(values, np.ndarray) else values, np.float32).ravel().tobytes())
+
+    @staticmethod
+    def f64_seq(values: Iterable[float]) -> array.array:
+        return array.array("d", np.asarray(list(values) if not isinstance(values, np.ndarray) else values, np.float64).ravel().tobytes())
+
+    @staticmethod
+    def f64_array(values: Iterable[float]) -> np.ndarray:
+        return np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64).ravel()
+
+
+def _base_default(typ: str) -> Any:
+    if typ == "string" or typ == "wstring":
+        return ""
+    if typ == "bool":
+        return False
+    if typ in ("float32", "float64"):
+        return 0.0
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Stamps and headers
+# --------------------------------------------------------------------------------------------
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_time(msgs: Any, ns: int) -> Any:
+    """Integer nanoseconds (>= 0) -> builtin_interfaces/Time."""
+    ns = int(ns)
+    if ns < 0:
+        raise ConversionError(f"stamp: negative time {ns} ns")
+    return msgs.new("builtin_interfaces/msg/Time", sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def make_header(msgs: Any, stamp_ns: int, frame_id: str) -> Any:
+    """std_msgs/Header from nanoseconds and a frame id."""
+    return msgs.new("std_msgs/msg/Header", stamp=ns_to_time(msgs, stamp_ns), frame_id=str(frame_id))
+
+
+# --------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------
+
+#: encoding -> (numpy dtype, channels)
+IMAGE_ENCODINGS: dict[str, tuple[type, int]] = {
+    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
+    "mono8": (np.uint8, 1), "8UC1": (np.uint8, 1), "mono16": (np.uint16, 1), "16UC1": (np.uint16, 1),
+    "32FC1": (np.float32, 1),
+}
+COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1")
+DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
+
+
+def _bytes_of(data: Any) -> np.ndarray:
+    """A message's ``uint8[]`` field (ndarray, array.array, bytes, list) as a 1-D uint8 view."""
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8) if data.dtype.itemsize == 1 else np.frombuffer(data.tobytes(), np.uint8)
+    try:
+        return np.frombuffer(memoryview(data).cast("B"), np.uint8)
+    except TypeError:
+        return np.asarray(data, dtype=np.uint8).reshape(-1)
+
+
+def image_to_numpy(msg: Any, name: str = "image") -> np.ndarray:
+    """sensor_msgs/Image -> array, honouring row padding (``step``) and ``is_bigendian``.
+
+    Args:
+        msg: the Image message (rclpy or rosbags).
+        name: what to call the message in errors (e.g. the topic).
+
+    Returns:
+        A new array in native byte order: (H, W, C) for multi-channel encodings, (H, W) for
+        one channel; dtype uint8 (``rgb8`` ...), uint16 (``16UC1``) or float32 (``32FC1``).
+
+    Raises:
+        ConversionError: unsupported encoding, empty size, ``step`` too small, ``data`` length
+            not ``step * height``.
+    """
+    enc = str(msg.encoding)
+    if enc not in IMAGE_ENCODINGS:
+        raise ConversionError(f"{name}.encoding: {enc!r} is not supported; use one of {list(IMAGE_ENCODINGS)}")
+    dtype, channels = IMAGE_ENCODINGS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0:
+        raise ConversionError(f"{name}.width/height: empty image {w}x{h}")
+    row_bytes = w * channels * np.dtype(dtype).itemsize
+    if step < row_bytes:
+        raise ConversionError(f"{name}.step: {step} bytes is less than width*channels*bytes = {row_bytes} for {enc}")
+    data = _bytes_of(msg.data)
+    if data.size != step * h:
+        raise ConversionError(f"{name}.data: {data.size} bytes, expected step*height = {step}*{h} = {step * h}")
+    rows = np.ascontiguousarray(data.reshape(h, step)[:, :row_bytes])
+    wire = np.dtype(dtype).newbyteorder(">" if int(msg.is_bigendian) else "<")
+    arr = rows.view(wire).astype(np.dtype(dtype), copy=True)
+    return arr.reshape(h, w, channels) if channels > 1 else arr.reshape(h, w)
+
+
+def image_to_rgb(msg: Any, name: str = "image") -> np.ndarray:
+    """A colour or grey Image -> (H, W, 3) uint8 RGB (a new array).
+
+    Raises:
+        ConversionError: the encoding is not one of :data:`COLOUR_ENCODINGS`, or as
+            :func:`image_to_numpy`.
+    """
+    enc = str(msg.encoding)
+    if enc not in COLOUR_ENCODINGS:
+        raise ConversionError(f"{name}.encoding: {enc!r} is not a colour encoding; use one of {list(COLOUR_ENCODINGS)}")
+    arr = image_to_numpy(msg, name)
+    if arr.ndim == 2:
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if enc.startswith("bgr"):
+        return np.ascontiguousarray(arr[:, :, 2::-1])
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def image_to_depth_m(msg: Any, name: str = "depth", depth_scale_m: float = 0.001) -> np.ndarray:
+    """A depth Image -> (H, W) float32 metres, invalid pixels NaN.
+
+    ``16UC1``/``mono16`` hold integer units of ``depth_scale_m`` (millimetres by default, 0 =
+    invalid); ``32FC1`` holds metres (NaN, +-inf, <= 0 = invalid, REP 117).
+
+    Raises:
+        ConversionError: not a depth encoding, no valid pixel at all, or as :func:`image_to_numpy`.
+    """
+    enc = str(msg.encoding)
+    if enc not in DEPTH_ENCODINGS:
+        raise ConversionError(f"{name}.encoding: {enc!r} is not a depth encoding; use one of {list(DEPTH_ENCODINGS)}")
+    if not (np.isfinite(depth_scale_m) and depth_scale_m > 0):
+        raise ConversionError(f"depth_scale_m: must be positive, got {depth_scale_m}")
+    raw = image_to_numpy(msg, name)
+    depth_m = raw.astype(np.float32) * np.float32(depth_scale_m) if raw.dtype == np.uint16 else raw.astype(np.float32)
+    depth_m[~np.isfinite(depth_m) | (depth_m <= 0)] = np.nan
+    if not np.any(np.isfinite(depth_m)):
+        raise ConversionError(f"{name}.data: no valid depth pixel (all zero, NaN or inf)")
+    return depth_m
+
+
+def numpy_to_image(msgs: Any, arr: np.ndarray, encoding: str, header: Any) -> Any:
+    """An array -> sensor_msgs/Image (no padding, native byte order flagged in ``is_bigendian``).
+
+    Args:
+        msgs: message factory.
+        arr: (H, W, C) or (H, W) array whose dtype and channels match ``encoding``.
+        encoding: one of :data:`IMAGE_ENCODINGS`.
+        header: std_msgs/Header to stamp it with.
+
+    Raises:
+        ConversionError: the array does not fit the encoding.
+    """
+    if encoding not in IMAGE_ENCODINGS:
+        raise ConversionError(f"encoding: {encoding!r} is not supported; use one of {list(IMAGE_ENCODINGS)}")
+    dtype, channels = IMAGE_ENCODINGS[encoding]
+    a = np.asarray(arr)
+    shape_ok = (a.ndim == 2 and channels == 1) or (a.ndim == 3 and a.shape[2] == channels)
+    if not shape_ok or a.dtype != np.dtype(dtype) or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ConversionError(
+            f"image array: {encoding} needs ({'H, W' if channels == 1 else f'H, W, {channels}'}) "
+            f"{np.dtype(dtype).name}, got {a.shape} {a.dtype}"
+        )
+    a = np.ascontiguousarray(a)
+    h, w = a.shape[:2]
+    return msgs.new(
+        "sensor_msgs/msg/Image", header=header, height=h, width=w, encoding=encoding,
+        is_bigendian=int(sys.byteorder == "big" and a.dtype.itemsize > 1), step=w * channels * a.dtype.itemsize,
+        data=msgs.u8_seq(a),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Camera info
+# --------------------------------------------------------------------------------------------
+
+
+def camera_info_to_model(msg: Any, name: str = "camera_info") -> CameraModel:
+    """sensor_msgs/CameraInfo -> :class:`CameraModel` (K from ``k``, distortion from ``d``).
+
+    The images are assumed rectified (use :func:`camera_info_warnings` to tell the user when
+    they are probably not).
+
+    Raises:
+        ConversionError: zero size, zero/NaN/ill-formed ``k``, non-finite ``d``.
+    """
+    w, h = int(msg.width), int(msg.height)
+    if w <= 0 or h <= 0:
+        raise ConversionError(f"{name}.width/height: must be positive, got {w}x{h}")
+    try:
+        K = check_K(np.asarray(msg.k, dtype=np.float64), f"{name}.k")
+    except InputError as e:
+        raise ConversionError(str(e)) from None
+    if abs(K[2, 2] - 1.0) > 1e-6 or abs(K[2, 0]) > 1e-9 or abs(K[2, 1]) > 1e-9 or abs(K[1, 0]) > 1e-9:
+        raise ConversionError(f"{name}.k: not a pinhole matrix [[fx,s,cx],[0,fy,cy],[0,0,1]]: {K.ravel().tolist()}")
+    D = np.asarray(msg.d, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(D)):
+        raise ConversionError(f"{name}.d: contains NaN or inf: {D.tolist()}")
+    return CameraModel(K, w, h, D)
+
+
+def camera_info_warnings(msg: Any, name: str = "camera_info") -> list[str]:
+    """Why a CameraInfo may not fit the rectified-image assumption (empty list if it does)."""
+    D = np.asarray(msg.d, dtype=np.float64).ravel()
+    if D.size and np.any(np.abs(D) > 1e-9):
+        return [
+            f"{name}.d: non-zero distortion ({msg.distortion_model}: {np.round(D, 4).tolist()}); "
+            "the estimators assume rectified images: subscribe to a rectified image (image_rect) "
+            "or expect a larger pose error"
+        ]
+    return []
+
+
+def check_image_matches_camera(image_hw: tuple[int, int], model: CameraModel, name: str = "image") -> None:
+    """Raise if an image's size differs from the CameraInfo size it is paired with."""
+    h, w = int(image_hw[0]), int(image_hw[1])
+    if (w, h) != (model.width, model.height):
+        raise ConversionError(
+            f"{name}.width/height: {w}x{h} but camera_info says {model.width}x{model.height}"
+        )
+
+
+def camera_model_to_info(msgs: Any, model: CameraModel, header: Any, distortion_model: str = "plumb_bob") -> Any:
+    """:class:`CameraModel` -> sensor_msgs/CameraInfo (R = I, P = [K | 0])."""
+    D = model.D if model.D.size else np.zeros(5)
+    P = np.hstack([model.K, np.zeros((3, 1))])
+    return msgs.new(
+        "sensor_msgs/msg/CameraInfo", header=header, height=int(model.height), width=int(model.width),
+        distortion_model=distortion_model, d=msgs.f64_seq(D), k=msgs.f64_array(model.K.ravel()),
+        r=msgs.f64_array(np.eye(3).ravel()), p=msgs.f64_array(P.ravel()),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Poses, TF, detections
+# --------------------------------------------------------------------------------------------
+
+
+def _finite_Rt(R: Any, t: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    R = np.asarray(R, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64).reshape(-1)
+    if R.shape != (3, 3) or t.shape != (3,):
+        raise ConversionError(f"{name}: R must be (3, 3) and t (3,), got {R.shape} and {t.shape}")
+    if not (np.all(np.isfinite(R)) and np.all(np.isfinite(t))):
+        raise ConversionError(f"{name}: pose contains NaN or inf")
+    return R, t
+
+
+def point_msg(msgs: Any, xyz: Any) -> Any:
+    """(3,) metres -> geometry_msgs/Point."""
+    x, y, z = (float(v) for v in np.asarray(xyz, dtype=np.float64).reshape(3))
+    return msgs.new("geometry_msgs/msg/Point", x=x, y=y, z=z)
+
+
+def pose_msg(msgs: Any, R: np.ndarray, t_m: np.ndarray, name: str = "pose") -> Any:
+    """(3, 3) rotation and (3,) metres -> geometry_msgs/Pose."""
+    R, t = _finite_Rt(R, t_m, name)
+    q = quat_xyzw_from_matrix(R)
+    return msgs.new(
+        "geometry_msgs/msg/Pose", position=point_msg(msgs, t),
+        orientation=msgs.new("geometry_msgs/msg/Quaternion", x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
+    )
+
+
+def pose_msg_to_Rt(pose: Any) -> tuple[np.ndarray, np.ndarray]:
+    """geometry_msgs/Pose -> ((3, 3) rotation, (3,) metres)."""
+    from featmap_ros.geometry import matrix_from_quat_xyzw
+
+    q = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w], dtype=np.float64)
+    t = np.array([pose.position.x, pose.position.y, pose.position.z], dtype=np.float64)
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))):
+        raise ConversionError("pose: contains NaN or inf")
+    try:
+        return matrix_from_quat_xyzw(q), t
+    except InputError as e:
+        raise ConversionError(f"pose.orientation: {e}") from None
+
+
+def object_pose_to_pose_stamped(msgs: Any, pose: ObjectPose, header: Any) -> Any:
+    """ObjectPose -> geometry_msgs/PoseStamped in ``header.frame_id``."""
+    return msgs.new("geometry_msgs/msg/PoseStamped", header=header, pose=pose_msg(msgs, pose.R_m2c, pose.t_m2c_m, pose.object_name))
+
+
+def transform_msg(msgs: Any, R: np.ndarray, t_m: np.ndarray, header: Any, child_frame_id: str) -> Any:
+    """A rotation and translation -> geometry_msgs/TransformStamped (parent = header.frame_id)."""
+    p = pose_msg(msgs, R, t_m, child_frame_id)
+    return msgs.new(
+        "geometry_msgs/msg/TransformStamped", header=header, child_frame_id=str(child_frame_id),
+        transform=msgs.new(
+            "geometry_msgs/msg/Transform",
+            translation=msgs.new("geometry_msgs/msg/Vector3", x=p.position.x, y=p.position.y, z=p.position.z),
+            rotation=p.orientation,
+        ),
+    )
+
+
+def object_pose_to_transform(msgs: Any, pose: ObjectPose, header: Any, frame_prefix: str = "") -> Any:
+    """ObjectPose -> TransformStamped from the camera frame to ``<frame_prefix><object_name>``."""
+    return transform_msg(msgs, pose.R_m2c, pose.t_m2c_m, header, f"{frame_prefix}{pose.object_name}")
+
+
+def _box_center_c(pose: ObjectPose) -> np.ndarray:
+    return np.asarray(pose.R_m2c, np.float64) @ np.asarray(pose.center_m, np.float64).reshape(3) + np.asarray(pose.t_m2c_m, np.float64).reshape(3)
+
+
+def object_poses_to_detection3d_array(msgs: Any, poses: Sequence[ObjectPose], header: Any) -> Any:
+    """ObjectPoses -> vision_msgs/Detection3DArray.
+
+    Each detection: ``results[0].hypothesis`` = (object name, score), ``results[0].pose.pose`` =
+    the model frame's pose, ``bbox`` = the model's box (centre in the camera frame, oriented as
+    the model, size = extents), ``id`` = object name.
+    """
+    dets = []
+    for p in poses:
+        hyp = msgs.new(
+            "vision_msgs/msg/ObjectHypothesisWithPose",
+            hypothesis=msgs.new("vision_msgs/msg/ObjectHypothesis", class_id=str(p.object_name), score=float(p.score)),
+            pose=msgs.new("geometry_msgs/msg/PoseWithCovariance", pose=pose_msg(msgs, p.R_m2c, p.t_m2c_m, p.object_name),
+                          covariance=msgs.f64_array(np.zeros(36))),
+        )
+        ext = np.asarray(p.extents_m, dtype=np.float64).reshape(3)
+        bbox = msgs.new(
+            "vision_msgs/msg/BoundingBox3D", center=pose_msg(msgs, p.R_m2c, _box_center_c(p), p.object_name),
+            size=msgs.new("geometry_msgs/msg/Vector3", x=float(ext[0]), y=float(ext[1]), z=float(ext[2])),
+        )
+        dets.append(msgs.new("vision_msgs/msg/Detection3D", header=header, results=[hyp], bbox=bbox, id=str(p.object_name)))
+    return msgs.new("vision_msgs/msg/Detection3DArray", header=header, detections=dets)
+
+
+def detection3d_array_to_object_poses(msg: Any, obj_ids: Mapping[str, int] | None = None, name: str = "detections") -> list[ObjectPose]:
+    """vision_msgs/Detection3DArray -> ObjectPoses (the best hypothesis of each detection).
+
+    Args:
+        msg: the message (e.g. the player's ground truth or this node's output).
+        obj_ids: object name -> dataset id; -1 when absent.
+
+    Raises:
+        ConversionError: a detection without results or with a NaN pose.
+    """
+    out = []
+    for i, det in enumerate(msg.detections):
+        if not det.results:
+            raise ConversionError(f"{name}.detections[{i}].results: empty")
+        best = max(det.results, key=lambda r: float(r.hypothesis.score))
+        try:
+            R, t = pose_msg_to_Rt(best.pose.pose)
+            Rb, tb = pose_msg_to_Rt(det.bbox.center)
+        except ConversionError as e:
+            raise ConversionError(f"{name}.detections[{i}].{e}") from None
+        cls = str(best.hypothesis.class_id)
+        size = det.bbox.size
+        out.append(ObjectPose(
+            object_name=cls, obj_id=int((obj_ids or {}).get(cls, -1)), R_m2c=R, t_m2c_m=t,
+            score=float(best.hypothesis.score),
+            extents_m=np.array([size.x, size.y, size.z], dtype=np.float64),
+            center_m=R.T @ (tb - t),
+        ))
+    return out
+
+
+def detection2d_array_to_boxes(msg: Any, name: str = "detections_2d") -> list[tuple[str, np.ndarray]]:
+    """vision_msgs/Detection2DArray -> [(class_id, (4,) float64 xywh pixels)], best hypothesis each.
+
+    Uses ``bbox.center.position.x/y`` (vision_msgs >= 4, Humble and later).
+
+    Raises:
+        ConversionError: a detection without results, or a non-finite or non-positive box.
+    """
+    out = []
+    for i, det in enumerate(msg.detections):
+        if not det.results:
+            raise ConversionError(f"{name}.detections[{i}].results: empty (no class_id)")
+        best = max(det.results, key=lambda r: float(r.hypothesis.score))
+        c = det.bbox.center.position
+        cx, cy, sw, sh = float(c.x), float(c.y), float(det.bbox.size_x), float(det.bbox.size_y)
+        if not (np.all(np.isfinite([cx, cy, sw, sh])) and sw > 0 and sh > 0):
+            raise ConversionError(f"{name}.detections[{i}].bbox: needs finite centre and positive size, got centre ({cx}, {cy}) size {sw}x{sh}")
+        out.append((str(best.hypothesis.class_id), np.array([cx - sw / 2, cy - sh / 2, sw, sh], dtype=np.float64)))
+    return out
+
+
+def boxes_to_detection2d_array(msgs: Any, boxes: Sequence[tuple[str, np.ndarray, float]], header: Any) -> Any:
+    """[(class_id, (4,) xywh pixels, score)] -> vision_msgs/Detection2DArray."""
+    dets = []
+    for cls, xywh, score in boxes:
+        x, y, w, h = (float(v) for v in np.asarray(xywh, dtype=np.float64).reshape(4))
+        hyp = msgs.new("vision_msgs/msg/ObjectHypothesisWithPose",
+                       hypothesis=msgs.new("vision_msgs/msg/ObjectHypothesis", class_id=str(cls), score=float(score)))
+        center = msgs.new("vision_msgs/msg/Pose2D", position=msgs.new("vision_msgs/msg/Point2D", x=x + w / 2, y=y + h / 2), theta=0.0)
+        bbox = msgs.new("vision_msgs/msg/BoundingBox2D", center=center, size_x=w, size_y=h)
+        dets.append(msgs.new("vision_msgs/msg/Detection2D", header=header, results=[hyp], bbox=bbox, id=str(cls)))
+    return msgs.new("vision_msgs/msg/Detection2DArray", header=header, detections=dets)
+
+
+# --------------------------------------------------------------------------------------------
+# Hands
+# --------------------------------------------------------------------------------------------
+
+
+def hand_pose_to_msg(msgs: Any, hand: HandPose, header: Any) -> Any:
+    """HandPose -> featmap_ros/HandPose (joints in metres in ``header.frame_id``).
+
+    Raises:
+        ConversionError: joints not (J, 3), names not J long, or NaN joints.
+    """
+    joints = np.asarray(hand.joints_m, dtype=np.float64)
+    if joints.ndim != 2 or joints.shape[1] != 3 or joints.shape[0] != len(hand.joint_names):
+        raise ConversionError(f"hand_pose.joints: expected ({len(hand.joint_names)}, 3), got {joints.shape}")
+    if not np.all(np.isfinite(joints)):
+        raise ConversionError("hand_pose.joints: contain NaN or inf")
+    return msgs.new(
+        "featmap_ros/msg/HandPose", header=header, joint_names=[str(n) for n in hand.joint_names],
+        joints=[point_msg(msgs, j) for j in joints], joint_scores=msgs.f32_seq(np.asarray(hand.joint_scores, np.float32).ravel()),
+        score=float(hand.score), crop_center=point_msg(msgs, np.asarray(hand.crop_center_m, np.float64).reshape(3)),
+    )
+
+
+def hand_pose_msg_to_result(msg: Any) -> HandPose:
+    """featmap_ros/HandPose -> HandPose (for the evaluator and the ground-truth topic)."""
+    joints = np.array([[p.x, p.y, p.z] for p in msg.joints], dtype=np.float64).reshape(-1, 3)
+    if len(msg.joint_names) != joints.shape[0]:
+        raise ConversionError(f"hand_pose.joint_names: {len(msg.joint_names)} names for {joints.shape[0]} joints")
+    c = msg.crop_center
+    return HandPose(
+        joint_names=[str(n) for n in msg.joint_names], joints_m=joints, score=float(msg.score),
+        joint_scores=np.asarray(msg.joint_scores, dtype=np.float64).ravel(),
+        crop_center_m=np.array([c.x, c.y, c.z], dtype=np.float64),
+    )
+
+
+#: Bones drawn between named joints (NYU's 14 evaluation joints); pairs with a missing name are skipped.
+HAND_SKELETON: tuple[tuple[str, str], ...] = (
+    ("pinky_tip", "pinky_mid"), ("pinky_mid", "palm_pinky"),
+    ("ring_tip", "ring_mid"), ("ring_mid", "palm_center"),
+    ("middle_tip", "middle_mid"), ("middle_mid", "palm_center"),
+    ("index_tip", "index_mid"), ("index_mid", "palm_index"),
+    ("thumb_tip", "thumb_mid"), ("thumb_mid", "thumb_root"), ("thumb_root", "palm_index"),
+    ("palm_pinky", "palm_center"), ("palm_index", "palm_center"),
+)
+
+
+def skeleton_edges(joint_names: Sequence[str], skeleton: Sequence[tuple[str, str]] = HAND_SKELETON) -> list[tuple[int, int]]:
+    """Index pairs of the bones whose two joints are both named in ``joint_names``."""
+    index = {n: i for i, n in enumerate(joint_names)}
+    return [(index[a], index[b]) for a, b in skeleton if a in index and b in index]
+
+
+# --------------------------------------------------------------------------------------------
+# Markers
+# --------------------------------------------------------------------------------------------
+
+
+def _color(msgs: Any, rgba: Sequence[float]) -> Any:
+    r, g, b, a = (float(v) for v in rgba)
+    return msgs.new("std_msgs/msg/ColorRGBA", r=r, g=g, b=b, a=a)
+
+
+def _vec3(msgs: Any, x: float, y: float, z: float) -> Any:
+    return msgs.new("geometry_msgs/msg/Vector3", x=float(x), y=float(y), z=float(z))
+
+
+def _identity_pose(msgs: Any) -> Any:
+    return pose_msg(msgs, np.eye(3), np.zeros(3))
+
+
+def delete_all_marker(msgs: Any, header: Any) -> Any:
+    """A DELETEALL marker: first in every array, so markers of objects no longer seen vanish."""
+    M = msgs.cls("visualization_msgs/msg/Marker")
+    return msgs.new("visualization_msgs/msg/Marker", header=header, action=int(M.DELETEALL), pose=_identity_pose(msgs))
+
+
+def object_markers(
+    msgs: Any,
+    poses: Sequence[ObjectPose],
+    header: Any,
+    mesh_resources: Mapping[str, str] | None = None,
+    mesh_scale: float = 1.0,
+    rgba: Sequence[float] = (0.1, 0.9, 0.2, 1.0),
+) -> Any:
+    """ObjectPoses -> visualization_msgs/MarkerArray: DELETEALL, then per object a mesh and its box.
+
+    Args:
+        msgs: message factory.
+        poses: estimates in ``header.frame_id``.
+        header: the input image's header.
+        mesh_resources: object name -> ``package://featmap_ros/meshes/<name>.ply`` (or any URI
+            RViz reads); objects without one get the box only.
+        mesh_scale: scale applied to the mesh (0.001 for BOP meshes in millimetres).
+        rgba: colour of boxes and meshes without embedded colours.
+
+    Returns:
+        MarkerArray with namespaces ``<name>/mesh`` (MESH_RESOURCE) and ``<name>/box``
+        (LINE_LIST of the 12 box edges in the model frame, marker pose = object pose).
+    """
+    M = msgs.cls("visualization_msgs/msg/Marker")
+    markers = [delete_all_marker(msgs, header)]
+    seen: dict[str, int] = {}
+    for p in poses:
+        k = seen.get(p.object_name, 0)
+        seen[p.object_name] = k + 1
+        pose = pose_msg(msgs, p.R_m2c, p.t_m2c_m, p.object_name)
+        uri = (mesh_resources or {}).get(p.object_name, "")
+        if uri:
+            s = float(mesh_scale)
+            markers.append(msgs.new(
+                "visualization_msgs/msg/Marker", header=header, ns=f"{p.object_name}/mesh", id=k,
+                type=int(M.MESH_RESOURCE), action=int(M.ADD), pose=pose, scale=_vec3(msgs, s, s, s),
+                color=_color(msgs, rgba), mesh_resource=uri, mesh_use_embedded_materials=True,
+            ))
+        ext = np.asarray(p.extents_m, dtype=np.float64).reshape(3)
+        corners = np.asarray(p.center_m, np.float64).reshape(3) + (BOX_CORNER_SIGNS - 0.5) * ext
+        pts = [point_msg(msgs, corners[i]) for edge in BOX_EDGES for i in edge]
+        markers.append(msgs.new(
+            "visualization_msgs/msg/Marker", header=header, ns=f"{p.object_name}/box", id=k,
+            type=int(M.LINE_LIST), action=int(M.ADD), pose=pose, scale=_vec3(msgs, 0.003, 0.0, 0.0),
+            color=_color(msgs, rgba), points=pts,
+        ))
+    return msgs.new("visualization_msgs/msg/MarkerArray", markers=markers)
+
+
+def hand_markers(
+    msgs: Any,
+    hand: HandPose | None,
+    header: Any,
+    skeleton: Sequence[tuple[str, str]] = HAND_SKELETON,
+    joint_diameter_m: float = 0.012,
+    rgba: Sequence[float] = (1.0, 0.5, 0.1, 1.0),
+) -> Any:
+    """A hand -> MarkerArray: DELETEALL, joints (SPHERE_LIST, ns ``hand/joints``) and bones
+    (LINE_LIST, ns ``hand/bones``). ``hand=None`` clears the display."""
+    M = msgs.cls("visualization_msgs/msg/Marker")
+    markers = [delete_all_marker(msgs, header)]
+    if hand is not None:
+        joints = np.asarray(hand.joints_m, dtype=np.float64).reshape(-1, 3)
+        if not np.all(np.isfinite(joints)):
+            raise ConversionError("hand_pose.joints: contain NaN or inf")
+        d = float(joint_diameter_m)
+        markers.append(msgs.new(
+            "visualization_msgs/msg/Marker", header=header, ns="hand/joints", id=0, type=int(M.SPHERE_LIST),
+            action=int(M.ADD), pose=_identity_pose(msgs), scale=_vec3(msgs, d, d, d), color=_color(msgs, rgba),
+            points=[point_msg(msgs, j) for j in joints],
+        ))
+        edges = skeleton_edges(hand.joint_names, skeleton)
+        markers.append(msgs.new(
+            "visualization_msgs/msg/Marker", header=header, ns="hand/bones", id=0, type=int(M.LINE_LIST),
+            action=int(M.ADD), pose=_identity_pose(msgs), scale=_vec3(msgs, d / 3, 0.0, 0.0), color=_color(msgs, rgba),
+            points=[point_msg(msgs, joints[i]) for e in edges for i in e],
+        ))
+    return msgs.new("visualization_msgs/msg/MarkerArray", markers=markers)

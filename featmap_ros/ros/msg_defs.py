@@ -1,0 +1,78 @@
+"""Message definitions that the rosbags typestores do not ship, as .msg text.
+
+``vision_msgs`` (4.1, the ``ros2`` branch of ros-perception/vision_msgs, as released for Humble
+and Jazzy) and this package's own ``featmap_ros/msg/HandPose``. They let rosbags build, serialise
+and read the very messages the nodes publish, without ROS: the bag writer and the tests use them.
+``test_ros_conversions.py`` checks that ``HAND_POSE_MSG`` matches ``msg/HandPose.msg``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+#: vision_msgs 4.1 definitions (comments dropped), keyed by full type name.
+VISION_MSGS: dict[str, str] = {
+    "vision_msgs/msg/Point2D": "float64 x\nfloat64 y\n",
+    "vision_msgs/msg/Pose2D": "vision_msgs/Point2D position\nfloat64 theta\n",
+    "vision_msgs/msg/BoundingBox2D": "vision_msgs/Pose2D center\nfloat64 size_x\nfloat64 size_y\n",
+    "vision_msgs/msg/BoundingBox3D": "geometry_msgs/Pose center\ngeometry_msgs/Vector3 size\n",
+    "vision_msgs/msg/ObjectHypothesis": "string class_id\nfloat64 score\n",
+    "vision_msgs/msg/ObjectHypothesisWithPose": (
+        "vision_msgs/ObjectHypothesis hypothesis\ngeometry_msgs/PoseWithCovariance pose\n"
+    ),
+    "vision_msgs/msg/Detection2D": (
+        "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n"
+        "vision_msgs/BoundingBox2D bbox\nstring id\n"
+    ),
+    "vision_msgs/msg/Detection2DArray": "std_msgs/Header header\nvision_msgs/Detection2D[] detections\n",
+    "vision_msgs/msg/Detection3D": (
+        "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n"
+        "vision_msgs/BoundingBox3D bbox\nstring id\n"
+    ),
+    "vision_msgs/msg/Detection3DArray": "std_msgs/Header header\nvision_msgs/Detection3D[] detections\n",
+}
+
+#: featmap_ros/msg/HandPose, identical to ``msg/HandPose.msg`` (the file colcon builds from).
+HAND_POSE_MSG = """\
+# 3D hand joints estimated from one depth image.
+# Stamped with the header of the input depth image; joints are in its frame (REP 103, metres).
+std_msgs/Header header
+string[] joint_names              # one name per joint, e.g. NYU's 14 evaluation joints
+geometry_msgs/Point[] joints      # metres, in header.frame_id, same order as joint_names
+float32[] joint_scores            # per-joint confidence in [0, 1]; empty if not estimated
+float32 score                     # overall confidence in [0, 1]
+geometry_msgs/Point crop_center   # centre of the DeepPrior crop cube, metres, header.frame_id
+"""
+
+FEATMAP_MSGS: dict[str, str] = {"featmap_ros/msg/HandPose": HAND_POSE_MSG}
+
+
+def register_types(typestore: Any) -> Any:
+    """Register vision_msgs and featmap_ros messages in a rosbags typestore (in place).
+
+    Args:
+        typestore: a ``rosbags.typesys`` store, e.g. ``get_typestore(Stores.ROS2_JAZZY)``.
+
+    Returns:
+        The same typestore, for chaining. Types it already holds are left as they are.
+    """
+    from rosbags.typesys import get_types_from_msg
+
+    types: dict[str, Any] = {}
+    for name, text in {**VISION_MSGS, **FEATMAP_MSGS}.items():
+        if name not in typestore.types:
+            types.update(get_types_from_msg(text, name))
+    if types:
+        typestore.register(types)
+    return typestore
+
+
+def featmap_typestore(distro: str = "jazzy") -> Any:
+    """A fresh rosbags typestore for ``humble`` or ``jazzy`` with this package's messages added."""
+    from rosbags.typesys import Stores, get_typestore
+
+    from featmap_ros.errors import InputError
+
+    stores = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
+    if distro not in stores:
+        raise InputError(f"ROS distro {distro!r}: valid {sorted(stores)}")
+    return register_types(get_typestore(stores[distro]))

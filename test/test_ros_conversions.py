@@ -1,0 +1,304 @@
+"""featmap_ros/ros/conversions.py on real ROS 2 message types (rosbags typestores, no rclpy).
+
+Every built message is serialised to CDR and read back with the typestore, which proves it has
+exactly the fields and types of the ROS definition.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featmap_ros.geometry import BOX_EDGES, CameraModel, look_at_R_m2c
+from featmap_ros.ros import conversions as conv
+from featmap_ros.ros.msg_defs import HAND_POSE_MSG, featmap_typestore
+from featmap_ros.results import HandPose, ObjectPose
+
+REPO = Path(__file__).resolve().parents[1]
+K = np.array([[572.4114, 0.0, 325.2611], [0.0, 573.57043, 242.04899], [0.0, 0.0, 1.0]])
+
+
+@pytest.fixture(scope="module", params=["jazzy", "humble"])
+def store(request):
+    return featmap_typestore(request.param)
+
+
+@pytest.fixture(scope="module")
+def msgs(store):
+    return conv.RosbagsMessages(store)
+
+
+def roundtrip(store, msg):
+    """Serialise to CDR and back: fails unless msg matches the ROS definition exactly."""
+    raw = store.serialize_cdr(msg, msg.__msgtype__)
+    return store.deserialize_cdr(raw, msg.__msgtype__)
+
+
+def header(msgs, ns=1_700_000_000_123_456_789, frame="camera_color_optical_frame"):
+    return conv.make_header(msgs, ns, frame)
+
+
+def image_msg(msgs, raw: bytes, h, w, enc, step, big=0):
+    return msgs.new("sensor_msgs/msg/Image", header=header(msgs), height=h, width=w, encoding=enc,
+                    is_bigendian=big, step=step, data=np.frombuffer(raw, np.uint8).copy())
+
+
+def test_hand_pose_definition_matches_msg_file():
+    assert (REPO / "msg" / "HandPose.msg").read_text() == HAND_POSE_MSG
+
+
+# ---------------------------------------------------------------- images
+
+
+@pytest.mark.parametrize("enc,dtype,ch", [("rgb8", np.uint8, 3), ("bgr8", np.uint8, 3), ("mono8", np.uint8, 1),
+                                          ("16UC1", np.uint16, 1), ("32FC1", np.float32, 1)])
+def test_image_roundtrip_through_cdr(store, msgs, enc, dtype, ch):
+    rng = np.random.default_rng(0)
+    shape = (5, 7, ch) if ch > 1 else (5, 7)
+    arr = (rng.random(shape) * 200).astype(dtype)
+    msg = conv.numpy_to_image(msgs, arr, enc, header(msgs))
+    assert msg.step == 7 * ch * np.dtype(dtype).itemsize
+    back = conv.image_to_numpy(roundtrip(store, msg))
+    assert back.dtype == np.dtype(dtype) and back.shape == arr.shape
+    np.testing.assert_array_equal(back, arr)
+
+
+def test_image_with_row_padding(msgs):
+    arr = np.arange(3 * 4 * 3, dtype=np.uint8).reshape(3, 4, 3)
+    step = 4 * 3 + 5  # 5 bytes of padding per row
+    raw = b"".join(arr[r].tobytes() + b"\xee" * 5 for r in range(3))
+    np.testing.assert_array_equal(conv.image_to_numpy(image_msg(msgs, raw, 3, 4, "rgb8", step)), arr)
+
+
+def test_big_endian_16bit_and_float(msgs):
+    depth_mm = np.array([[1, 258], [1000, 65535]], dtype=np.uint16)
+    got = conv.image_to_numpy(image_msg(msgs, depth_mm.astype(">u2").tobytes(), 2, 2, "16UC1", 4, big=1))
+    np.testing.assert_array_equal(got, depth_mm)
+    assert got.dtype == np.uint16 and got.dtype.isnative
+    depth_m = np.array([[0.5, 1.25], [np.nan, 3.0]], dtype=np.float32)
+    got = conv.image_to_numpy(image_msg(msgs, depth_m.astype(">f4").tobytes(), 2, 2, "32FC1", 8, big=1))
+    np.testing.assert_array_equal(got, depth_m)
+
+
+def test_bgr_and_mono_to_rgb(msgs):
+    bgr = np.zeros((2, 3, 3), np.uint8)
+    bgr[..., 0] = 10  # blue
+    bgr[..., 2] = 200  # red
+    rgb = conv.image_to_rgb(conv.numpy_to_image(msgs, bgr, "bgr8", header(msgs)))
+    assert rgb[0, 0].tolist() == [200, 0, 10]
+    mono = np.array([[0, 128, 255]], np.uint8)
+    rgb = conv.image_to_rgb(conv.numpy_to_image(msgs, mono, "mono8", header(msgs)))
+    assert rgb.shape == (1, 3, 3) and rgb[0, 1].tolist() == [128, 128, 128]
+
+
+def test_depth_in_metres_with_invalid_pixels(msgs):
+    mm = np.array([[0, 500], [1234, 2000]], np.uint16)
+    d = conv.image_to_depth_m(conv.numpy_to_image(msgs, mm, "16UC1", header(msgs)))
+    assert d.dtype == np.float32 and np.isnan(d[0, 0])
+    np.testing.assert_allclose(d[1], [1.234, 2.0], rtol=1e-6)
+    m = np.array([[np.inf, -1.0], [0.7, np.nan]], np.float32)
+    d = conv.image_to_depth_m(conv.numpy_to_image(msgs, m, "32FC1", header(msgs)))
+    assert np.isnan(d).sum() == 3 and d[1, 0] == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("case,field", [
+    ("encoding", "image.encoding"), ("step", "image.step"), ("size", "image.data"), ("empty", "image.width/height"),
+])
+def test_bad_images_name_the_field(msgs, case, field):
+    arr = np.zeros((4, 4, 3), np.uint8)
+    raw = arr.tobytes()
+    bad = {
+        "encoding": image_msg(msgs, raw, 4, 4, "yuv422", 12),
+        "step": image_msg(msgs, raw, 4, 4, "rgb8", 10),
+        "size": image_msg(msgs, raw[:-1], 4, 4, "rgb8", 12),
+        "empty": image_msg(msgs, b"", 0, 4, "rgb8", 12),
+    }[case]
+    with pytest.raises(conv.ConversionError, match=field.replace(".", r"\.").replace("/", "/")):
+        conv.image_to_numpy(bad)
+
+
+def test_wrong_kind_of_image_for_the_node(msgs):
+    depth = conv.numpy_to_image(msgs, np.ones((2, 2), np.uint16), "16UC1", header(msgs))
+    with pytest.raises(conv.ConversionError, match=r"image\.encoding: '16UC1' is not a colour"):
+        conv.image_to_rgb(depth)
+    colour = conv.numpy_to_image(msgs, np.ones((2, 2, 3), np.uint8), "rgb8", header(msgs))
+    with pytest.raises(conv.ConversionError, match=r"depth\.encoding"):
+        conv.image_to_depth_m(colour)
+    nan = conv.numpy_to_image(msgs, np.full((2, 2), np.nan, np.float32), "32FC1", header(msgs))
+    with pytest.raises(conv.ConversionError, match=r"depth\.data: no valid depth"):
+        conv.image_to_depth_m(nan)
+    with pytest.raises(conv.ConversionError, match="image array"):
+        conv.numpy_to_image(msgs, np.ones((2, 2, 3), np.float32), "rgb8", header(msgs))
+
+
+# ---------------------------------------------------------------- camera info
+
+
+def test_camera_info_roundtrip_and_checks(store, msgs):
+    model = CameraModel(K, 640, 480)
+    info = roundtrip(store, conv.camera_model_to_info(msgs, model, header(msgs)))
+    back = conv.camera_info_to_model(info)
+    np.testing.assert_allclose(back.K, K)
+    assert (back.width, back.height) == (640, 480)
+    assert conv.camera_info_warnings(info) == []
+    np.testing.assert_allclose(np.asarray(info.p).reshape(3, 4)[:, :3], K)
+    conv.check_image_matches_camera((480, 640), back)
+    with pytest.raises(conv.ConversionError, match=r"image\.width/height: 320x240 but camera_info says 640x480"):
+        conv.check_image_matches_camera((240, 320), back)
+
+
+def test_camera_info_distortion_warns(msgs):
+    model = CameraModel(K, 640, 480, np.array([0.1, -0.05, 0.0, 0.0, 0.0]))
+    info = conv.camera_model_to_info(msgs, model, header(msgs))
+    warnings = conv.camera_info_warnings(info)
+    assert len(warnings) == 1 and "camera_info.d" in warnings[0] and "rectified" in warnings[0]
+    np.testing.assert_allclose(conv.camera_info_to_model(info).D, model.D)
+
+
+@pytest.mark.parametrize("case,field", [("zero_k", r"camera_info\.k"), ("nan_k", r"camera_info\.k"),
+                                        ("size", r"camera_info\.width/height"), ("nan_d", r"camera_info\.d")])
+def test_bad_camera_info_names_the_field(msgs, case, field):
+    k = K.ravel().copy()
+    d = np.zeros(5)
+    w = 640
+    if case == "zero_k":
+        k[:] = 0.0
+    elif case == "nan_k":
+        k[2] = np.nan
+    elif case == "size":
+        w = 0
+    else:
+        d[1] = np.nan
+    info = msgs.new("sensor_msgs/msg/CameraInfo", header=header(msgs), width=w, height=480,
+                    distortion_model="plumb_bob", d=d, k=k)
+    with pytest.raises(conv.ConversionError, match=field):
+        conv.camera_info_to_model(info)
+
+
+# ---------------------------------------------------------------- objects
+
+
+def make_pose(name="ape", obj_id=1, t=(0.05, -0.02, 0.8), score=0.9):
+    R = look_at_R_m2c(np.array([0.3, -0.5, 0.8]), inplane_rad=0.4)
+    return ObjectPose(object_name=name, obj_id=obj_id, R_m2c=R, t_m2c_m=np.array(t, float), score=score,
+                      extents_m=np.array([0.075, 0.078, 0.092]), center_m=np.array([0.001, -0.002, 0.003]))
+
+
+def test_pose_stamped_and_transform(store, msgs):
+    p = make_pose()
+    h = header(msgs)
+    ps = roundtrip(store, conv.object_pose_to_pose_stamped(msgs, p, h))
+    R, t = conv.pose_msg_to_Rt(ps.pose)
+    np.testing.assert_allclose(R, p.R_m2c, atol=1e-12)
+    np.testing.assert_allclose(t, p.t_m2c_m)
+    assert ps.header.frame_id == "camera_color_optical_frame"
+    assert conv.stamp_to_ns(ps.header.stamp) == 1_700_000_000_123_456_789
+    tf = roundtrip(store, conv.object_pose_to_transform(msgs, p, h, frame_prefix="featmap/"))
+    assert tf.child_frame_id == "featmap/ape" and tf.header.frame_id == "camera_color_optical_frame"
+    q = tf.transform.rotation
+    assert q.w >= 0 and np.isclose(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2, 1.0)
+    assert tf.transform.translation.z == pytest.approx(0.8)
+    tfm = store.types["tf2_msgs/msg/TFMessage"](transforms=[tf])
+    assert roundtrip(store, tfm).transforms[0].child_frame_id == "featmap/ape"
+
+
+def test_nan_pose_is_refused(msgs):
+    p = make_pose(t=(np.nan, 0, 1))
+    with pytest.raises(conv.ConversionError, match="ape: pose contains NaN"):
+        conv.object_pose_to_pose_stamped(msgs, p, header(msgs))
+
+
+def test_detection3d_array_roundtrip(store, msgs):
+    poses = [make_pose(), make_pose("can", 5, (-0.1, 0.05, 1.1), 0.4)]
+    arr = roundtrip(store, conv.object_poses_to_detection3d_array(msgs, poses, header(msgs)))
+    assert [d.results[0].hypothesis.class_id for d in arr.detections] == ["ape", "can"]
+    assert arr.detections[1].results[0].hypothesis.score == pytest.approx(0.4)
+    assert arr.detections[0].bbox.size.z == pytest.approx(0.092)
+    back = conv.detection3d_array_to_object_poses(arr, {"ape": 1, "can": 5})
+    for a, b in zip(poses, back):
+        assert b.object_name == a.object_name and b.obj_id == a.obj_id
+        np.testing.assert_allclose(b.R_m2c, a.R_m2c, atol=1e-12)
+        np.testing.assert_allclose(b.t_m2c_m, a.t_m2c_m, atol=1e-12)
+        np.testing.assert_allclose(b.center_m, a.center_m, atol=1e-12)
+        np.testing.assert_allclose(b.extents_m, a.extents_m)
+
+
+def test_detection2d_boxes_roundtrip(store, msgs):
+    boxes = [("ape", np.array([100.0, 50.0, 40.0, 30.0]), 0.8)]
+    arr = roundtrip(store, conv.boxes_to_detection2d_array(msgs, boxes, header(msgs)))
+    assert arr.detections[0].bbox.center.position.x == pytest.approx(120.0)
+    got = conv.detection2d_array_to_boxes(arr)
+    assert got[0][0] == "ape"
+    np.testing.assert_allclose(got[0][1], [100.0, 50.0, 40.0, 30.0])
+    bad = conv.boxes_to_detection2d_array(msgs, [("ape", np.array([1.0, 2.0, -3.0, 4.0]), 1.0)], header(msgs))
+    with pytest.raises(conv.ConversionError, match=r"detections_2d\.detections\[0\]\.bbox"):
+        conv.detection2d_array_to_boxes(bad)
+
+
+def test_object_markers(store, msgs):
+    poses = [make_pose(), make_pose(), make_pose("can", 5)]
+    arr = roundtrip(store, conv.object_markers(msgs, poses, header(msgs), {"ape": "package://featmap_ros/meshes/ape.ply"}, 0.001))
+    M = store.types["visualization_msgs/msg/Marker"]
+    kinds = [(m.ns, m.id, m.type, m.action) for m in arr.markers]
+    assert kinds[0][3] == M.DELETEALL
+    assert kinds[1:] == [("ape/mesh", 0, M.MESH_RESOURCE, M.ADD), ("ape/box", 0, M.LINE_LIST, M.ADD),
+                         ("ape/mesh", 1, M.MESH_RESOURCE, M.ADD), ("ape/box", 1, M.LINE_LIST, M.ADD),
+                         ("can/box", 0, M.LINE_LIST, M.ADD)]
+    mesh = arr.markers[1]
+    assert mesh.mesh_resource == "package://featmap_ros/meshes/ape.ply" and mesh.scale.x == pytest.approx(0.001)
+    box = arr.markers[2]
+    assert len(box.points) == 2 * len(BOX_EDGES) == 24
+    # box corners placed with the marker pose land where the pose puts the model's box
+    R, t = conv.pose_msg_to_Rt(box.pose)
+    pts_c = np.array([[q.x, q.y, q.z] for q in box.points]) @ R.T + t
+    p = poses[0]
+    expected_center_c = p.R_m2c @ p.center_m + p.t_m2c_m
+    np.testing.assert_allclose(pts_c.mean(axis=0), expected_center_c, atol=1e-9)
+    assert all(m.header.frame_id == "camera_color_optical_frame" for m in arr.markers)
+    empty = roundtrip(store, conv.object_markers(msgs, [], header(msgs)))
+    assert len(empty.markers) == 1 and empty.markers[0].action == M.DELETEALL
+
+
+# ---------------------------------------------------------------- hands
+
+
+def make_hand():
+    names = ["pinky_tip", "pinky_mid", "palm_pinky", "palm_center", "thumb_tip"]
+    joints = np.array([[0.0, 0.0, 0.5], [0.01, 0.0, 0.5], [0.02, 0.01, 0.51], [0.03, 0.02, 0.52], [0.05, 0.0, 0.49]])
+    return HandPose(joint_names=names, joints_m=joints, score=0.7, joint_scores=np.linspace(0.5, 0.9, 5),
+                    crop_center_m=np.array([0.02, 0.01, 0.5]))
+
+
+def test_hand_pose_msg_roundtrip(store, msgs):
+    hand = make_hand()
+    msg = roundtrip(store, conv.hand_pose_to_msg(msgs, hand, header(msgs, frame="camera_depth_optical_frame")))
+    assert msg.header.frame_id == "camera_depth_optical_frame"
+    back = conv.hand_pose_msg_to_result(msg)
+    assert back.joint_names == hand.joint_names
+    np.testing.assert_allclose(back.joints_m, hand.joints_m)
+    np.testing.assert_allclose(back.joint_scores, hand.joint_scores, rtol=1e-6)
+    assert back.score == pytest.approx(0.7)
+    np.testing.assert_allclose(back.crop_center_m, hand.crop_center_m)
+
+
+def test_hand_pose_bad_joints(msgs):
+    hand = make_hand()
+    hand.joints_m = hand.joints_m[:3]
+    with pytest.raises(conv.ConversionError, match=r"hand_pose\.joints: expected \(5, 3\)"):
+        conv.hand_pose_to_msg(msgs, hand, header(msgs))
+
+
+def test_hand_markers(store, msgs):
+    hand = make_hand()
+    arr = roundtrip(store, conv.hand_markers(msgs, hand, header(msgs)))
+    M = store.types["visualization_msgs/msg/Marker"]
+    assert [m.action for m in arr.markers] == [M.DELETEALL, M.ADD, M.ADD]
+    joints, bones = arr.markers[1], arr.markers[2]
+    assert joints.type == M.SPHERE_LIST and len(joints.points) == 5
+    # bones among these names: pinky_tip-pinky_mid, pinky_mid-palm_pinky, palm_pinky-palm_center
+    assert conv.skeleton_edges(hand.joint_names) == [(0, 1), (1, 2), (2, 3)]
+    assert bones.type == M.LINE_LIST and len(bones.points) == 6
+    cleared = roundtrip(store, conv.hand_markers(msgs, None, header(msgs)))
+    assert len(cleared.markers) == 1
+
