@@ -1,0 +1,343 @@
+"""Image in, poses out: the Feature Mapping estimators, with no ROS.
+
+- :class:`ObjectPoseEstimator`: colour image + K (+ optional boxes) -> crops -> f, g, h ->
+  8 box-corner projections per object -> PnP (OpenCV) -> :class:`~featmap_ros.results.ObjectPose`.
+  Several objects and instances go through the network in one batch. Without boxes, the
+  built-in localiser finds each object's window.
+- :class:`HandPoseEstimator`: depth map (metres) + K -> hand localisation (closest blob) ->
+  DeepPrior crop -> f, g, h -> 14 joints in metres, camera optical frame.
+
+Real images go through g (the mapping) when the model was trained with it (checkpoint
+``config.mapping``); a model trained without mapping uses f, h directly.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from featmap_ros import crops, geometry
+from featmap_ros.errors import InputError
+from featmap_ros.nets import FeatureMappingNet, Localiser, LocaliserConfig
+from featmap_ros.results import HandPose, ObjectPose
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU -> InputError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise InputError(f"device: must be auto, cpu or cuda, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device: {device!r} requested but no CUDA device is available")
+    return torch.device(device)
+
+
+def _check_K(K: np.ndarray) -> np.ndarray:
+    return geometry.check_K(K)
+
+
+class _Base:
+    def __init__(self, model: FeatureMappingNet, meta: dict, use_mapping: bool, device: str) -> None:
+        self.device = resolve_device(device)
+        self.half = self.device.type == "cuda"
+        self.model = model.eval().to(self.device)
+        if self.half:
+            self.model = self.model.half()
+        self.meta = dict(meta)
+        self.use_mapping = use_mapping
+        self.input_size = model.cfg.input_size
+
+    @torch.no_grad()
+    def _infer(self, crops_chw: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(crops_chw)).to(self.device)
+        x = x.half() if self.half else x.float()
+        y = self.model(x, real=self.use_mapping)
+        return y.float().cpu().numpy()
+
+
+class ObjectPoseEstimator(_Base):
+    """6D object pose from a colour image (BB8 corners + PnP), Feature Mapping for real images.
+
+    Args:
+        model: f, g, h (an object model).
+        meta: object facts: ``object_names`` (list, head order), ``obj_ids``, ``corners_m``
+            ((n, 8, 3) box corners, metres), ``extents_m`` ((n, 3)), ``center_m`` ((n, 3)),
+            ``diameter_m`` ((n,)), ``window_scale`` (crop window side / box side).
+        localiser: the built-in localiser or None (then boxes are required).
+        use_mapping: pass real features through g.
+        device: ``auto`` | ``cpu`` | ``cuda``.
+    """
+
+    def __init__(self, model: FeatureMappingNet, meta: dict, localiser: Localiser | None = None,
+                 use_mapping: bool = True, device: str = "auto") -> None:
+        if model.cfg.task != "object":
+            raise InputError(f"model.task is {model.cfg.task!r}; ObjectPoseEstimator needs an object model")
+        super().__init__(model, meta, use_mapping, device)
+        names = list(meta.get("object_names", []))
+        if len(names) != model.cfg.n_objects:
+            raise InputError(f"meta.object_names has {len(names)} names but the model predicts {model.cfg.n_objects} objects")
+        self._names = names
+        self._index = {n: i for i, n in enumerate(names)}
+        self.corners_m = np.asarray(meta["corners_m"], dtype=np.float64).reshape(len(names), 8, 3)
+        self.obj_ids = [int(i) for i in meta.get("obj_ids", range(1, len(names) + 1))]
+        self.extents_m = np.asarray(meta.get("extents_m", np.ptp(self.corners_m, axis=1)), dtype=np.float64).reshape(len(names), 3)
+        self.center_m = np.asarray(meta.get("center_m", self.corners_m.mean(axis=1)), dtype=np.float64).reshape(len(names), 3)
+        self.window_scale = float(meta.get("window_scale", 1.2))
+        self.localiser = None
+        if localiser is not None:
+            self.localiser = localiser.eval().to(self.device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "ObjectPoseEstimator":
+        """Load an object checkpoint written by ``featmap train object`` (or a bundled one).
+
+        Raises:
+            InputError: missing file, a checkpoint of another task (names ``model.task``), or
+                weights that do not fit the saved architecture.
+        """
+        from featmap_ros.config import from_dict
+        from featmap_ros.train import load_checkpoint, model_from_checkpoint
+
+        ck = load_checkpoint(path, task="object")
+        model = model_from_checkpoint(ck, str(path))
+        loc = None
+        if ck.get("localiser") is not None:
+            lcfg = from_dict(LocaliserConfig, ck["localiser"]["config"], f"{path}: localiser.config")
+            loc = Localiser(lcfg)
+            loc.load_state_dict(ck["localiser"]["state"])
+        return cls(model, ck.get("meta", {}), localiser=loc, use_mapping=bool(ck.get("config", {}).get("mapping", True)), device=device)
+
+    @property
+    def object_names(self) -> list[str]:
+        """Names of the objects the model knows, in head order."""
+        return list(self._names)
+
+    def warmup(self) -> None:
+        """One dummy pass (allocations, cuDNN autotune) so the first real frame is not slow."""
+        self._infer(np.zeros((1, 3, self.input_size, self.input_size), np.float32))
+        if self.localiser is not None:
+            self.localise(np.zeros((480, 640, 3), np.uint8))
+
+    @torch.no_grad()
+    def localise(self, image_rgb: np.ndarray) -> list[tuple[str, crops.Window, float]]:
+        """Windows of all objects the localiser believes present.
+
+        Args:
+            image_rgb: (H, W, 3) uint8.
+
+        Returns:
+            [(object name, window, presence probability)] for objects with presence > 0.5.
+        """
+        if self.localiser is None:
+            raise InputError("no boxes given and this checkpoint has no localiser; pass boxes=[(name, xywh), ...]")
+        img = _check_image(image_rgb)
+        H, W = img.shape[:2]
+        lc = self.localiser.cfg
+        small = cv2.resize(img, (lc.input_width, lc.input_height), interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy(small).permute(2, 0, 1)[None].float().div(255).to(self.device)
+        out = self.localiser(x)[0].float().cpu().numpy()
+        found = []
+        for i, name in enumerate(self._names):
+            u, v, log_side, logit = out[i]
+            p = float(1 / (1 + np.exp(-logit)))
+            if p > 0.5:
+                found.append((name, crops.Window(float(u * W), float(v * H), float(np.exp(log_side) * W)), p))
+        return found
+
+    def estimate(self, image_rgb: np.ndarray, K: np.ndarray,
+                 boxes: Sequence[tuple[str, np.ndarray]] | None = None) -> list[ObjectPose]:
+        """Poses of the objects in one image.
+
+        Args:
+            image_rgb: (H, W, 3) uint8 RGB.
+            K: (3, 3) intrinsics, pixels.
+            boxes: [(object name, (4,) x, y, w, h pixels)], several per object allowed; None
+                = find the objects with the built-in localiser.
+
+        Returns:
+            One :class:`ObjectPose` per box (or per localised object); boxes of unknown
+            object names raise InputError. Poses whose PnP fails are left out.
+        """
+        img = _check_image(image_rgb)
+        K = _check_K(K)
+        jobs: list[tuple[int, crops.Window, np.ndarray, float]] = []
+        if boxes is None:
+            for name, win, p in self.localise(img):
+                jobs.append((self._index[name], win, np.asarray(win.as_xywh()), p))
+        else:
+            for j, item in enumerate(boxes):
+                try:
+                    name, xywh = item
+                except (TypeError, ValueError):
+                    raise InputError(f"boxes[{j}]: expected (object name, xywh), got {item!r}") from None
+                if name not in self._index:
+                    raise InputError(f"boxes[{j}]: unknown object {name!r}; this model knows {self._names}")
+                b = np.asarray(xywh, dtype=np.float64).reshape(-1)
+                jobs.append((self._index[name], crops.window_from_bbox(b, scale=self.window_scale), b, 1.0))
+        if not jobs:
+            return []
+        S = self.input_size
+        batch = np.stack([crops.crop_image(img, w, S).astype(np.float32).transpose(2, 0, 1) / 255.0 for _, w, _, _ in jobs])
+        pred = self._infer(batch)  # (B, n_objects, 8, 2)
+        results = []
+        for k, (i, win, box, presence) in enumerate(jobs):
+            corners_px = crops.crop_normalised_to_image(pred[k, i], win)
+            try:
+                R, t = geometry.solve_pnp(self.corners_m[i], corners_px, K)
+            except InputError as e:
+                log.debug("PnP failed for %s: %s", self._names[i], e)
+                continue
+            reproj = geometry.project_model_points(self.corners_m[i], R, t, K)
+            err = float(np.mean(np.linalg.norm(reproj - corners_px, axis=1)))
+            # consistency of the 16 numbers with a rigid box: small reprojection error = confident
+            score = presence * float(np.exp(-err / max(0.05 * win.side, 1e-6)))
+            results.append(ObjectPose(
+                object_name=self._names[i], obj_id=self.obj_ids[i], R_m2c=R, t_m2c_m=t, score=score,
+                corners_px=corners_px, bbox_xywh=np.asarray(box, dtype=np.float64),
+                extents_m=self.extents_m[i].copy(), center_m=self.center_m[i].copy(),
+            ))
+        return results
+
+
+class HandPoseEstimator(_Base):
+    """3D hand joints from a depth map (DeepPrior crop, Feature Mapping for real depth).
+
+    Args:
+        model: f, g, h (a hand model).
+        meta: ``joint_names`` (list), ``cube_mm`` (crop cube side), ``depth_range_m``
+            ((near, far) for hand localisation).
+        use_mapping: pass real features through g.
+        device: ``auto`` | ``cpu`` | ``cuda``.
+    """
+
+    def __init__(self, model: FeatureMappingNet, meta: dict, use_mapping: bool = True, device: str = "auto") -> None:
+        if model.cfg.task != "hand":
+            raise InputError(f"model.task is {model.cfg.task!r}; HandPoseEstimator needs a hand model")
+        super().__init__(model, meta, use_mapping, device)
+        self.joint_names = list(meta.get("joint_names", [f"joint_{i}" for i in range(model.cfg.n_joints)]))
+        self.cube_mm = float(meta.get("cube_mm", 300.0))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "HandPoseEstimator":
+        """Load a hand checkpoint (``featmap train hand`` or bundled); InputError on a wrong task."""
+        from featmap_ros.train import load_checkpoint, model_from_checkpoint
+
+        ck = load_checkpoint(path, task="hand")
+        model = model_from_checkpoint(ck, str(path))
+        return cls(model, ck.get("meta", {}), use_mapping=bool(ck.get("config", {}).get("mapping", True)), device=device)
+
+    def warmup(self) -> None:
+        """One dummy pass so the first real frame is not slow."""
+        self._infer(np.zeros((1, 1, self.input_size, self.input_size), np.float32))
+
+    def estimate(self, depth_m: np.ndarray, K: np.ndarray) -> HandPose | None:
+        """Joints of the hand closest to the camera.
+
+        Args:
+            depth_m: (H, W) float32 depth, metres; 0 or NaN = invalid.
+            K: (3, 3) intrinsics, pixels.
+
+        Returns:
+            :class:`HandPose` (joints (J, 3) metres, optical frame) or None when no hand is found.
+        """
+        res = self.estimate_batch([depth_m], K)
+        return res[0]
+
+    def estimate_batch(self, depths_m: Sequence[np.ndarray], K: np.ndarray,
+                       centers_m: Sequence[np.ndarray | None] | None = None) -> list[HandPose | None]:
+        """Several depth maps in one network batch (same camera).
+
+        Args:
+            depths_m: list of (H, W) float32 depth maps, metres.
+            K: (3, 3) intrinsics.
+            centers_m: optional known crop centres ((3,) metres, optical frame), e.g. from
+                ground truth in evaluation; None entries are localised.
+        """
+        K = _check_K(K)
+        prepared = []
+        for n, d in enumerate(depths_m):
+            d = np.asarray(d, dtype=np.float32)
+            if d.ndim != 2:
+                raise InputError(f"depth_m: expected (H, W), got {d.shape}")
+            c = None if centers_m is None else centers_m[n]
+            if c is None:
+                c = _localise_hand(d, K, self.meta)
+            if c is None:
+                prepared.append(None)
+                continue
+            crop = _crop_depth(d, K, np.asarray(c, dtype=np.float64), self.cube_mm, self.input_size)
+            prepared.append((crop, np.asarray(c, dtype=np.float64)))
+        ok = [p for p in prepared if p is not None]
+        out: list[HandPose | None] = []
+        if ok:
+            pred = self._infer(np.stack([p[0][None] for p in ok]).astype(np.float32))
+        k = 0
+        for p in prepared:
+            if p is None:
+                out.append(None)
+                continue
+            joints_m = _joints_from_crop(pred[k], p[1], self.cube_mm)
+            k += 1
+            out.append(HandPose(joint_names=list(self.joint_names), joints_m=joints_m, score=1.0, crop_center_m=p[1].copy()))
+        return out
+
+
+# ----------------------------------------------------------------------------- depth helpers
+# These call the DeepPrior crop of featmap_ros.crops (depth part).
+
+
+def _localise_hand(depth_m: np.ndarray, K: np.ndarray, meta: dict) -> np.ndarray | None:
+    fn = getattr(crops, "localise_hand")
+    kw = {}
+    if "depth_range_m" in meta:
+        kw["depth_range_m"] = tuple(meta["depth_range_m"])
+    try:
+        c = fn(depth_m, K, **kw)
+    except InputError as e:
+        log.debug("no hand: %s", e)
+        return None
+    return None if c is None else np.asarray(c, dtype=np.float64).reshape(3)
+
+
+def _crop_depth(depth_m: np.ndarray, K: np.ndarray, center_m: np.ndarray, cube_mm: float, size: int) -> np.ndarray:
+    out = crops.crop_depth(depth_m, K, center_m, cube_mm=cube_mm, size=size)
+    return np.asarray(out[0] if isinstance(out, tuple) else out, dtype=np.float32)
+
+
+def _joints_from_crop(joints_n: np.ndarray, center_m: np.ndarray, cube_mm: float) -> np.ndarray:
+    return np.asarray(crops.crop_to_joints(joints_n, center_m, cube_mm=cube_mm), dtype=np.float64)
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (3, 4) or img.shape[0] < 8 or img.shape[1] < 8:
+        raise InputError(f"image_rgb: expected (H, W, 3) uint8, got shape {img.shape}")
+    if img.dtype != np.uint8:
+        raise InputError(f"image_rgb: expected uint8, got {img.dtype}")
+    return img[..., :3]
+
+
+def latency_ms(fn, n: int, warmup: int = 3) -> np.ndarray:
+    """Wall-clock milliseconds of ``n`` calls of ``fn()`` after ``warmup`` calls (for benchmarks)."""
+    for _ in range(warmup):
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t) * 1000.0)
+    return np.asarray(times)

@@ -1,0 +1,98 @@
+"""Tests of featmap_ros.estimators: crop/PnP round trip, batching, bad input, checkpoints."""
+import numpy as np
+import pytest
+import torch
+
+from featmap_ros import crops, geometry
+from featmap_ros.errors import InputError
+from featmap_ros.estimators import ObjectPoseEstimator
+from featmap_ros.nets import Localiser, LocaliserConfig, ModelConfig, build_model
+from featmap_ros.train import TensorSource, TrainConfig, train
+
+K = np.array([[572.4, 0, 325.3], [0, 573.6, 242.0], [0, 0, 1.0]])
+
+
+def object_meta(n=2):
+    corners = np.stack([geometry.box_corners([-0.03, -0.04, -0.02 - 0.01 * i], [0.06, 0.08, 0.04 + 0.02 * i]) for i in range(n)])
+    return {"object_names": [f"obj{i}" for i in range(n)], "obj_ids": list(range(1, n + 1)), "corners_m": corners.tolist(), "window_scale": 1.2}
+
+
+def tiny_model(n=2):
+    torch.manual_seed(0)
+    return build_model(ModelConfig(backbone="small", input_size=32, feature_dim=16, small_channels=[4, 8], n_objects=n, pretrained=False))
+
+
+def pose(rx, tz, tx=0.0):
+    from scipy.spatial.transform import Rotation
+    return Rotation.from_euler("xyz", [rx, 0.3, -0.2]).as_matrix(), np.array([tx, 0.01, tz])
+
+
+def test_perfect_corners_give_exact_pose_for_several_instances(monkeypatch):
+    meta = object_meta()
+    est = ObjectPoseEstimator(tiny_model(), meta, device="cpu")
+    corners = np.asarray(meta["corners_m"])
+    gts = [("obj0", *pose(0.4, 0.8, -0.1)), ("obj1", *pose(-0.7, 1.1, 0.1)), ("obj0", *pose(1.2, 0.9, 0.05))]
+    boxes, expected = [], []
+    for name, R, t in gts:
+        i = est.object_names.index(name)
+        px = geometry.project_model_points(corners[i], R, t, K)
+        lo, hi = px.min(0), px.max(0)
+        box = np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]])
+        boxes.append((name, box))
+        win = crops.window_from_bbox(box, scale=1.2)
+        out = np.zeros((2, 8, 2))
+        out[i] = crops.image_to_crop_normalised(px, win)
+        expected.append(out)
+    calls = []
+
+    def fake_infer(batch):
+        calls.append(batch.shape)
+        return np.stack(expected)
+
+    monkeypatch.setattr(est, "_infer", fake_infer)
+    res = est.estimate(np.zeros((480, 640, 3), np.uint8), K, boxes)
+    assert calls == [(3, 3, 32, 32)]  # one batch for all instances
+    assert [r.object_name for r in res] == ["obj0", "obj1", "obj0"]
+    for r, (_, R, t) in zip(res, gts):
+        assert np.allclose(r.R_m2c, R, atol=1e-6) and np.allclose(r.t_m2c_m, t, atol=1e-6)
+        assert r.score > 0.99 and r.obj_id in (1, 2)
+
+
+def test_bad_input_names_the_argument():
+    est = ObjectPoseEstimator(tiny_model(), object_meta(), device="cpu")
+    img = np.zeros((120, 160, 3), np.uint8)
+    with pytest.raises(InputError, match="unknown object 'cat'"):
+        est.estimate(img, K, [("cat", [10, 10, 20, 20])])
+    with pytest.raises(InputError, match="image_rgb"):
+        est.estimate(img.astype(np.float32), K, [("obj0", [10, 10, 20, 20])])
+    with pytest.raises(InputError, match="localiser"):
+        est.estimate(img, K)
+    with pytest.raises(InputError, match="object_names"):
+        ObjectPoseEstimator(tiny_model(3), object_meta(2), device="cpu")
+    assert est.estimate(img, K, []) == []
+
+
+def test_random_model_runs_and_localiser_path(tmp_path):
+    loc = Localiser(LocaliserConfig(input_width=64, input_height=48, channels=[4, 4], n_objects=2))
+    with torch.no_grad():  # force "present" for both objects at known windows
+        loc.fc[-1].weight.zero_()
+        loc.fc[-1].bias.copy_(torch.tensor([0.5, 0.5, np.log(0.2), 5.0, 0.3, 0.6, np.log(0.1), 5.0]))
+    est = ObjectPoseEstimator(tiny_model(), object_meta(), localiser=loc, device="cpu")
+    est.warmup()
+    wins = est.localise(np.zeros((480, 640, 3), np.uint8))
+    assert [w[0] for w in wins] == ["obj0", "obj1"]
+    assert wins[1][1].center_u == pytest.approx(0.3 * 640) and wins[1][1].side == pytest.approx(64, rel=1e-4)
+    res = est.estimate(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8), K)
+    for r in res:
+        assert r.R_m2c.shape == (3, 3) and r.corners_px.shape == (8, 2) and 0 <= r.score <= 1
+
+
+def test_from_checkpoint_and_wrong_task(tmp_path):
+    cfg = TrainConfig(model=tiny_model(1).cfg, steps_stage1=1, steps_stage2=0, batch_size=2, tensorboard=False, checkpoint_every=0)
+    src = TensorSource({"image": torch.rand(4, 3, 32, 32), "corners_n": torch.rand(4, 8, 2)}, 0, 0)
+    r = train(cfg, src, None, tmp_path, meta=object_meta(1), progress=False, device="cpu")
+    est = ObjectPoseEstimator.from_checkpoint(r.checkpoint, device="cpu")
+    assert est.object_names == ["obj0"]
+    from featmap_ros.estimators import HandPoseEstimator
+    with pytest.raises(InputError, match="model.task"):
+        HandPoseEstimator.from_checkpoint(r.checkpoint, device="cpu")
