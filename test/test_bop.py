@@ -11,7 +11,7 @@ from featmap_ros.data import bop
 from featmap_ros.errors import InputError
 
 
-def _box_mesh(half=(0.02, 0.03, 0.04)) -> bop.Mesh:
+def _box_mesh(half=(0.02, 0.03, 0.04)) -> bop.Mesh:  # noqa: D103
     hx, hy, hz = half
     v = geometry.box_corners([-hx, -hy, -hz], [2 * hx, 2 * hy, 2 * hz])
     # 12 triangles of the box, corners indexed by bits (x, y, z)
