@@ -43,6 +43,7 @@ class ModelConfig:
         feature_dim: size of the feature f(x) that g maps (1024 in the paper).
         pretrained: try ImageNet weights for torchvision trunks (never required).
         small_channels: channels of the small CNN's conv stages (each stage halves resolution).
+        small_convs: 3x3 conv layers per stage of the small CNN (1 or 2).
         deepprior_widths: output channels of the DeepPrior++ stages.
         deepprior_blocks: bottleneck blocks per DeepPrior++ stage.
         mapping_blocks: residual FC blocks in g (2 in the paper).
@@ -58,6 +59,7 @@ class ModelConfig:
     feature_dim: int = 1024
     pretrained: bool = True
     small_channels: list[int] = field(default_factory=lambda: [32, 64, 96, 128])
+    small_convs: int = 2
     deepprior_widths: list[int] = field(default_factory=lambda: [64, 128, 256, 256])
     deepprior_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
     mapping_blocks: int = 2
@@ -127,16 +129,14 @@ def _torchvision_trunk(name: str, pretrained: bool) -> tuple[nn.Module, int, int
     return trunk, (2048 if name == "resnet50" else 512), 32
 
 
-def _small_trunk(in_ch: int, channels: list[int]) -> tuple[nn.Module, int, int]:
+def _small_trunk(in_ch: int, channels: list[int], convs: int = 2) -> tuple[nn.Module, int, int]:
     layers: list[nn.Module] = []
     c = in_ch
     for out in channels:
-        layers += [
-            nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
-            nn.Conv2d(out, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        ]
-        c = out
+        for _ in range(max(convs, 1)):
+            layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            c = out
+        layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers), c, 2 ** len(channels)
 
 
@@ -184,7 +184,7 @@ class FeatureExtractor(nn.Module):
         if cfg.backbone in ("vgg16", "resnet18", "resnet34", "resnet50"):
             trunk, ch, stride = _torchvision_trunk(cfg.backbone, cfg.pretrained)
         elif cfg.backbone == "small":
-            trunk, ch, stride = _small_trunk(cfg.in_channels, cfg.small_channels)
+            trunk, ch, stride = _small_trunk(cfg.in_channels, cfg.small_channels, cfg.small_convs)
         else:
             trunk, ch, stride = _deepprior_trunk(cfg.deepprior_widths, cfg.deepprior_blocks)
         self.trunk = trunk
