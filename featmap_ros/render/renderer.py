@@ -334,6 +334,13 @@ class MeshRenderer:
         alpha = np.asarray(rgba[..., 3], dtype=np.float32) / 255.0
         mask = alpha >= 0.5
         depth = np.where(mask, np.asarray(depth, dtype=np.float32), np.float32(0.0))
+        holes = mask & (depth <= 0)
+        if holes.any():  # edge pixels whose depth sample missed: nearest depth of the 3x3 neighbours
+            import cv2
+
+            d_inf = np.where(depth > 0, depth, np.float32(np.inf))
+            near = cv2.erode(d_inf, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+            depth[holes] = np.where(np.isfinite(near[holes]), near[holes], 0.0)
         if depth_only:
             rgb = np.zeros((h, w, 3), np.uint8)
         else:
