@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from featmap_ros import metrics
 from featmap_ros.atomic import write_json
 from featmap_ros.data import hand_predictions
-from featmap_ros.data.specs import HAND_DATASETS, hand_dataset, object_dataset
+from featmap_ros.data.specs import HAND_DATASETS, OBJECT_DATASETS, hand_dataset, object_dataset
 from featmap_ros.errors import InputError
 
 #: Thresholds (mm) of the curve reported in tables and JSON.
@@ -47,7 +48,7 @@ def register(sub) -> None:
     )
     b.add_argument("results", type=Path, help="BOP-19 CSV: scene_id,im_id,obj_id,score,R,t,time (R row-major, t in mm)")
     b.add_argument("--dataset-root", type=Path, required=True, help="BOP dataset folder (models_eval/ or models/, test/)")
-    b.add_argument("--dataset", required=True, choices=["lm", "lmo"], help="BOP dataset name")
+    b.add_argument("--dataset", required=True, choices=sorted(OBJECT_DATASETS), help="BOP dataset name")
     b.add_argument("--targets", type=Path, default=None, help="targets file (default: DIR/test_targets_bop19.json)")
     b.add_argument("--split", default="test", help="split folder under the dataset root (default: test)")
     b.add_argument(
@@ -308,6 +309,7 @@ def evaluate_bop(
 
     images: list[metrics.ImageEval] = []
     used = 0
+    progress = tqdm(total=sum(len(v) for v in tars.values()), desc="scoring", unit="img", leave=False)
     for scene_id in sorted(tars):
         scene_dir = root / split / f"{scene_id:06d}"
         with _quiet_logger("featmap_ros.data.bop"):  # its re-orthonormalisation note does not apply: see _raw_gt_rotations
@@ -349,6 +351,8 @@ def evaluate_bop(
                         )
                     im.estimates.append(metrics.EstimateErrors(obj_id, est.score, errs, est.line))
             images.append(im)
+            progress.update()
+    progress.close()
 
     ar_mssd = metrics.average_recall(images, "mssd", metrics.BOP19_MSSD_THRESHOLDS, obj_ids)
     ar_mspd = metrics.average_recall(images, "mspd", metrics.BOP19_MSPD_THRESHOLDS, obj_ids)
