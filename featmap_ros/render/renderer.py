@@ -374,6 +374,102 @@ class MeshRenderer:
         return self.render(meshes, R_m2c, t_m2c_m, crop_intrinsics(K, window, size), lighting, (size, size), depth_only)
 
 
+@dataclass(frozen=True)
+class Silhouette:
+    """The full silhouette of one object, even where it leaves the image.
+
+    Attributes:
+        x0, y0: full-image pixel of ``mask[0, 0]`` (may be negative or beyond the image).
+        mask: (h, w) bool silhouette inside its window.
+    """
+
+    x0: int
+    y0: int
+    mask: np.ndarray
+
+    @property
+    def px_count(self) -> int:
+        """Pixels of the whole silhouette (BOP ``px_count_all``)."""
+        return int(self.mask.sum())
+
+    def bbox_xywh(self) -> list[int]:
+        """BOP ``bbox_obj``: [x_min, y_min, x_max - x_min, y_max - y_min], unclipped; [-1, -1, -1, -1] if empty.
+
+        Note BOP's width is ``x_max - x_min`` (not ``+ 1``), kept here so boxes compare directly.
+        """
+        ys, xs = np.nonzero(self.mask)
+        if len(xs) == 0:
+            return [-1, -1, -1, -1]
+        return [int(self.x0 + xs.min()), int(self.y0 + ys.min()), int(xs.max() - xs.min()), int(ys.max() - ys.min())]
+
+    def full_mask(self, width: int, height: int) -> np.ndarray:
+        """(height, width) bool: the silhouette clipped to the image."""
+        out = np.zeros((height, width), bool)
+        h, w = self.mask.shape
+        xa, ya = max(self.x0, 0), max(self.y0, 0)
+        xb, yb = min(self.x0 + w, width), min(self.y0 + h, height)
+        if xb > xa and yb > ya:
+            out[ya:yb, xa:xb] = self.mask[ya - self.y0:yb - self.y0, xa - self.x0:xb - self.x0]
+        return out
+
+
+def render_silhouette(
+    renderer: MeshRenderer,
+    mesh,
+    R_m2c: np.ndarray,
+    t_m2c_m: np.ndarray,
+    K: np.ndarray,
+    margin_px: int = 2,
+    supersample: int = 3,
+    pixel_center: float = 0.0,
+) -> Silhouette:
+    """Render one object alone over the window its projected vertices span.
+
+    Unlike a full-frame render, the silhouette keeps the parts outside the image (as BOP's
+    ``px_count_all``/``bbox_obj``, which bop_toolkit renders on a 3x canvas), and costs only the
+    object's own pixels. A pixel belongs to the silhouette when its centre is covered: the window
+    is rendered ``supersample`` (odd) times larger and the sub-pixel at each pixel's centre is
+    read, which shrinks the edge bias of the 4x multisample coverage test (1/8 px, ~1.5 % of the
+    area of a small object) by that factor.
+
+    Args:
+        renderer: a renderer (its size is not used).
+        mesh: the object's mesh (metres).
+        R_m2c, t_m2c_m: pose, metres.
+        K: (3, 3) intrinsics of the image, pixels.
+        margin_px: window margin around the projected vertices.
+        supersample: odd integer >= 1.
+        pixel_center: coordinate of a pixel's centre relative to its index: 0 for OpenCV (this
+            project's convention), 0.5 for bop_toolkit's renderer (its silhouettes sit half a pixel
+            up-left of OpenCV projections).
+
+    Returns:
+        :class:`Silhouette`.
+
+    Raises:
+        InputError: the object reaches behind the near plane, or ``supersample`` is even.
+    """
+    if supersample < 1 or supersample % 2 == 0:
+        raise InputError(f"render_silhouette: supersample must be odd and >= 1, got {supersample}")
+    K = geometry.check_K(K)
+    pc = np.asarray(mesh.vertices_m, np.float64) @ np.asarray(R_m2c, np.float64).reshape(3, 3).T + np.asarray(t_m2c_m, np.float64).reshape(3)
+    if np.any(pc[:, 2] <= renderer.znear):
+        raise InputError(f"render_silhouette: the object reaches behind the near plane (min z {pc[:, 2].min():.3f} m)")
+    uv = geometry.project_points(pc, K) - pixel_center
+    x0 = int(np.floor(uv[:, 0].min())) - margin_px
+    y0 = int(np.floor(uv[:, 1].min())) - margin_px
+    w = int(np.ceil(uv[:, 0].max())) + margin_px + 1 - x0
+    h = int(np.ceil(uv[:, 1].max())) + margin_px + 1 - y0
+    s = int(supersample)
+    # window pixel (i, j) -> sub-pixel (s i + s//2, s j + s//2), whose centre is the pixel's centre
+    Kw = K.copy()
+    Kw[0, 2] -= x0 + pixel_center
+    Kw[1, 2] -= y0 + pixel_center
+    A = np.array([[s, 0.0, s // 2], [0.0, s, s // 2], [0.0, 0.0, 1.0]])
+    out = renderer.render(mesh, R_m2c, t_m2c_m, A @ Kw, size=(w * s, h * s), depth_only=True)
+    return Silhouette(x0, y0, out.mask[s // 2::s, s // 2::s].copy())
+
+
 def composite(render: RenderOutput, background: np.ndarray) -> np.ndarray:
     """Paste a render over a background image of the same size, with anti-aliased edges.
 

@@ -1,0 +1,1 @@
+"""Drawing on images: projected 3D boxes, silhouette outlines, labels (OpenCV; pure functions)."""
