@@ -122,3 +122,325 @@ def crop_normalised_to_image(points_n: np.ndarray, window: Window) -> np.ndarray
     p = np.asarray(points_n, dtype=np.float64)
     c = np.array([window.center_u, window.center_v])
     return p * (window.side / 2.0) + c
+
+
+# --------------------------------------------------------------------------------------------
+# Depth (DeepPrior): a metric cube around a 3D centre.
+#
+# The crop covers the cube's x-y extent (``cube_m`` side) projected at the centre's depth; that
+# window (square in metres, nearly square in pixels) is resampled by nearest neighbour to
+# ``size x size`` with one scale for both axes (aspect kept), optionally rotated in-plane
+# about the centre's pixel (training augmentation). Depth is clipped to the centre's z
+# +- cube/2 and scaled to [-1, 1] (-1 = front of the cube); invalid pixels go to the back (+1).
+# Joint targets are metric: (p - centre) / (cube / 2), in the camera frame; with an in-plane
+# rotation the joints are first rotated in the image about the centre's pixel at their own
+# depth (as DeepPrior++ does), so that label and image agree.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DepthCropTransform:
+    """Everything needed to map between a depth crop and the camera frame.
+
+    Attributes:
+        center_c_m: (3,) crop centre, camera optical frame, metres.
+        cube_m: cube side, metres.
+        size: crop side, pixels.
+        K: (3, 3) intrinsics of the full image.
+        angle_rad: in-plane rotation of the crop content about the centre's pixel.
+        M_img2crop: (2, 3) affine map from full-image pixels to crop pixels.
+    """
+
+    center_c_m: np.ndarray
+    cube_m: float
+    size: int
+    K: np.ndarray
+    angle_rad: float
+    M_img2crop: np.ndarray
+
+    @property
+    def center_px(self) -> np.ndarray:
+        """(2,) pixel of the centre in the full image."""
+        c = self.center_c_m
+        return np.array([self.K[0, 0] * c[0] / c[2] + self.K[0, 2], self.K[1, 1] * c[1] / c[2] + self.K[1, 2]])
+
+
+def depth_crop_transform(center_c_m: np.ndarray, K: np.ndarray, cube_m: float = 0.3, size: int = 128, angle_rad: float = 0.0) -> DepthCropTransform:
+    """The crop geometry for a cube centred at ``center_c_m`` (see :func:`crop_depth`).
+
+    Raises:
+        InputError: non-finite centre, centre not in front of the camera, bad cube or size.
+    """
+    from featmap_ros.geometry import check_K
+
+    K = check_K(K)
+    c = np.asarray(center_c_m, dtype=np.float64).reshape(-1)
+    if c.size != 3 or not np.all(np.isfinite(c)):
+        raise InputError(f"center_c_m: expected 3 finite values, got {c.tolist()}")
+    if c[2] <= 1e-3:
+        raise InputError(f"center_c_m: hand centre must be in front of the camera (z > 0), got z = {c[2]:.4f} m")
+    if not (np.isfinite(cube_m) and cube_m > 0):
+        raise InputError(f"cube_m must be positive, got {cube_m}")
+    if int(size) < 2:
+        raise InputError(f"crop size must be >= 2, got {size}")
+    size = int(size)
+    uc = K[0, 0] * c[0] / c[2] + K[0, 2]
+    vc = K[1, 1] * c[1] / c[2] + K[1, 2]
+    half_px = 0.5 * cube_m * max(K[0, 0], K[1, 1]) / c[2]
+    s = size / (2.0 * half_px)
+    ca, sa = np.cos(angle_rad), np.sin(angle_rad)
+    A = s * np.array([[ca, -sa], [sa, ca]])
+    o = size / 2.0 - 0.5
+    M = np.concatenate([A, (np.array([o, o]) - A @ np.array([uc, vc]))[:, None]], axis=1)
+    return DepthCropTransform(c.copy(), float(cube_m), size, K, float(angle_rad), M)
+
+
+def crop_depth(
+    depth_m: np.ndarray,
+    center_c_m: np.ndarray,
+    K: np.ndarray,
+    cube_m: float = 0.3,
+    size: int = 128,
+    angle_rad: float = 0.0,
+) -> tuple[np.ndarray, DepthCropTransform]:
+    """DeepPrior crop of a depth map.
+
+    Args:
+        depth_m: (H, W) depth along z, metres, 0 (or non-finite) = invalid.
+        center_c_m: (3,) cube centre, camera optical frame, metres.
+        K: (3, 3) intrinsics, pixels.
+        cube_m: cube side, metres (0.30; 0.25 for small hands).
+        size: crop side, pixels.
+        angle_rad: in-plane rotation (augmentation).
+
+    Returns:
+        crop (size, size) float32 in [-1, 1] (+1 = back of the cube or invalid) and its
+        :class:`DepthCropTransform`.
+
+    Raises:
+        InputError: bad depth map or centre.
+    """
+    d = np.asarray(depth_m)
+    if d.ndim != 2 or d.shape[0] == 0 or d.shape[1] == 0:
+        raise InputError(f"depth_m: expected (H, W), got shape {d.shape}")
+    T = depth_crop_transform(center_c_m, K, cube_m, size, angle_rad)
+    d32 = np.where(np.isfinite(d) & (d > 0), d, 0.0).astype(np.float32)
+    warped = cv2.warpAffine(d32, T.M_img2crop, (T.size, T.size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    half = T.cube_m / 2.0
+    n = (warped - np.float32(T.center_c_m[2])) / np.float32(half)
+    n = np.where(warped > 0, np.clip(n, -1.0, 1.0), 1.0).astype(np.float32)
+    return n, T
+
+
+def _rotate_uv_about(uv: np.ndarray, center_uv: np.ndarray, angle_rad: float) -> np.ndarray:
+    ca, sa = np.cos(angle_rad), np.sin(angle_rad)
+    R = np.array([[ca, -sa], [sa, ca]])
+    return (uv - center_uv) @ R.T + center_uv
+
+
+def joints_to_crop(joints_c_m: np.ndarray, transform: DepthCropTransform) -> np.ndarray:
+    """Camera-frame joints -> crop-normalised metric joints.
+
+    Args:
+        joints_c_m: (J, 3) camera optical frame, metres.
+        transform: from :func:`crop_depth`.
+
+    Returns:
+        (J, 3) float64, (p - centre) / (cube / 2): in [-1, 1] inside the cube.
+    """
+    T = transform
+    J = np.asarray(joints_c_m, dtype=np.float64)
+    if J.ndim != 2 or J.shape[1] != 3:
+        raise InputError(f"joints_c_m: expected (J, 3), got {J.shape}")
+    if T.angle_rad != 0.0:
+        K = T.K
+        z = J[:, 2]
+        uv = np.stack([K[0, 0] * J[:, 0] / z + K[0, 2], K[1, 1] * J[:, 1] / z + K[1, 2]], axis=1)
+        uv = _rotate_uv_about(uv, T.center_px, T.angle_rad)
+        J = np.stack([(uv[:, 0] - K[0, 2]) * z / K[0, 0], (uv[:, 1] - K[1, 2]) * z / K[1, 1], z], axis=1)
+    return (J - T.center_c_m) / (T.cube_m / 2.0)
+
+
+def crop_to_joints(joints_n: np.ndarray, transform: DepthCropTransform) -> np.ndarray:
+    """Exact inverse of :func:`joints_to_crop`: (J, 3) normalised -> (J, 3) camera frame, metres."""
+    T = transform
+    n = np.asarray(joints_n, dtype=np.float64)
+    if n.ndim != 2 or n.shape[1] != 3:
+        raise InputError(f"joints_n: expected (J, 3), got {n.shape}")
+    J = n * (T.cube_m / 2.0) + T.center_c_m
+    if T.angle_rad != 0.0:
+        K = T.K
+        z = J[:, 2]
+        uv = np.stack([K[0, 0] * J[:, 0] / z + K[0, 2], K[1, 1] * J[:, 1] / z + K[1, 2]], axis=1)
+        uv = _rotate_uv_about(uv, T.center_px, -T.angle_rad)
+        J = np.stack([(uv[:, 0] - K[0, 2]) * z / K[0, 0], (uv[:, 1] - K[1, 2]) * z / K[1, 1], z], axis=1)
+    return J
+
+
+def joints_to_crop_px(joints_c_m: np.ndarray, transform: DepthCropTransform) -> np.ndarray:
+    """(J, 3) camera-frame joints -> (J, 2) crop pixel coordinates (for drawing)."""
+    T = transform
+    J = np.asarray(joints_c_m, dtype=np.float64).reshape(-1, 3)
+    K = T.K
+    uv = np.stack([K[0, 0] * J[:, 0] / J[:, 2] + K[0, 2], K[1, 1] * J[:, 1] / J[:, 2] + K[1, 2], np.ones(len(J))], axis=1)
+    return uv @ T.M_img2crop.T
+
+
+def augment_depth_crop(
+    rng: np.random.Generator,
+    center_c_m: np.ndarray,
+    cube_m: float = 0.3,
+    offset_sigma_m: float = 0.005,
+    max_rotation_deg: float = 180.0,
+    scale_range: tuple[float, float] = (0.9, 1.1),
+) -> tuple[np.ndarray, float, float]:
+    """DeepPrior++ training augmentation of the crop parameters.
+
+    Args:
+        rng: random generator.
+        center_c_m: (3,) the true centre, metres.
+        cube_m: nominal cube side.
+        offset_sigma_m: standard deviation of the 3D centre offset, metres.
+        max_rotation_deg: in-plane rotation drawn from U(-max, max).
+        scale_range: cube side scaled by U(lo, hi).
+
+    Returns:
+        (center_c_m (3,), cube_m, angle_rad) to pass to :func:`crop_depth`.
+    """
+    c = np.asarray(center_c_m, dtype=np.float64).reshape(3) + rng.normal(0.0, offset_sigma_m, size=3)
+    cube = float(cube_m * rng.uniform(*scale_range))
+    angle = float(np.radians(rng.uniform(-max_rotation_deg, max_rotation_deg)))
+    return c, cube, angle
+
+
+def localise_hand(
+    depth_m: np.ndarray,
+    K: np.ndarray,
+    near_m: float = 0.25,
+    far_m: float = 1.6,
+    cube_m: float = 0.3,
+    min_pixels: int = 60,
+    refine: bool = True,
+    surface_offset_m: float = 0.020,
+    hand_radius_m: float = 0.055,
+) -> np.ndarray | None:
+    """Run-time hand centre: the closest blob's centre of mass, refined.
+
+    The closest surface (the ``min_pixels``-th smallest depth in range) starts a blob of
+    pixels within ``cube_m`` behind it, split at depth steps over 20 mm; the component with
+    the nearest pixels is the hand (with whatever forearm is within the range). Its 3D
+    centre of mass is the coarse answer. The refinement finds the blob's free end along its
+    principal axis (the end that does not leave the image, else the nearer one) and runs a
+    mean shift with a ``hand_radius_m`` sphere from there, which settles on the palm. The
+    result is pushed back by ``surface_offset_m`` along z (the palm centre lies inside the
+    hand, behind the surface the camera sees).
+
+    Args:
+        depth_m: (H, W) depth, metres, 0 / non-finite = invalid.
+        K: (3, 3) intrinsics.
+        near_m, far_m: depth range searched.
+        cube_m: cube side (the blob's depth extent and the refinement window).
+        min_pixels: fewer valid pixels than this -> no hand.
+        refine: run the refinement.
+        surface_offset_m: added to z at the end.
+        hand_radius_m: radius of the mean-shift sphere.
+
+    Returns:
+        (3,) float64 centre, camera optical frame, metres; None when nothing is in range.
+    """
+    from featmap_ros.geometry import check_K
+
+    K = check_K(K)
+    d = np.asarray(depth_m, dtype=np.float64)
+    if d.ndim != 2 or d.size == 0:
+        raise InputError(f"depth_m: expected (H, W), got shape {d.shape}")
+    d = np.where(np.isfinite(d), d, 0.0)
+    valid = (d > near_m) & (d < far_m)
+    if int(valid.sum()) < min_pixels:
+        return None
+    vals = d[valid]
+    dmin = float(np.partition(vals, min_pixels - 1)[min_pixels - 1])
+    mask = valid & (d < dmin + cube_m)
+    # split at depth steps so that an arm or body behind the hand is not the same blob
+    dz = np.zeros(d.shape, bool)
+    step = 0.02
+    dz[:, 1:] |= np.abs(d[:, 1:] - d[:, :-1]) > step
+    dz[:, :-1] |= np.abs(d[:, 1:] - d[:, :-1]) > step
+    dz[1:, :] |= np.abs(d[1:, :] - d[:-1, :]) > step
+    dz[:-1, :] |= np.abs(d[1:, :] - d[:-1, :]) > step
+    n_lab, lab = cv2.connectedComponents((mask & ~dz).astype(np.uint8), connectivity=4)
+    if n_lab <= 1:
+        return None
+    # the hand's component: among those reaching the nearest 3 cm, the largest (a finger in
+    # front of the palm is split off by the depth steps but is smaller than hand and arm)
+    near = mask & (d <= dmin + 0.03) & (lab > 0)
+    has_near = np.bincount(lab[near], minlength=n_lab) >= 5
+    sizes = np.bincount(lab.ravel(), minlength=n_lab)
+    sizes[0] = 0
+    sizes[~has_near] = 0
+    if sizes.max() < min_pixels // 2:
+        return None
+    blob = lab == int(np.argmax(sizes))
+    v, u = np.nonzero(blob)
+    z = d[v, u]
+    P = np.stack([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z], axis=1)
+    c = P.mean(axis=0)
+    if refine and len(P) >= min_pixels:
+        va, ua = np.nonzero(mask)
+        za = d[va, ua]
+        P_all = np.stack([(ua - K[0, 2]) * za / K[0, 0], (va - K[1, 2]) * za / K[1, 1], za], axis=1)
+        far_cut = z > dmin + cube_m - 0.03
+        c = _hand_end_centre(P, u, v, d.shape, c, hand_radius_m, min_pixels, P_all, far_cut)
+    c = c + np.array([0.0, 0.0, surface_offset_m])
+    return c
+
+
+def _hand_end_centre(
+    P: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    shape: tuple[int, int],
+    c0: np.ndarray,
+    radius_m: float,
+    min_pixels: int,
+    P_all: np.ndarray,
+    far_cut: np.ndarray,
+    max_reach_m: float = 0.15,
+) -> np.ndarray:
+    """Centre of the hand at the free end of an arm-shaped blob.
+
+    The blob's principal axis runs along the forearm; the hand is the end that neither leaves
+    the image nor reaches the far end of the depth range (or, if neither or both do, the
+    nearer one). Starting from the points within two
+    radii of that end, a mean shift with a sphere of ``radius_m`` over all in-range points
+    ``P_all`` (fingers split off by depth steps included) settles on the densest part of the
+    hand, the palm; points further than ``max_reach_m`` from the end along the axis (forearm
+    for any hand size) are left out of it.
+    """
+    X = P - c0
+    _, _, Vt = np.linalg.svd(X[:: max(1, len(X) // 4000)], full_matrices=False)
+    axis = Vt[0]
+    s = X @ axis
+    lo, hi = np.percentile(s, [3.0, 97.0])
+    H, W = shape
+    border = (u <= 2) | (v <= 2) | (u >= W - 3) | (v >= H - 3) | far_cut
+    ends = []
+    for sel in (s <= lo, s >= hi):
+        ends.append((int(border[sel].sum() > 0), float(P[sel, 2].mean()), sel))
+    ends.sort(key=lambda e: (e[0], e[1]))
+    tip = P[ends[0][2]].mean(axis=0)
+    inward = axis if ends[0][2] is not None and np.mean(s[ends[0][2]]) < 0 else -axis
+    reach = (P_all - tip) @ inward
+    P_all = P_all[reach < max_reach_m]
+    near_tip = np.linalg.norm(P - tip, axis=1) < 2.0 * radius_m
+    c = P[near_tip].mean(axis=0) if near_tip.sum() >= min_pixels // 2 else c0
+    for _ in range(10):
+        inside = np.linalg.norm(P_all - c, axis=1) < radius_m
+        if inside.sum() < min_pixels // 2:
+            break
+        c_new = P_all[inside].mean(axis=0)
+        done = np.linalg.norm(c_new - c) < 2e-4
+        c = c_new
+        if done:
+            break
+    return c

@@ -1,0 +1,234 @@
+"""A seeded model of a real structured-light depth camera (Kinect / PrimeSense class, as NYU's).
+
+It turns a scene (hand, long forearm, upper body, a wall, optional floor and clutter) into the
+depth such a sensor reports, next to the clean synthetic render of the same hand at the same
+pose (hand and forearm stub only, no background: the counterpart of NYU's ``synthdepth``).
+
+The effects, in the order they are applied, and why:
+
+1. **Projector shadow.** The pattern projector sits ``baseline_m`` to the side of the IR camera;
+   surfaces the projector cannot see (behind a depth edge) get no depth. A pixel is shadowed
+   when a pixel to its right on the same row falls on a smaller projector column (a running
+   minimum over the row).
+2. **Grazing angles.** Surfaces seen at a grazing angle return little pattern: pixels whose
+   normal makes an angle with the viewing ray above ``grazing_deg`` are dropped, and those
+   within 15 degrees of it are dropped with a probability rising to 1.
+3. **Silhouettes.** Pixels next to a depth step larger than ``edge_step_m`` are mixed; each is
+   dropped with probability ``edge_drop_prob`` (one-pixel band).
+4. **Disparity noise and quantisation.** Depth comes from disparity ``f b / z``: Gaussian noise
+   of ``disparity_sigma_px`` plus a spatially smooth offset (the correlation window) is added
+   to the disparity, which is then quantised to ``1 / disparity_subpixel`` px. The depth error
+   therefore grows with the square of the distance (about 1.5 mm at 0.8 m with the defaults,
+   steps of ~1.8 mm).
+5. **Speckle holes.** A few small random blobs of missing pixels.
+6. **Range.** Depth outside ``[min_range_m, max_range_m]`` is invalid; the result is rounded to
+   whole millimetres, as the sensor's 16-bit output.
+
+Everything random comes from the ``numpy.random.Generator`` passed in, so a seed reproduces a
+frame exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from featmap_ros.geometry import check_K
+from featmap_ros.render.hand import HandInstance, sample_hand
+from featmap_ros.render.hand_depth import composite_nearest, render_capsules_depth, render_plane_depth
+
+
+@dataclass(frozen=True)
+class SensorModel:
+    """Parameters of the real-like depth sensor (see the module docstring).
+
+    Attributes:
+        baseline_m: projector-camera baseline, metres (projector on the +x side).
+        disparity_sigma_px: per-pixel disparity noise, pixels.
+        smooth_sigma_px: amplitude of the spatially smooth disparity offset, pixels.
+        smooth_cell_px: size of that offset's cells, pixels.
+        disparity_subpixel: disparity quantisation steps per pixel.
+        grazing_deg: angle between normal and viewing ray above which pixels vanish.
+        edge_step_m: a depth step larger than this between neighbours is a silhouette.
+        edge_drop_prob: probability that a silhouette pixel is dropped.
+        speckle_count: mean number of small random holes per frame.
+        min_range_m, max_range_m: working range.
+    """
+
+    baseline_m: float = 0.075
+    disparity_sigma_px: float = 0.08
+    smooth_sigma_px: float = 0.05
+    smooth_cell_px: int = 24
+    disparity_subpixel: int = 8
+    grazing_deg: float = 78.0
+    edge_step_m: float = 0.012
+    edge_drop_prob: float = 0.5
+    speckle_count: float = 6.0
+    min_range_m: float = 0.4
+    max_range_m: float = 4.0
+
+
+@dataclass(frozen=True)
+class SceneModel:
+    """What surrounds the hand in a real-like frame.
+
+    Attributes:
+        forearm_length_m: length of the arm capsule in real-like frames (forearm and the
+            upper arm continuing it, so that the arm leaves the hand's neighbourhood as a real one).
+        synth_forearm_length_m: forearm stub in the clean synthetic frames.
+        body_prob: probability of an upper body (a large capsule) behind the hand.
+        body_gap_m: range of the body's distance behind the palm centre.
+        wall_depth_m: range of the wall's distance (along z at the image centre).
+        floor_prob: probability of a floor plane below.
+        clutter_max: up to this many clutter spheres/capsules.
+        clutter_gap_m: clutter stays at least this far behind the palm centre.
+    """
+
+    forearm_length_m: float = 0.55
+    synth_forearm_length_m: float = 0.10
+    body_prob: float = 0.7
+    body_gap_m: tuple[float, float] = (0.25, 0.6)
+    wall_depth_m: tuple[float, float] = (1.6, 3.5)
+    floor_prob: float = 0.5
+    clutter_max: int = 4
+    clutter_gap_m: float = 0.25
+
+
+def _normals_cos(depth_m: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """|cos| of the angle between the surface normal and the viewing ray, per pixel; (H, W)."""
+    H, W = depth_m.shape
+    u = np.arange(W)[None, :]
+    v = np.arange(H)[:, None]
+    z = depth_m.astype(np.float64)
+    x = (u - K[0, 2]) * z / K[0, 0]
+    y = (v - K[1, 2]) * z / K[1, 1]
+    P = np.stack([x, y, z], axis=-1)
+    du = np.zeros_like(P)
+    dv = np.zeros_like(P)
+    du[:, 1:-1] = P[:, 2:] - P[:, :-2]
+    dv[1:-1, :] = P[2:, :] - P[:-2, :]
+    n = np.cross(du, dv)
+    nn = np.linalg.norm(n, axis=-1)
+    pn = np.linalg.norm(P, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.abs(np.sum(n * P, axis=-1)) / (nn * pn)
+    return np.where(np.isfinite(c), c, 1.0)
+
+
+def apply_sensor(depth_m: np.ndarray, K: np.ndarray, rng: np.random.Generator, sensor: SensorModel = SensorModel()) -> np.ndarray:
+    """Turn a clean scene depth into what the sensor reports.
+
+    Args:
+        depth_m: (H, W) clean depth, metres, 0 = nothing (not modified).
+        K: (3, 3) intrinsics.
+        rng: random generator (all randomness comes from it).
+        sensor: parameters.
+
+    Returns:
+        (H, W) float32 depth, metres, whole millimetres, 0 = invalid.
+    """
+    K = check_K(K)
+    z = np.asarray(depth_m, dtype=np.float64)
+    H, W = z.shape
+    f = K[0, 0]
+    valid = z > 0
+    # 1. projector shadow: a point at pixel u, depth z lies on projector column u - f b / z; an
+    # occluder on the same projector ray is nearer, hence further right in the image
+    with np.errstate(divide="ignore"):
+        up = np.where(valid, np.arange(W)[None, :] - f * sensor.baseline_m / np.where(valid, z, 1.0), np.inf)
+    run = np.minimum.accumulate(up[:, ::-1], axis=1)[:, ::-1]
+    right_min = np.concatenate([run[:, 1:], np.full((H, 1), np.inf)], axis=1)
+    shadow = valid & (right_min < up - 0.25)
+    # 2. grazing angles
+    cos = _normals_cos(z, K)
+    c0 = np.cos(np.radians(sensor.grazing_deg))
+    c1 = np.cos(np.radians(max(sensor.grazing_deg - 15.0, 0.0)))
+    p_graze = np.clip((c1 - cos) / max(c1 - c0, 1e-6), 0.0, 1.0)
+    graze = valid & (rng.uniform(size=z.shape) < p_graze)
+    # 3. silhouettes
+    zz = np.where(valid, z, 1e3)
+    step = np.zeros_like(z, dtype=bool)
+    for dy, dx in ((0, 1), (1, 0)):
+        a = zz[: H - dy, : W - dx]
+        b = zz[dy:, dx:]
+        e = np.abs(a - b) > sensor.edge_step_m
+        step[: H - dy, : W - dx] |= e
+        step[dy:, dx:] |= e
+    edge = valid & step & (rng.uniform(size=z.shape) < sensor.edge_drop_prob)
+    # 4. disparity noise (white + smooth) and quantisation
+    fb = f * sensor.baseline_m
+    disp = np.where(valid, fb / np.where(valid, z, 1.0), 0.0)
+    gh, gw = max(H // sensor.smooth_cell_px, 2), max(W // sensor.smooth_cell_px, 2)
+    smooth = cv2.resize(rng.normal(0.0, sensor.smooth_sigma_px, size=(gh, gw)), (W, H), interpolation=cv2.INTER_CUBIC)
+    disp = disp + rng.normal(0.0, sensor.disparity_sigma_px, size=z.shape) + smooth
+    q = float(sensor.disparity_subpixel)
+    disp = np.round(disp * q) / q
+    with np.errstate(divide="ignore"):
+        out = np.where(valid & (disp > 0), fb / np.where(disp > 0, disp, 1.0), 0.0)
+    # 5. speckle holes
+    holes = np.zeros((H, W), np.uint8)
+    for _ in range(int(rng.poisson(sensor.speckle_count))):
+        cu, cv_ = int(rng.integers(W)), int(rng.integers(H))
+        cv2.ellipse(holes, (cu, cv_), (int(rng.integers(1, 5)), int(rng.integers(1, 4))), float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    drop = shadow | graze | edge | holes.astype(bool)
+    out = np.where(drop, 0.0, out)
+    # 6. range and millimetres
+    out = np.where((out >= sensor.min_range_m) & (out <= sensor.max_range_m), np.round(out * 1000.0) / 1000.0, 0.0)
+    return out.astype(np.float32)
+
+
+def render_background(hand: HandInstance, K: np.ndarray, width: int, height: int, rng: np.random.Generator, scene: SceneModel = SceneModel()) -> np.ndarray:
+    """Depth of the surroundings: wall, optional floor, upper body, clutter; (H, W) float32 metres."""
+    K = check_K(K)
+    center = hand.joints_c_m()[32]
+    wall_z = max(rng.uniform(*scene.wall_depth_m), center[2] + 0.5)
+    wall_n = np.array([rng.normal(0, 0.15), rng.normal(0, 0.1), -1.0])
+    layers = [render_plane_depth(np.array([0.0, 0.0, wall_z]), wall_n, K, width, height)]
+    if rng.uniform() < scene.floor_prob:
+        floor_y = center[1] + rng.uniform(0.35, 0.7)  # below the hand (y down)
+        layers.append(render_plane_depth(np.array([0.0, floor_y, 0.0]), np.array([0.0, -1.0, rng.normal(0, 0.05)]), K, width, height))
+    a_list, b_list, r_list = [], [], []
+    if rng.uniform() < scene.body_prob:
+        bz = center[2] + rng.uniform(*scene.body_gap_m)
+        bx = center[0] + rng.uniform(-0.35, 0.35)
+        top = np.array([bx, center[1] + rng.uniform(-0.1, 0.15), bz])
+        a_list.append(top)
+        b_list.append(top + np.array([0.0, 0.8, 0.05]))
+        r_list.append(rng.uniform(0.14, 0.2))
+    for _ in range(int(rng.integers(0, scene.clutter_max + 1))):
+        z = rng.uniform(center[2] + scene.clutter_gap_m, wall_z)
+        u, v = rng.uniform(0, width), rng.uniform(0, height)
+        p = np.array([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z])
+        d = rng.normal(size=3)
+        d *= rng.uniform(0.0, 0.4) / np.linalg.norm(d)
+        a_list.append(p)
+        b_list.append(p + d)
+        r_list.append(rng.uniform(0.03, 0.15))
+    bg = composite_nearest(*layers)
+    if a_list:
+        bg = render_capsules_depth(np.array(a_list), np.array(b_list), np.array(r_list), K, width, height, depth_m=bg)
+    return bg
+
+
+def render_pair(hand: HandInstance, K: np.ndarray, width: int, height: int, rng: np.random.Generator, sensor: SensorModel = SensorModel(), scene: SceneModel = SceneModel()) -> tuple[np.ndarray, np.ndarray]:
+    """Clean synthetic and real-like depth of the same hand at the same pose.
+
+    Returns:
+        (synth_m, real_m): two (H, W) float32 depth maps, metres, 0 = invalid. ``synth_m`` holds
+        the hand and a forearm stub only; ``real_m`` the full scene through the sensor model.
+    """
+    a, b, r = hand.capsules_c(scene.synth_forearm_length_m)
+    synth = render_capsules_depth(a, b, r, K, width, height)
+    bg = render_background(hand, K, width, height, rng, scene)
+    a, b, r = hand.capsules_c(scene.forearm_length_m)
+    clean_scene = render_capsules_depth(a, b, r, K, width, height, depth_m=bg)
+    real = apply_sensor(clean_scene, K, rng, sensor)
+    return synth, real
+
+
+def sample_pair(rng: np.random.Generator, K: np.ndarray, width: int = 640, height: int = 480, sensor: SensorModel = SensorModel(), scene: SceneModel = SceneModel(), **hand_kwargs) -> tuple[HandInstance, np.ndarray, np.ndarray]:
+    """A random hand (``render.hand.sample_hand``) and its (synthetic, real-like) depth pair."""
+    hand = sample_hand(rng, K, width, height, **hand_kwargs)
+    synth, real = render_pair(hand, K, width, height, rng, sensor, scene)
+    return hand, synth, real
