@@ -15,7 +15,7 @@ ROS_MODULES = (
 )
 
 _BLOCKED_IMPORT = r'''
-import importlib, importlib.abc, json, pkgutil, sys
+import importlib, importlib.abc, json, sys
 BLOCKED = set(sys.argv[1].split(","))
 
 class NoRos(importlib.abc.MetaPathFinder):
@@ -28,10 +28,12 @@ sys.meta_path.insert(0, NoRos())
 for m in list(sys.modules):
     if m.split(".")[0] in BLOCKED:
         del sys.modules[m]
+import pathlib
 import featmap_ros
+root = pathlib.Path(featmap_ros.__file__).parent
 names = sorted(
-    m.name for m in pkgutil.walk_packages(featmap_ros.__path__, "featmap_ros.")
-    if not (m.name == "featmap_ros.ros" or m.name.startswith("featmap_ros.ros."))
+    ".".join(("featmap_ros",) + p.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+    for p in root.rglob("*.py") if p.relative_to(root).parts[0] != "ros"
 )
 failed = {}
 for n in names:
