@@ -1,0 +1,147 @@
+"""rclpy glue shared by the nodes: parameter declaration, input QoS, throttled logs, ``main``.
+
+The decisions live in rclpy-free modules (params, roi, worker, diagnostics, pipeline); this
+module only connects them to rclpy.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from featmap_ros.errors import InputError
+from featmap_ros.ros.diagnostics import ErrorThrottle
+from featmap_ros.ros.params import ParamSpec, spec_table
+
+#: Parameters rclpy itself declares or reads; not reported as unknown.
+_RCLPY_PARAMS = ("use_sim_time", "start_type_description_service", "qos_overrides.")
+
+
+def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:
+    """ParameterDescriptor with description, read-only flag and range of a spec."""
+    d = ParameterDescriptor(description=spec.describe(), read_only=spec.read_only)
+    if spec.type is float and spec.min is not None and spec.max is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
+    if spec.type is int and spec.min is not None and spec.max is not None:
+        d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=1)]
+    return d
+
+
+def declare_params(node: Node, specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
+    """Declare every parameter once and return the validated values.
+
+    Raises:
+        InputError: ``parameter '<name>': ...`` for a value of the wrong type, out of range, or
+            not among the allowed choices.
+    """
+    values = {}
+    for spec in specs:
+        try:
+            param = node.declare_parameter(spec.name, spec.default, descriptor_for(spec))
+        except (ParameterException, TypeError, ValueError) as e:
+            raise InputError(f"parameter '{spec.name}': {e}") from None
+        values[spec.name] = spec.check(param.value)
+    known = spec_table(specs)
+    overrides = getattr(node, "_parameter_overrides", {})  # rclpy keeps no public list of them
+    for name in sorted(overrides):
+        if name not in known and not name.startswith(_RCLPY_PARAMS):
+            node.get_logger().warning(f"parameter '{name}' is not used by {node.get_name()} (valid: {sorted(known)})")
+    return values
+
+
+def make_set_parameters_callback(specs: tuple[ParamSpec, ...], apply: Callable[[dict[str, Any]], None]) -> Callable:
+    """An ``add_on_set_parameters_callback`` callback that validates with the specs, then applies."""
+    table = spec_table(specs)
+
+    def callback(params: list) -> SetParametersResult:
+        changed = {}
+        for p in params:
+            spec = table.get(p.name)
+            if spec is None:
+                continue
+            try:
+                changed[p.name] = spec.check(p.value)
+            except InputError as e:
+                return SetParametersResult(successful=False, reason=str(e))
+        try:
+            apply(changed)
+        except InputError as e:
+            return SetParametersResult(successful=False, reason=str(e))
+        return SetParametersResult(successful=True)
+
+    return callback
+
+
+def input_qos(values: dict[str, Any]) -> QoSProfile:
+    """The input subscriptions' QoS: sensor-data style (best effort, keep last) unless overridden."""
+    reliability = ReliabilityPolicy.BEST_EFFORT if values["qos.reliability"] == "best_effort" else ReliabilityPolicy.RELIABLE
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(values["qos.depth"]), reliability=reliability,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+class ThrottledLog:
+    """Warnings about bad input, each kind at most once per period, from any thread."""
+
+    def __init__(self, node: Node, period_s: float) -> None:
+        self._node = node
+        self._throttle = ErrorThrottle(period_s)
+        self._lock = threading.Lock()
+
+    def set_period(self, period_s: float) -> None:
+        with self._lock:
+            self._throttle.period_s = float(period_s)
+
+    def warn(self, key: str, text: str) -> None:
+        with self._lock:
+            ok, held = self._throttle.should_log(key, time.monotonic())
+        if ok:
+            self._node.get_logger().warning(text + (f" ({held} more like this since the last report)" if held else ""))
+
+    def error(self, key: str, text: str) -> None:
+        with self._lock:
+            ok, held = self._throttle.should_log(key, time.monotonic())
+        if ok:
+            self._node.get_logger().error(text + (f" ({held} more like this since the last report)" if held else ""))
+
+
+def report_frame_error(log: ThrottledLog, err: BaseException) -> None:
+    """Bad input -> throttled warning naming the field; anything else -> throttled error with traceback."""
+    if isinstance(err, InputError):
+        text = str(err)
+        log.warn("input:" + text.split(":", 1)[0], f"dropped a frame: {text}")
+    else:
+        tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        log.error("internal:" + type(err).__name__, f"frame failed: {err!r}\n{tb}")
+
+
+def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = None) -> int:
+    """``rclpy.init`` -> build -> spin -> clean exit; a configuration error exits 2 naming it."""
+    rclpy.init(args=args)
+    node = None
+    rc = 0
+    try:
+        node = make_node()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except InputError as e:
+        get_logger(name).fatal(f"{e}")
+        rc = 2
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return rc

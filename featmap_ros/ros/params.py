@@ -1,0 +1,223 @@
+"""The nodes' parameters as data: name, default, description, range, read-only; and their checks.
+
+No rclpy here: the nodes turn each :class:`ParamSpec` into a ``ParameterDescriptor`` and declare
+it once; the tests and ``featmap bench node`` validate ``config/*.yaml`` with the same code.
+A wrong value raises :class:`~featmap_ros.errors.InputError` naming the parameter.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from featmap_ros.errors import InputError
+
+#: Where bundled demo weights live inside the installed Python package.
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_WEIGHTS = {"object": "object.pt", "hand": "hand.pt"}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter.
+
+    Attributes:
+        name: dotted name (``qos.depth``), as in the YAML's nested keys.
+        default: default value; its Python type is the parameter type (bool, int, float, str).
+        description: shown by ``ros2 param describe``.
+        read_only: True if it only takes effect at start-up.
+        min: lower bound (int/float parameters).
+        max: upper bound (int/float parameters).
+        choices: allowed values (str parameters).
+        pattern: regular expression the whole value must match (str parameters).
+    """
+
+    name: str
+    default: Any
+    description: str
+    read_only: bool = True
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    pattern: str = ""
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+    def describe(self) -> str:
+        """The description with its constraints, for ``ros2 param describe``."""
+        extra = []
+        if self.choices:
+            extra.append(f"one of {list(self.choices)}")
+        if self.pattern:
+            extra.append(f"matches {self.pattern!r}")
+        return self.description + (f" ({'; '.join(extra)})" if extra else "")
+
+    def check(self, value: Any) -> Any:
+        """Validate and normalise a value (ints are accepted for float parameters).
+
+        Raises:
+            InputError: ``parameter '<name>': ...``.
+        """
+        t = self.type
+        if t is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if t is int and isinstance(value, bool) or not isinstance(value, t):
+            raise InputError(f"parameter '{self.name}': expected {t.__name__}, got {type(value).__name__} {value!r}")
+        if t in (int, float):
+            if t is float and value != value:
+                raise InputError(f"parameter '{self.name}': NaN")
+            if self.min is not None and value < self.min or self.max is not None and value > self.max:
+                raise InputError(f"parameter '{self.name}': {value} is outside [{self.min}, {self.max}]")
+        if t is str:
+            if self.choices and value not in self.choices:
+                raise InputError(f"parameter '{self.name}': {value!r} is not one of {list(self.choices)}")
+            if self.pattern and not re.fullmatch(self.pattern, value):
+                raise InputError(f"parameter '{self.name}': {value!r} does not match {self.pattern!r}")
+        return value
+
+
+_COMMON = (
+    ParamSpec("device", "auto", "torch device for inference: auto (CUDA if available), cpu, cuda or cuda:N",
+              pattern=r"auto|cpu|cuda(:\d+)?"),
+    ParamSpec("warmup", True, "run one dummy inference at start-up so the first frame is not slow"),
+    ParamSpec("min_score", 0.0, "estimates with a lower confidence are not published", read_only=False, min=0.0, max=1.0),
+    ParamSpec("frame_prefix", "featmap/", "TF child frames are <frame_prefix><name> under the input's frame", read_only=False,
+              pattern=r"[A-Za-z0-9_/]*"),
+    ParamSpec("publish_tf", True, "broadcast TF for the estimates", read_only=False),
+    ParamSpec("qos.reliability", "best_effort", "input QoS reliability (sensor data: best_effort)",
+              choices=("best_effort", "reliable")),
+    ParamSpec("qos.depth", 5, "input QoS history depth", min=1, max=1000),
+    ParamSpec("sync.queue_size", 10, "message_filters ApproximateTimeSynchronizer queue size", min=1, max=1000),
+    ParamSpec("sync.slop_s", 0.05, "largest stamp difference of synchronised messages, seconds", min=0.0, max=10.0),
+    ParamSpec("diagnostics.period_s", 1.0, "period of /diagnostics reports and of the missing-input check, seconds",
+              min=0.1, max=60.0),
+    ParamSpec("log_throttle_s", 5.0, "each kind of bad-input warning is logged at most once per this many seconds",
+              read_only=False, min=0.0, max=3600.0),
+)
+
+OBJECT_NODE_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("weights", "", "object checkpoint (.pt); empty = bundled featmap_ros/weights/object.pt"),
+    *_COMMON,
+    ParamSpec("objects", "", "comma-separated object names to estimate; empty = every object of the checkpoint"),
+    ParamSpec("roi_source", "localiser",
+              "where the image windows come from: localiser (built in), detections (detections_2d topic), "
+              "tracking (last pose, localiser when lost), ground_truth (ground_truth/detections, evaluation)",
+              choices=("localiser", "detections", "tracking", "ground_truth")),
+    ParamSpec("tracking.max_age_s", 0.5, "tracking: a pose older than this is lost, seconds", read_only=False, min=0.0, max=60.0),
+    ParamSpec("tracking.min_score", 0.3, "tracking: a pose scored lower is lost", read_only=False, min=0.0, max=1.0),
+    ParamSpec("markers.mesh_resource", "package://featmap_ros/meshes/{object}.ply",
+              "mesh marker URI, {object} = object name; empty = boxes only", read_only=False),
+    ParamSpec("markers.mesh_scale", 0.001, "mesh marker scale (0.001 for meshes in millimetres)", read_only=False,
+              min=1e-6, max=1000.0),
+)
+
+HAND_NODE_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("weights", "", "hand checkpoint (.pt); empty = bundled featmap_ros/weights/hand.pt"),
+    *_COMMON,
+    ParamSpec("depth_scale_m", 0.001, "metres per unit of 16UC1 depth (0.001 = millimetres)", min=1e-6, max=1.0),
+    ParamSpec("palm_joint", "palm_center", "joint whose position is broadcast as TF <frame_prefix>hand", read_only=False),
+)
+
+
+def spec_table(specs: tuple[ParamSpec, ...]) -> dict[str, ParamSpec]:
+    """name -> spec."""
+    return {s.name: s for s in specs}
+
+
+def validate_params(specs: tuple[ParamSpec, ...], values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """Check a full or partial set of values; missing ones take defaults.
+
+    Args:
+        specs: the node's parameter specs.
+        values: dotted name -> value.
+        where: prefix for error messages (e.g. the YAML path).
+
+    Returns:
+        dotted name -> validated value, for every spec.
+
+    Raises:
+        InputError: an unknown name or a bad value, naming the parameter.
+    """
+    table = spec_table(specs)
+    unknown = sorted(set(values) - set(table))
+    if unknown:
+        raise InputError(f"{where}parameter '{unknown[0]}': unknown; valid: {sorted(table)}")
+    out = {}
+    for name, spec in table.items():
+        try:
+            out[name] = spec.check(values[name]) if name in values else spec.default
+        except InputError as e:
+            raise InputError(f"{where}{e}") from None
+    return out
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested YAML mapping -> dotted names (ROS 2 parameter file convention)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{name}."))
+        else:
+            out[name] = v
+    return out
+
+
+def load_param_file(path: str | Path, node_name: str) -> dict[str, Any]:
+    """Read a ROS 2 parameter YAML (``<node or /**>: ros__parameters: ...``) -> dotted values.
+
+    Raises:
+        InputError: unreadable file, or no ``ros__parameters`` for ``node_name`` or ``/**``.
+    """
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise InputError(f"{path}: cannot read parameters: {e}") from None
+    if not isinstance(doc, Mapping):
+        raise InputError(f"{path}: expected a mapping of node names")
+    values: dict[str, Any] = {}
+    for key in ("/**", node_name, f"/{node_name}"):
+        section = doc.get(key)
+        if isinstance(section, Mapping):
+            if not isinstance(section.get("ros__parameters"), Mapping):
+                raise InputError(f"{path}: '{key}' has no 'ros__parameters' mapping")
+            values.update(flatten(section["ros__parameters"]))
+    if not values:
+        raise InputError(f"{path}: no parameters for '{node_name}' (or '/**')")
+    return values
+
+
+def resolve_weights(value: str, kind: str) -> Path:
+    """The checkpoint a ``weights`` parameter names (empty = the bundled one).
+
+    Raises:
+        InputError: ``parameter 'weights': ...`` when the file does not exist.
+    """
+    path = Path(value).expanduser() if value else WEIGHTS_DIR / DEFAULT_WEIGHTS[kind]
+    if not path.is_file():
+        hint = " (bundled weights missing: run 'featmap demo' or set the parameter)" if not value else ""
+        raise InputError(f"parameter 'weights': {path} does not exist{hint}")
+    return path
+
+
+def parse_objects(value: str) -> tuple[str, ...]:
+    """``"ape, can"`` -> ``("ape", "can")``; empty -> ``()``."""
+    return tuple(n.strip() for n in value.split(",") if n.strip())
+
+
+def check_objects(requested: tuple[str, ...], available: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The objects to estimate: ``requested`` (all known to the checkpoint) or all when empty.
+
+    Raises:
+        InputError: ``parameter 'objects': ...`` naming the unknown object and the valid ones.
+    """
+    unknown = [n for n in requested if n not in available]
+    if unknown:
+        raise InputError(f"parameter 'objects': {unknown} not in the checkpoint; valid: {list(available)}")
+    return tuple(requested) if requested else tuple(available)

@@ -1,0 +1,205 @@
+"""What a node does with one synchronised frame, without rclpy: messages in, messages out.
+
+``ObjectPipeline`` / ``HandPipeline`` convert the input messages, pick the image windows, call
+the estimator and build every output message with a message factory (rclpy in the nodes,
+rosbags in the tests and in ``featmap bench node``). They time each stage, so the share spent
+in conversions can be reported. The nodes only publish what they return.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from featmap_ros.results import HandPose, ObjectPose
+from featmap_ros.ros import conversions as conv
+from featmap_ros.ros.debug_image import draw_hand_debug, draw_object_debug
+from featmap_ros.ros.params import check_objects, parse_objects
+from featmap_ros.ros.roi import Tracker, keep_poses, select_rois
+
+
+@dataclass
+class ObjectSettings:
+    """The object node's behaviour (see ``OBJECT_NODE_PARAMS`` for each meaning)."""
+
+    objects: tuple[str, ...]
+    roi_source: str = "localiser"
+    min_score: float = 0.0
+    frame_prefix: str = "featmap/"
+    publish_tf: bool = True
+    tracking_max_age_s: float = 0.5
+    tracking_min_score: float = 0.3
+    mesh_resource: str = ""
+    mesh_scale: float = 0.001
+
+    @classmethod
+    def from_params(cls, values: Mapping[str, Any], available: tuple[str, ...] | list[str]) -> "ObjectSettings":
+        """From validated parameter values (dotted names) and the checkpoint's object names."""
+        return cls(
+            objects=check_objects(parse_objects(values["objects"]), tuple(available)),
+            roi_source=values["roi_source"], min_score=values["min_score"], frame_prefix=values["frame_prefix"],
+            publish_tf=values["publish_tf"], tracking_max_age_s=values["tracking.max_age_s"],
+            tracking_min_score=values["tracking.min_score"], mesh_resource=values["markers.mesh_resource"],
+            mesh_scale=values["markers.mesh_scale"],
+        )
+
+    def mesh_resources(self) -> dict[str, str]:
+        return {n: self.mesh_resource.replace("{object}", n) for n in self.objects} if self.mesh_resource else {}
+
+
+@dataclass
+class ObjectOutputs:
+    """Messages for one frame. ``poses``: object name -> PoseStamped of its best estimate."""
+
+    detections: Any
+    poses: dict[str, Any]
+    transforms: list[Any]
+    markers: Any
+    debug_image: Any | None
+    results: list[ObjectPose]
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _best_per_object(poses: list[ObjectPose]) -> dict[str, ObjectPose]:
+    best: dict[str, ObjectPose] = {}
+    for p in poses:
+        if p.object_name not in best or p.score > best[p.object_name].score:
+            best[p.object_name] = p
+    return best
+
+
+class ObjectPipeline:
+    """One colour frame -> Detection3DArray, PoseStamped per object, TF, markers, debug image.
+
+    Args:
+        estimator: has ``estimate(image_rgb, K, boxes=None) -> list[ObjectPose]``.
+        msgs: message factory (:class:`~featmap_ros.ros.conversions.RclpyMessages` or
+            :class:`~featmap_ros.ros.conversions.RosbagsMessages`).
+        settings: behaviour; may be replaced between frames (dynamic parameters).
+        clock: monotonic seconds, for the stage timings.
+    """
+
+    def __init__(self, estimator: Any, msgs: Any, settings: ObjectSettings, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.estimator = estimator
+        self.msgs = msgs
+        self.settings = settings
+        self.clock = clock
+        self.tracker = Tracker()
+
+    def process(self, image_msg: Any, info_msg: Any, detections_msg: Any = None, ground_truth_msg: Any = None,
+                want_debug: bool = False) -> ObjectOutputs:
+        """Raises ConversionError (bad input message, naming the field) before any estimate."""
+        s, msgs = self.settings, self.msgs
+        t0 = self.clock()
+        rgb = conv.image_to_rgb(image_msg, "image")
+        camera = conv.camera_info_to_model(info_msg, "camera_info")
+        conv.check_image_matches_camera(rgb.shape[:2], camera, "image")
+        warnings = conv.camera_info_warnings(info_msg, "camera_info")
+        boxes = conv.detection2d_array_to_boxes(detections_msg, "detections_2d") if detections_msg is not None else None
+        gt = conv.detection3d_array_to_object_poses(ground_truth_msg, name="ground_truth/detections") if ground_truth_msg is not None else None
+        stamp_s = conv.stamp_to_ns(image_msg.header.stamp) * 1e-9
+        rois = select_rois(s.roi_source, s.objects, camera.K, rgb.shape[:2], stamp_s, detections=boxes, ground_truth=gt,
+                           tracker=self.tracker, max_age_s=s.tracking_max_age_s, min_score=s.tracking_min_score)
+        t1 = self.clock()
+        results: list[ObjectPose] = []
+        if rois is None or rois:
+            results = list(self.estimator.estimate(rgb, camera.K, rois))
+        t2 = self.clock()
+        kept = keep_poses(results, s.objects, s.min_score)
+        if s.roi_source == "tracking":
+            self.tracker.update(kept, stamp_s)
+        header = image_msg.header
+        best = _best_per_object(kept)
+        out = ObjectOutputs(
+            detections=conv.object_poses_to_detection3d_array(msgs, kept, header),
+            poses={n: conv.object_pose_to_pose_stamped(msgs, p, header) for n, p in best.items()},
+            transforms=[conv.object_pose_to_transform(msgs, p, header, s.frame_prefix) for p in best.values()] if s.publish_tf else [],
+            markers=conv.object_markers(msgs, kept, header, s.mesh_resources(), s.mesh_scale),
+            debug_image=None, results=kept, warnings=warnings,
+        )
+        t3 = self.clock()
+        if want_debug:
+            out.debug_image = conv.numpy_to_image(msgs, draw_object_debug(rgb, kept, camera.K, rois), "rgb8", header)
+        t4 = self.clock()
+        out.timings = {"convert_in_s": t1 - t0, "estimate_s": t2 - t1, "convert_out_s": t3 - t2, "debug_s": t4 - t3}
+        return out
+
+
+@dataclass
+class HandSettings:
+    """The hand node's behaviour (see ``HAND_NODE_PARAMS``)."""
+
+    min_score: float = 0.0
+    frame_prefix: str = "featmap/"
+    publish_tf: bool = True
+    palm_joint: str = "palm_center"
+    depth_scale_m: float = 0.001
+
+    @classmethod
+    def from_params(cls, values: Mapping[str, Any]) -> "HandSettings":
+        return cls(min_score=values["min_score"], frame_prefix=values["frame_prefix"], publish_tf=values["publish_tf"],
+                   palm_joint=values["palm_joint"], depth_scale_m=values["depth_scale_m"])
+
+
+@dataclass
+class HandOutputs:
+    """Messages for one frame; ``hand_pose`` and ``transform`` are None when no hand was found."""
+
+    hand_pose: Any | None
+    markers: Any
+    transform: Any | None
+    debug_image: Any | None
+    result: HandPose | None
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class HandPipeline:
+    """One depth frame -> featmap_ros/HandPose, skeleton markers, palm TF, debug image.
+
+    Args:
+        estimator: has ``estimate(depth_m, K) -> HandPose | None``.
+        msgs: message factory.
+        settings: behaviour.
+        clock: monotonic seconds.
+    """
+
+    def __init__(self, estimator: Any, msgs: Any, settings: HandSettings, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.estimator = estimator
+        self.msgs = msgs
+        self.settings = settings
+        self.clock = clock
+
+    def process(self, depth_msg: Any, info_msg: Any, want_debug: bool = False) -> HandOutputs:
+        """Raises ConversionError (bad input message, naming the field) before any estimate."""
+        s, msgs = self.settings, self.msgs
+        t0 = self.clock()
+        depth_m = conv.image_to_depth_m(depth_msg, "depth", s.depth_scale_m)
+        camera = conv.camera_info_to_model(info_msg, "camera_info")
+        conv.check_image_matches_camera(depth_m.shape, camera, "depth")
+        warnings = conv.camera_info_warnings(info_msg, "camera_info")
+        t1 = self.clock()
+        hand = self.estimator.estimate(depth_m, camera.K)
+        t2 = self.clock()
+        if hand is not None and (hand.score < s.min_score or not np.all(np.isfinite(hand.joints_m))):
+            hand = None
+        header = depth_msg.header
+        transform = None
+        if hand is not None and s.publish_tf and s.palm_joint in hand.joint_names:
+            palm = np.asarray(hand.joints_m, np.float64)[list(hand.joint_names).index(s.palm_joint)]
+            transform = conv.transform_msg(msgs, np.eye(3), palm, header, f"{s.frame_prefix}hand")
+        out = HandOutputs(
+            hand_pose=conv.hand_pose_to_msg(msgs, hand, header) if hand is not None else None,
+            markers=conv.hand_markers(msgs, hand, header), transform=transform, debug_image=None, result=hand,
+            warnings=warnings,
+        )
+        t3 = self.clock()
+        if want_debug:
+            out.debug_image = conv.numpy_to_image(msgs, draw_hand_debug(depth_m, hand, camera.K), "rgb8", header)
+        t4 = self.clock()
+        out.timings = {"convert_in_s": t1 - t0, "estimate_s": t2 - t1, "convert_out_s": t3 - t2, "debug_s": t4 - t3}
+        return out

@@ -1,0 +1,50 @@
+"""object_pose_node on a live colour camera (RealSense topic names by default) (+ RViz).
+
+    ros2 launch realsense2_camera rs_launch.py           # in another terminal
+    ros2 launch featmap_ros camera_object.launch.py rviz:=true
+    ros2 launch featmap_ros camera_object.launch.py image:=/my_cam/image_rect camera_info:=/my_cam/camera_info
+
+realsense2_camera >= 4.54 names its topics /camera/camera/color/...: pass image:= and camera_info:=.
+The images are assumed rectified (the node warns once when camera_info has distortion).
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+
+def generate_launch_description():
+    share = get_package_share_directory("featmap_ros")
+    arg = LaunchConfiguration
+    args = [
+        DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"], description="start RViz"),
+        DeclareLaunchArgument("image", default_value="/camera/color/image_raw", description="colour image topic"),
+        DeclareLaunchArgument("camera_info", default_value="/camera/color/camera_info", description="its camera_info"),
+        DeclareLaunchArgument("detections_2d", default_value="/detections_2d",
+                              description="vision_msgs/Detection2DArray topic (roi_source:=detections)"),
+        DeclareLaunchArgument("roi_source", default_value="localiser",
+                              choices=["localiser", "detections", "tracking", "ground_truth"],
+                              description="where the image windows come from"),
+        DeclareLaunchArgument("weights", default_value="", description="object checkpoint; empty = bundled weights"),
+        DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda"),
+        DeclareLaunchArgument("fixed_frame", default_value="camera_color_optical_frame",
+                              description="RViz fixed frame (the camera's optical frame)"),
+    ]
+    estimator = Node(
+        package="featmap_ros", executable="object_pose_node", name="object_pose_node", output="screen",
+        parameters=[os.path.join(share, "config", "object_pose_node.yaml"),
+                    {"weights": ParameterValue(arg("weights"), value_type=str),
+                     "roi_source": ParameterValue(arg("roi_source"), value_type=str),
+                     "device": ParameterValue(arg("device"), value_type=str)}],
+        remappings=[("image", arg("image")), ("camera_info", arg("camera_info")), ("detections_2d", arg("detections_2d"))],
+    )
+    rviz = Node(
+        package="rviz2", executable="rviz2", name="rviz2", output="log", condition=IfCondition(arg("rviz")),
+        arguments=["-d", os.path.join(share, "config", "featmap.rviz"), "-f", arg("fixed_frame")],
+    )
+    return LaunchDescription([*args, estimator, rviz])

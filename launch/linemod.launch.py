@@ -1,0 +1,72 @@
+"""LINEMOD replay: dataset_player_node -> object_pose_node -> evaluator_node (+ RViz).
+
+    ros2 launch featmap_ros linemod.launch.py                      # embedded sample, no RViz
+    ros2 launch featmap_ros linemod.launch.py rviz:=true dataset_root:=/data/bop/lm
+
+With no arguments it replays the sample the project makes itself and the bundled weights.
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+
+def _config(share, name):
+    """The package's parameter file for a node, if installed (the player/evaluator may add theirs)."""
+    path = os.path.join(share, "config", f"{name}.yaml")
+    return [path] if os.path.isfile(path) else []
+
+
+def generate_launch_description():
+    share = get_package_share_directory("featmap_ros")
+    arg = LaunchConfiguration
+    sim_time = ParameterValue(arg("use_sim_time"), value_type=bool)
+    args = [
+        DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"], description="start RViz"),
+        DeclareLaunchArgument("dataset_root", default_value="",
+                              description="BOP LINEMOD folder (lm or lmo); empty = the embedded sample"),
+        DeclareLaunchArgument("dataset", default_value="lm", choices=["lm", "lmo"], description="BOP dataset name"),
+        DeclareLaunchArgument("weights", default_value="", description="object checkpoint; empty = bundled weights"),
+        DeclareLaunchArgument("roi_source", default_value="localiser",
+                              choices=["localiser", "detections", "tracking", "ground_truth"],
+                              description="where the object node's image windows come from"),
+        DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda"),
+        DeclareLaunchArgument("output_dir", default_value="featmap_linemod_eval",
+                              description="where the evaluator writes its metrics at shutdown"),
+        DeclareLaunchArgument("use_sim_time", default_value="true", choices=["true", "false"],
+                              description="follow the player's /clock"),
+    ]
+    player = Node(
+        package="featmap_ros", executable="dataset_player_node", name="dataset_player_node", output="screen",
+        parameters=[*_config(share, "dataset_player_node"),
+                    {"dataset": ParameterValue(arg("dataset"), value_type=str),
+                     "dataset_root": ParameterValue(arg("dataset_root"), value_type=str), "use_sim_time": False}],
+    )
+    estimator = Node(
+        package="featmap_ros", executable="object_pose_node", name="object_pose_node", output="screen",
+        parameters=[os.path.join(share, "config", "object_pose_node.yaml"),
+                    {"weights": ParameterValue(arg("weights"), value_type=str),
+                     "roi_source": ParameterValue(arg("roi_source"), value_type=str),
+                     "device": ParameterValue(arg("device"), value_type=str), "use_sim_time": sim_time}],
+        remappings=[("image", "/camera/color/image_raw"), ("camera_info", "/camera/color/camera_info"),
+                    ("detections_2d", "/detections_2d"), ("ground_truth/detections", "/ground_truth/detections")],
+    )
+    evaluator = Node(
+        package="featmap_ros", executable="evaluator_node", name="evaluator_node", output="screen",
+        parameters=[*_config(share, "evaluator_node"),
+                    {"task": "object", "dataset": ParameterValue(arg("dataset"), value_type=str),
+                     "dataset_root": ParameterValue(arg("dataset_root"), value_type=str),
+                     "output_dir": ParameterValue(arg("output_dir"), value_type=str), "use_sim_time": sim_time}],
+        remappings=[("estimates", "/object_pose_node/detections"), ("ground_truth", "/ground_truth/detections")],
+    )
+    rviz = Node(
+        package="rviz2", executable="rviz2", name="rviz2", output="log", condition=IfCondition(arg("rviz")),
+        arguments=["-d", os.path.join(share, "config", "featmap.rviz"), "-f", "camera_color_optical_frame"],
+        parameters=[{"use_sim_time": sim_time}],
+    )
+    return LaunchDescription([*args, player, estimator, evaluator, rviz])

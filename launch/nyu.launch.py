@@ -1,0 +1,65 @@
+"""NYU hand replay: dataset_player_node -> hand_pose_node -> evaluator_node (+ RViz).
+
+    ros2 launch featmap_ros nyu.launch.py                          # embedded sample, no RViz
+    ros2 launch featmap_ros nyu.launch.py rviz:=true dataset_root:=/data/nyu_hand
+
+With no arguments it replays the sample the project makes itself and the bundled weights.
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+
+def _config(share, name):
+    """The package's parameter file for a node, if installed (the player/evaluator may add theirs)."""
+    path = os.path.join(share, "config", f"{name}.yaml")
+    return [path] if os.path.isfile(path) else []
+
+
+def generate_launch_description():
+    share = get_package_share_directory("featmap_ros")
+    arg = LaunchConfiguration
+    sim_time = ParameterValue(arg("use_sim_time"), value_type=bool)
+    args = [
+        DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"], description="start RViz"),
+        DeclareLaunchArgument("dataset_root", default_value="",
+                              description="NYU hand dataset folder (train/, test/); empty = the embedded sample"),
+        DeclareLaunchArgument("weights", default_value="", description="hand checkpoint; empty = bundled weights"),
+        DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda"),
+        DeclareLaunchArgument("output_dir", default_value="featmap_nyu_eval",
+                              description="where the evaluator writes its metrics at shutdown"),
+        DeclareLaunchArgument("use_sim_time", default_value="true", choices=["true", "false"],
+                              description="follow the player's /clock"),
+    ]
+    player = Node(
+        package="featmap_ros", executable="dataset_player_node", name="dataset_player_node", output="screen",
+        parameters=[*_config(share, "dataset_player_node"),
+                    {"dataset": "nyu", "dataset_root": ParameterValue(arg("dataset_root"), value_type=str),
+                     "use_sim_time": False}],
+    )
+    estimator = Node(
+        package="featmap_ros", executable="hand_pose_node", name="hand_pose_node", output="screen",
+        parameters=[os.path.join(share, "config", "hand_pose_node.yaml"),
+                    {"weights": ParameterValue(arg("weights"), value_type=str),
+                     "device": ParameterValue(arg("device"), value_type=str), "use_sim_time": sim_time}],
+        remappings=[("depth", "/camera/depth/image_raw"), ("camera_info", "/camera/depth/camera_info")],
+    )
+    evaluator = Node(
+        package="featmap_ros", executable="evaluator_node", name="evaluator_node", output="screen",
+        parameters=[*_config(share, "evaluator_node"),
+                    {"task": "hand", "dataset": "nyu", "dataset_root": ParameterValue(arg("dataset_root"), value_type=str),
+                     "output_dir": ParameterValue(arg("output_dir"), value_type=str), "use_sim_time": sim_time}],
+        remappings=[("estimates", "/hand_pose_node/hand_pose"), ("ground_truth", "/ground_truth/hand_pose")],
+    )
+    rviz = Node(
+        package="rviz2", executable="rviz2", name="rviz2", output="log", condition=IfCondition(arg("rviz")),
+        arguments=["-d", os.path.join(share, "config", "featmap.rviz"), "-f", "camera_depth_optical_frame"],
+        parameters=[{"use_sim_time": sim_time}],
+    )
+    return LaunchDescription([*args, player, estimator, evaluator, rviz])

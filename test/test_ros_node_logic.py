@@ -1,0 +1,367 @@
+"""The nodes' decisions without rclpy: parameters, frame dropping, image windows, diagnostics,
+and the per-frame pipelines on real ROS message types (rosbags) with a test double estimator."""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featmap_ros.errors import InputError
+from featmap_ros.geometry import look_at_R_m2c, project_points
+from featmap_ros.results import HandPose, ObjectPose
+from featmap_ros.ros import conversions as conv
+from featmap_ros.ros import params as P
+from featmap_ros.ros.diagnostics import ErrorThrottle, InputWatchdog, RateLatencyStats, diagnostic_array
+from featmap_ros.ros.msg_defs import featmap_typestore
+from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
+from featmap_ros.ros.roi import Tracker, box_from_pose, keep_poses, select_rois
+from featmap_ros.ros.worker import FrameWorker
+
+REPO = Path(__file__).resolve().parents[1]
+K = np.array([[572.4114, 0.0, 325.2611], [0.0, 573.57043, 242.04899], [0.0, 0.0, 1.0]])
+HW = (480, 640)
+
+
+@pytest.fixture(scope="module")
+def store():
+    return featmap_typestore("jazzy")
+
+
+@pytest.fixture(scope="module")
+def msgs(store):
+    return conv.RosbagsMessages(store)
+
+
+def test_no_rclpy_needed():
+    assert "rclpy" not in sys.modules
+
+
+# ---------------------------------------------------------------- parameters
+
+
+@pytest.mark.parametrize("node,specs", [("object_pose_node", P.OBJECT_NODE_PARAMS), ("hand_pose_node", P.HAND_NODE_PARAMS)])
+def test_config_files_hold_every_parameter_and_validate(node, specs):
+    values = P.load_param_file(REPO / "config" / f"{node}.yaml", node)
+    assert set(values) == {s.name for s in specs}
+    checked = P.validate_params(specs, values)
+    for s in specs:  # the shipped file states the defaults
+        assert checked[s.name] == s.default, s.name
+
+
+def test_specs_are_declared_once_with_descriptions():
+    for specs in (P.OBJECT_NODE_PARAMS, P.HAND_NODE_PARAMS):
+        names = [s.name for s in specs]
+        assert len(names) == len(set(names))
+        for s in specs:
+            assert s.description and s.type in (bool, int, float, str)
+            s.check(s.default)
+
+
+@pytest.mark.parametrize("values,msg", [
+    ({"min_score": 1.5}, r"parameter 'min_score': 1.5 is outside \[0.0, 1.0\]"),
+    ({"roi_source": "magic"}, r"parameter 'roi_source': 'magic' is not one of"),
+    ({"qos.depth": 0}, r"parameter 'qos.depth': 0 is outside"),
+    ({"qos.depth": 2.5}, r"parameter 'qos.depth': expected int, got float"),
+    ({"publish_tf": 1}, r"parameter 'publish_tf': expected bool"),
+    ({"device": "gpu"}, r"parameter 'device': 'gpu' does not match"),
+    ({"min_scor": 0.1}, r"parameter 'min_scor': unknown"),
+])
+def test_wrong_parameters_are_named(values, msg):
+    with pytest.raises(InputError, match=msg):
+        P.validate_params(P.OBJECT_NODE_PARAMS, values, where="")
+
+
+def test_int_is_accepted_for_float_and_yaml_errors_named(tmp_path):
+    assert P.validate_params(P.OBJECT_NODE_PARAMS, {"sync.slop_s": 1})["sync.slop_s"] == 1.0
+    f = tmp_path / "p.yaml"
+    f.write_text("other_node:\n  ros__parameters:\n    x: 1\n")
+    with pytest.raises(InputError, match="no parameters for 'object_pose_node'"):
+        P.load_param_file(f, "object_pose_node")
+    f.write_text("object_pose_node:\n  ros__parameters:\n    min_score: 0.5\n")
+    assert P.load_param_file(f, "object_pose_node") == {"min_score": 0.5}
+
+
+def test_weights_and_objects(tmp_path):
+    with pytest.raises(InputError, match=r"parameter 'weights': .*nope\.pt does not exist"):
+        P.resolve_weights(str(tmp_path / "nope.pt"), "object")
+    ck = tmp_path / "w.pt"
+    ck.write_bytes(b"x")
+    assert P.resolve_weights(str(ck), "object") == ck
+    assert P.parse_objects(" ape, can ,") == ("ape", "can")
+    assert P.check_objects((), ["ape", "can"]) == ("ape", "can")
+    with pytest.raises(InputError, match=r"parameter 'objects': \['duck'\] not in the checkpoint"):
+        P.check_objects(("duck",), ["ape", "can"])
+
+
+# ---------------------------------------------------------------- worker
+
+
+def test_worker_drops_frames_while_busy_and_survives_errors():
+    release = threading.Event()
+    done, errors = [], []
+
+    def process(item):
+        if item == "bad":
+            raise ValueError("boom")
+        release.wait(5)
+        done.append(item)
+
+    w = FrameWorker(process, lambda item, e: errors.append((item, str(e))))
+    try:
+        assert w.offer(1)
+        time.sleep(0.05)  # let the worker take it
+        assert not w.offer(2) and not w.offer(3)  # busy: dropped, not queued
+        assert w.busy
+        release.set()
+        assert w.wait_idle(5)
+        assert done == [1] and (w.accepted, w.dropped, w.processed) == (1, 2, 1)
+        assert w.offer("bad") and w.wait_idle(5)
+        assert errors == [("bad", "boom")] and w.failed == 1
+        assert w.offer(4) and w.wait_idle(5)  # still running after the error
+        assert done == [1, 4]
+    finally:
+        w.stop()
+    assert not w.offer(5)
+
+
+# ---------------------------------------------------------------- image windows
+
+
+def make_pose(name="ape", t=(0.0, 0.0, 0.8), score=0.9):
+    return ObjectPose(object_name=name, obj_id=1, R_m2c=look_at_R_m2c(np.array([0.2, -0.4, 0.9])),
+                      t_m2c_m=np.array(t, float), score=score, extents_m=np.array([0.08, 0.08, 0.1]),
+                      center_m=np.zeros(3))
+
+
+def test_box_from_pose_bounds_the_projected_box():
+    p = make_pose()
+    box = box_from_pose(p, K, HW)
+    centre_uv = project_points(p.t_m2c_m[None], K)[0]
+    x, y, w, h = box
+    assert x < centre_uv[0] < x + w and y < centre_uv[1] < y + h
+    # an 8-10 cm box at 0.8 m spans roughly 572 * 0.1 / 0.8 ~ 70 px; its diagonal view up to ~110 px
+    assert 50 < w < 130 and 50 < h < 130
+    assert box_from_pose(make_pose(t=(0, 0, -0.5)), K, HW) is None  # behind the camera
+    assert box_from_pose(make_pose(t=(5.0, 0, 0.8)), K, HW) is None  # outside the image
+
+
+def test_select_rois_per_source():
+    objs = ("ape", "can")
+    assert select_rois("localiser", objs, K, HW, 0.0) is None
+    dets = [("ape", np.array([1.0, 2, 3, 4])), ("duck", np.array([5.0, 6, 7, 8]))]
+    got = select_rois("detections", objs, K, HW, 0.0, detections=dets)
+    assert [n for n, _ in got] == ["ape"]
+    assert select_rois("detections", objs, K, HW, 0.0, detections=[]) == []
+    gt = select_rois("ground_truth", objs, K, HW, 0.0, ground_truth=[make_pose(), make_pose("duck")])
+    assert [n for n, _ in gt] == ["ape"]
+    np.testing.assert_allclose(gt[0][1], box_from_pose(make_pose(), K, HW))
+    with pytest.raises(ValueError):
+        select_rois("psychic", objs, K, HW, 0.0)
+
+
+def test_tracking_falls_back_to_the_localiser_when_lost():
+    tr = Tracker()
+    objs = ("ape",)
+    kw = dict(max_age_s=0.5, min_score=0.3)
+    assert select_rois("tracking", objs, K, HW, 10.0, tracker=tr, **kw) is None  # never seen
+    tr.update([make_pose(score=0.9)], 10.0)
+    rois = select_rois("tracking", objs, K, HW, 10.2, tracker=tr, **kw)
+    assert rois is not None and rois[0][0] == "ape"
+    assert select_rois("tracking", objs, K, HW, 10.7, tracker=tr, **kw) is None  # too old
+    assert select_rois("tracking", objs, K, HW, 9.0, tracker=tr, **kw) is None  # replay jumped back
+    tr.update([make_pose(score=0.1)], 11.0)
+    assert select_rois("tracking", objs, K, HW, 11.1, tracker=tr, **kw) is None  # low score
+    assert select_rois("tracking", ("ape", "can"), K, HW, 11.1, tracker=tr, max_age_s=1, min_score=0) is None
+
+
+def test_keep_poses_filters():
+    poses = [make_pose(score=0.2), make_pose("can", score=0.9), make_pose("duck"), make_pose(t=(np.nan, 0, 1))]
+    kept = keep_poses(poses, ("ape", "can"), 0.5)
+    assert [p.object_name for p in kept] == ["can"]
+
+
+# ---------------------------------------------------------------- diagnostics
+
+
+def test_rate_latency_stats():
+    s = RateLatencyStats(window_s=10.0)
+    for i in range(11):  # 10 Hz for one second
+        s.record(100.0 + 0.1 * i, latency_s=0.05, processing_s=0.04, conversion_s=0.01)
+    out = s.summary(101.0)
+    assert out["rate_hz"] == pytest.approx(10.0)
+    assert out["latency_ms_mean"] == pytest.approx(50.0)
+    assert out["conversion_share"] == pytest.approx(0.25)
+    assert s.summary(200.0)["frames_in_window"] == 0
+
+
+def test_error_throttle_counts_held_messages():
+    th = ErrorThrottle(5.0)
+    assert th.should_log("image.step", 0.0) == (True, 0)
+    assert th.should_log("image.step", 1.0) == (False, 0)
+    assert th.should_log("image.step", 2.0) == (False, 0)
+    assert th.should_log("camera_info.k", 2.0) == (True, 0)  # another kind is not held back
+    assert th.should_log("image.step", 5.5) == (True, 2)
+
+
+def test_watchdog_names_the_missing_input():
+    wd = InputWatchdog(["image", "camera_info"], timeout_s=2.0, slop_s=0.05)
+    assert wd.check(0.0) is None  # nothing yet: idle
+    wd.saw("image", 1.0)
+    msg = wd.check(1.5)
+    assert "nothing on ['camera_info']" in msg
+    wd.saw("camera_info", 1.6)
+    assert "stamps never agree within sync.slop_s = 0.05" in wd.check(1.7)
+    wd.synced(1.8)
+    assert wd.check(2.0) is None
+
+
+def test_diagnostic_array_message(store, msgs):
+    arr = diagnostic_array(msgs, conv.make_header(msgs, 5, ""), "object_pose_node", "object_pose_node", "WARN", "slow",
+                           {"rate_hz": 9.87654, "frames_dropped_busy": 3})
+    back = store.deserialize_cdr(store.serialize_cdr(arr, arr.__msgtype__), arr.__msgtype__)
+    st = back.status[0]
+    assert st.level == 1 and st.message == "slow"
+    assert {kv.key: kv.value for kv in st.values} == {"rate_hz": "9.877", "frames_dropped_busy": "3"}
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+class FakeObjectEstimator:
+    """Test double with the estimator's interface: a fixed pose per asked-for object."""
+
+    object_names = ["ape", "can"]
+
+    def __init__(self):
+        self.calls = []
+
+    def estimate(self, image_rgb, K, boxes=None):
+        assert image_rgb.dtype == np.uint8 and image_rgb.shape == (480, 640, 3)
+        self.calls.append(boxes)
+        names = self.object_names if boxes is None else [n for n, _ in boxes]
+        return [make_pose(n, t=(0.05 * i, 0.0, 0.8), score=0.8) for i, n in enumerate(names)]
+
+
+def frame(msgs, ns=1_000_000_123, frame_id="camera_color_optical_frame", encoding="bgr8", info_k=None, w=640):
+    h = conv.make_header(msgs, ns, frame_id)
+    img = conv.numpy_to_image(msgs, np.zeros((480, w, 3), np.uint8), encoding, h)
+    from featmap_ros.geometry import CameraModel
+
+    info = conv.camera_model_to_info(msgs, CameraModel(K, 640, 480), h)
+    if info_k is not None:
+        info.k = np.asarray(info_k, np.float64)
+    return img, info
+
+
+def settings(**kw):
+    values = P.validate_params(P.OBJECT_NODE_PARAMS, kw)
+    return ObjectSettings.from_params(values, FakeObjectEstimator.object_names)
+
+
+def test_object_pipeline_outputs_are_stamped_with_the_input_header(store, msgs):
+    est = FakeObjectEstimator()
+    pipe = ObjectPipeline(est, msgs, settings())
+    img, info = frame(msgs)
+    out = pipe.process(img, info)
+    assert est.calls == [None]  # localiser
+    for m in [out.detections, *out.poses.values(), *out.transforms, *out.markers.markers]:
+        assert m.header.frame_id == "camera_color_optical_frame"
+        assert conv.stamp_to_ns(m.header.stamp) == 1_000_000_123
+        store.serialize_cdr(m, m.__msgtype__)
+    assert sorted(out.poses) == ["ape", "can"]
+    assert [t.child_frame_id for t in out.transforms] == ["featmap/ape", "featmap/can"]
+    assert out.debug_image is None
+    assert set(out.timings) == {"convert_in_s", "estimate_s", "convert_out_s", "debug_s"}
+    out = pipe.process(img, info, want_debug=True)
+    assert out.debug_image.encoding == "rgb8" and out.debug_image.height == 480
+    assert conv.image_to_rgb(out.debug_image).any()  # boxes were drawn
+
+
+def test_object_pipeline_settings(msgs):
+    pipe = ObjectPipeline(FakeObjectEstimator(), msgs, settings(objects="can", min_score=0.5, publish_tf=False,
+                                                                 **{"markers.mesh_resource": ""}))
+    out = pipe.process(*frame(msgs))
+    assert list(out.poses) == ["can"] and out.transforms == []
+    assert [m.ns for m in out.markers.markers] == ["", "can/box"]
+    pipe.settings = settings(min_score=0.9)
+    assert pipe.process(*frame(msgs)).poses == {}
+
+
+def test_object_pipeline_windows_from_detections_and_tracking(msgs):
+    est = FakeObjectEstimator()
+    pipe = ObjectPipeline(est, msgs, settings(roi_source="detections"))
+    img, info = frame(msgs)
+    dets = conv.boxes_to_detection2d_array(msgs, [("can", np.array([10.0, 20, 30, 40]), 0.9)], img.header)
+    out = pipe.process(img, info, detections_msg=dets)
+    assert [n for n, _ in est.calls[-1]] == ["can"] and list(out.poses) == ["can"]
+    empty = conv.boxes_to_detection2d_array(msgs, [], img.header)
+    n_calls = len(est.calls)
+    assert pipe.process(img, info, detections_msg=empty).poses == {}
+    assert len(est.calls) == n_calls  # nothing to look at: the network is not run
+
+    est = FakeObjectEstimator()
+    pipe = ObjectPipeline(est, msgs, settings(roi_source="tracking"))
+    pipe.process(*frame(msgs, ns=1_000_000_000))
+    pipe.process(*frame(msgs, ns=1_100_000_000))
+    assert est.calls[0] is None and [n for n, _ in est.calls[1]] == ["ape", "can"]
+
+
+def test_object_pipeline_ground_truth_windows(msgs):
+    est = FakeObjectEstimator()
+    pipe = ObjectPipeline(est, msgs, settings(roi_source="ground_truth"))
+    img, info = frame(msgs)
+    gt = conv.object_poses_to_detection3d_array(msgs, [make_pose("ape")], img.header)
+    pipe.process(img, info, ground_truth_msg=gt)
+    np.testing.assert_allclose(est.calls[-1][0][1], box_from_pose(make_pose("ape"), K, HW), atol=1e-9)
+
+
+@pytest.mark.parametrize("bad,field", [
+    (dict(encoding="rgb8", w=320), r"image\.width/height: 320x480 but camera_info says 640x480"),
+    (dict(info_k=np.zeros(9)), r"camera_info\.k"),
+])
+def test_object_pipeline_bad_input_names_the_field(msgs, bad, field):
+    est = FakeObjectEstimator()
+    pipe = ObjectPipeline(est, msgs, settings())
+    with pytest.raises(conv.ConversionError, match=field):
+        pipe.process(*frame(msgs, **bad))
+    assert est.calls == []  # refused before the network
+
+
+class FakeHandEstimator:
+    def __init__(self, hand):
+        self.hand = hand
+
+    def estimate(self, depth_m, K):
+        assert depth_m.dtype == np.float32 and depth_m.ndim == 2
+        return self.hand
+
+
+def depth_frame(msgs, depth_mm):
+    h = conv.make_header(msgs, 2_000_000_000, "camera_depth_optical_frame")
+    from featmap_ros.geometry import CameraModel
+
+    return (conv.numpy_to_image(msgs, depth_mm, "16UC1", h),
+            conv.camera_model_to_info(msgs, CameraModel(K, depth_mm.shape[1], depth_mm.shape[0]), h))
+
+
+def test_hand_pipeline(store, msgs):
+    names = ["palm_center", "thumb_tip"]
+    hand = HandPose(joint_names=names, joints_m=np.array([[0.01, 0.02, 0.5], [0.05, 0.0, 0.48]]), score=0.6)
+    values = P.validate_params(P.HAND_NODE_PARAMS, {})
+    pipe = HandPipeline(FakeHandEstimator(hand), msgs, HandSettings.from_params(values))
+    depth, info = depth_frame(msgs, np.full((480, 640), 500, np.uint16))
+    out = pipe.process(depth, info, want_debug=True)
+    assert out.hand_pose.header.frame_id == "camera_depth_optical_frame"
+    store.serialize_cdr(out.hand_pose, out.hand_pose.__msgtype__)
+    assert out.transform.child_frame_id == "featmap/hand"
+    assert out.transform.transform.translation.z == pytest.approx(0.5)
+    assert out.debug_image is not None and out.debug_image.width == 640
+    pipe.settings = HandSettings.from_params({**values, "min_score": 0.9})
+    out = pipe.process(depth, info)
+    assert out.hand_pose is None and out.transform is None and len(out.markers.markers) == 1  # cleared
+    with pytest.raises(conv.ConversionError, match=r"depth\.data: no valid depth"):
+        pipe.process(*depth_frame(msgs, np.zeros((480, 640), np.uint16)))
