@@ -15,6 +15,7 @@ Frames are numbered from 1. Everything this module returns is in the camera OPTI
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,6 +256,62 @@ class NyuDataset:
         raise IndexError(f"frame index {i} is in no subject range of {self.dir}")
 
 
+class NyuSplitWriter:
+    """Write a split folder in NYU's layout frame by frame; the folder appears only when complete.
+
+    Use as a context manager::
+
+        with NyuSplitWriter(out / "train") as w:
+            w.add(joints_c_m, depth_mm=real_mm, synth_mm=synth_mm)
+
+    PNGs go to a temporary sibling as they come (memory stays flat); ``joint_data.mat`` is
+    written on a clean exit, then the folder is renamed into place (replacing an old one).
+
+    Args:
+        out_dir: the split folder (e.g. ``DIR/train``).
+        K: intrinsics for ``joint_uvd`` (default NYU's).
+        view: view number in the file names.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, K: np.ndarray | None = None, view: int = 1) -> None:
+        self.out_dir = Path(out_dir)
+        self.K = K
+        self.view = int(view)
+        self._joints: list[np.ndarray] = []
+        self._ctx = None
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> "NyuSplitWriter":
+        self._ctx = atomic.atomic_dir(self.out_dir)
+        self._tmp = self._ctx.__enter__()
+        return self
+
+    def add(self, joints_c_m: np.ndarray, depth_mm: np.ndarray | None = None, synth_mm: np.ndarray | None = None) -> int:
+        """Append one frame: (36, 3) joints in metres, optical frame; depth maps in mm. Returns its number."""
+        if self._tmp is None:
+            raise InputError("NyuSplitWriter.add called outside its 'with' block")
+        J = np.asarray(joints_c_m, dtype=np.float64)
+        if J.shape != (36, 3):
+            raise InputError(f"joints_c_m: expected (36, 3), got {J.shape}")
+        n = len(self._joints) + 1
+        if depth_mm is not None:
+            (self._tmp / depth_name(self.view, n)).write_bytes(encode_depth_png(depth_mm))
+        if synth_mm is not None:
+            (self._tmp / depth_name(self.view, n, synth=True)).write_bytes(encode_depth_png(synth_mm))
+        self._joints.append(J)
+        return n
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is None:
+                J = np.stack(self._joints) if self._joints else np.zeros((0, 36, 3))
+                write_joint_data(self._tmp / "joint_data.mat", J, self.K)
+        except BaseException:
+            self._ctx.__exit__(*sys.exc_info())
+            raise
+        return bool(self._ctx.__exit__(exc_type, exc, tb))
+
+
 def write_nyu_split(
     out_dir: str | os.PathLike,
     joints_c_m: np.ndarray,
@@ -283,13 +340,9 @@ def write_nyu_split(
     for name, maps in (("depth_mm", depth_mm), ("synth_mm", synth_mm)):
         if maps is not None and len(maps) != n:
             raise InputError(f"{name}: {len(maps)} maps for {n} frames")
-    with atomic.atomic_dir(out_dir) as tmp:
+    with NyuSplitWriter(out_dir, K, view) as w:
         for i in range(n):
-            if depth_mm is not None:
-                (tmp / depth_name(view, i + 1)).write_bytes(encode_depth_png(depth_mm[i]))
-            if synth_mm is not None:
-                (tmp / depth_name(view, i + 1, synth=True)).write_bytes(encode_depth_png(synth_mm[i]))
-        write_joint_data(tmp / "joint_data.mat", J, K)
+            w.add(J[i], None if depth_mm is None else depth_mm[i], None if synth_mm is None else synth_mm[i])
     return Path(out_dir)
 
 

@@ -1,0 +1,139 @@
+"""Overlays of hand joints and skeletons on colour-mapped depth.
+
+Images are (H, W, 3) uint8 RGB; functions return new images and leave their inputs untouched.
+Joints are the 14 NYU evaluation joints in ``specs`` order (pinky tip, pinky mid, ring...,
+thumb tip, thumb mid, thumb root, wrist ulnar, wrist radial, palm centre).
+"""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from featmap_ros import atomic
+from featmap_ros.errors import InputError
+
+#: Bones of the 14-joint skeleton (indices into the 14 evaluation joints).
+NYU14_EDGES = (
+    (0, 1), (1, 13), (2, 3), (3, 13), (4, 5), (5, 13), (6, 7), (7, 13),
+    (8, 9), (9, 10), (10, 13), (11, 13), (12, 13), (11, 12),
+)
+#: Finger of each of the 14 joints: 0 pinky, 1 ring, 2 middle, 3 index, 4 thumb, 5 palm.
+NYU14_FINGER = (0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 5, 5, 5)
+FINGER_COLORS = ((230, 60, 60), (240, 170, 40), (80, 200, 80), (60, 140, 240), (190, 80, 220), (240, 240, 240))
+
+
+def colorize_depth(depth_m: np.ndarray, near_m: float | None = None, far_m: float | None = None) -> np.ndarray:
+    """Colour-map a depth map (turbo; near = red end); invalid pixels black.
+
+    Args:
+        depth_m: (H, W) metres, 0 = invalid (any unit works if near/far match).
+        near_m, far_m: colour range (default: 2nd and 98th percentile of valid depth).
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    d = np.asarray(depth_m, dtype=np.float64)
+    if d.ndim != 2:
+        raise InputError(f"depth_m: expected (H, W), got {d.shape}")
+    valid = np.isfinite(d) & (d > 0)
+    out = np.zeros(d.shape + (3,), np.uint8)
+    if not valid.any():
+        return out
+    lo = float(np.percentile(d[valid], 2)) if near_m is None else near_m
+    hi = float(np.percentile(d[valid], 98)) if far_m is None else far_m
+    t = np.clip((d - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+    idx = (255 * (1.0 - t)).astype(np.uint8)
+    bgr = cv2.applyColorMap(idx, cv2.COLORMAP_TURBO)
+    out[valid] = bgr[valid][:, ::-1]
+    return out
+
+
+def colorize_crop(crop_n: np.ndarray) -> np.ndarray:
+    """Colour-map a normalised DeepPrior crop ((S, S) in [-1, 1], +1 = back) to RGB."""
+    c = np.asarray(crop_n, dtype=np.float64)
+    depth = np.where(c < 0.999, c + 2.0, 0.0)  # back of the cube shown black
+    return colorize_depth(depth, 1.0, 3.0)
+
+
+def draw_hand_skeleton(image: np.ndarray, joints_px: np.ndarray, color: tuple[int, int, int] | None = None, radius: int = 3, thickness: int = 2) -> np.ndarray:
+    """Draw the 14-joint skeleton.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        joints_px: (14, 2) pixels; non-finite joints are skipped.
+        color: one colour for everything, or None for per-finger colours.
+
+    Returns:
+        A new (H, W, 3) uint8 image.
+    """
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise InputError(f"image: expected (H, W, 3) uint8, got {img.shape} {img.dtype}")
+    img = img.copy()
+    p = np.asarray(joints_px, dtype=np.float64)
+    if p.shape != (14, 2):
+        raise InputError(f"joints_px: expected (14, 2), got {p.shape}")
+    ok = np.all(np.isfinite(p), axis=1) & np.all(np.abs(p) < 1e6, axis=1)
+    for a, b in NYU14_EDGES:
+        if ok[a] and ok[b]:
+            c = color or FINGER_COLORS[NYU14_FINGER[a] if NYU14_FINGER[a] != 5 else NYU14_FINGER[b]]
+            cv2.line(img, (int(round(p[a, 0])), int(round(p[a, 1]))), (int(round(p[b, 0])), int(round(p[b, 1]))), c, thickness, cv2.LINE_AA)
+    for j in range(14):
+        if ok[j]:
+            c = color or FINGER_COLORS[NYU14_FINGER[j]]
+            cv2.circle(img, (int(round(p[j, 0])), int(round(p[j, 1]))), radius, c, -1, cv2.LINE_AA)
+    return img
+
+
+def project(joints_c_m: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(J, 3) camera-frame points -> (J, 2) pixels (NaN behind the camera)."""
+    from featmap_ros.geometry import project_points
+
+    return project_points(joints_c_m, K)
+
+
+def hand_overlay(depth_m: np.ndarray, K: np.ndarray, gt_c_m: np.ndarray | None = None, pred_c_m: np.ndarray | None = None, crop_to: np.ndarray | None = None, scale: int = 1) -> np.ndarray:
+    """Depth (colour-mapped) with the ground-truth skeleton (white) and a prediction (per finger).
+
+    Args:
+        depth_m: (H, W) metres.
+        K: (3, 3) intrinsics.
+        gt_c_m, pred_c_m: (14, 3) joints, camera frame, metres (either may be None).
+        crop_to: optional (3,) centre: show only a 0.3 m window around it.
+        scale: enlarge the result by this integer factor (joints drawn after resizing).
+
+    Returns:
+        (h, w, 3) uint8 RGB.
+    """
+    d = np.asarray(depth_m, dtype=np.float64)
+    x0 = y0 = 0
+    if crop_to is not None:
+        c = np.asarray(crop_to, dtype=np.float64)
+        half = 0.15 * K[0, 0] / c[2]
+        uc, vc = project(c[None], K)[0]
+        x0, y0 = max(int(uc - half), 0), max(int(vc - half), 0)
+        x1, y1 = min(int(uc + half), d.shape[1]), min(int(vc + half), d.shape[0])
+        d = d[y0:y1, x0:x1]
+    valid = d[(d > 0) & np.isfinite(d)]
+    if crop_to is not None and valid.size:
+        img = colorize_depth(d, float(crop_to[2]) - 0.15, float(crop_to[2]) + 0.15)
+    else:
+        img = colorize_depth(d)
+    if scale > 1:
+        img = cv2.resize(img, (img.shape[1] * scale, img.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+    off = np.array([x0, y0], dtype=np.float64)
+    if gt_c_m is not None:
+        img = draw_hand_skeleton(img, (project(gt_c_m, K) - off) * scale, color=(255, 255, 255), radius=2, thickness=1)
+    if pred_c_m is not None:
+        img = draw_hand_skeleton(img, (project(pred_c_m, K) - off) * scale)
+    return img
+
+
+def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Write an RGB image as PNG, atomically."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1]))
+    if not ok:
+        raise InputError(f"{path}: PNG encoding failed")
+    atomic.write_bytes(path, buf.tobytes())
