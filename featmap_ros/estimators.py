@@ -273,8 +273,13 @@ class HandPoseEstimator(_Base):
             if c is None:
                 prepared.append(None)
                 continue
-            crop = _crop_depth(d, K, np.asarray(c, dtype=np.float64), self.cube_mm, self.input_size)
-            prepared.append((crop, np.asarray(c, dtype=np.float64)))
+            try:
+                crop, T = _crop_depth(d, K, np.asarray(c, dtype=np.float64), self.cube_mm, self.input_size)
+            except InputError as e:  # e.g. a centre behind the camera: no hand, never a crash
+                log.debug("hand crop failed: %s", e)
+                prepared.append(None)
+                continue
+            prepared.append((crop, T))
         ok = [p for p in prepared if p is not None]
         out: list[HandPose | None] = []
         if ok:
@@ -284,36 +289,34 @@ class HandPoseEstimator(_Base):
             if p is None:
                 out.append(None)
                 continue
-            joints_m = _joints_from_crop(pred[k], p[1], self.cube_mm)
+            joints_m = crops.crop_to_joints(pred[k], p[1])
             k += 1
-            out.append(HandPose(joint_names=list(self.joint_names), joints_m=joints_m, score=1.0, crop_center_m=p[1].copy()))
+            out.append(HandPose(joint_names=list(self.joint_names), joints_m=joints_m, score=1.0, crop_center_m=np.asarray(p[1].center_c_m, dtype=np.float64).copy()))
         return out
 
 
 # ----------------------------------------------------------------------------- depth helpers
-# These call the DeepPrior crop of featmap_ros.crops (depth part).
+# The DeepPrior crop and hand localisation of featmap_ros.crops (depth part).
 
 
 def _localise_hand(depth_m: np.ndarray, K: np.ndarray, meta: dict) -> np.ndarray | None:
-    fn = getattr(crops, "localise_hand")
     kw = {}
     if "depth_range_m" in meta:
-        kw["depth_range_m"] = tuple(meta["depth_range_m"])
+        kw["near_m"], kw["far_m"] = (float(x) for x in meta["depth_range_m"])
+    if "cube_mm" in meta:
+        kw["cube_m"] = float(meta["cube_mm"]) / 1000.0
     try:
-        c = fn(depth_m, K, **kw)
+        c = crops.localise_hand(depth_m, K, **kw)
     except InputError as e:
         log.debug("no hand: %s", e)
         return None
     return None if c is None else np.asarray(c, dtype=np.float64).reshape(3)
 
 
-def _crop_depth(depth_m: np.ndarray, K: np.ndarray, center_m: np.ndarray, cube_mm: float, size: int) -> np.ndarray:
-    out = crops.crop_depth(depth_m, K, center_m, cube_mm=cube_mm, size=size)
-    return np.asarray(out[0] if isinstance(out, tuple) else out, dtype=np.float32)
-
-
-def _joints_from_crop(joints_n: np.ndarray, center_m: np.ndarray, cube_mm: float) -> np.ndarray:
-    return np.asarray(crops.crop_to_joints(joints_n, center_m, cube_mm=cube_mm), dtype=np.float64)
+def _crop_depth(depth_m: np.ndarray, K: np.ndarray, center_m: np.ndarray, cube_mm: float, size: int):
+    """(crop (size, size) float32 in [-1, 1], DepthCropTransform)."""
+    crop, T = crops.crop_depth(depth_m, center_m, K, cube_m=cube_mm / 1000.0, size=size)
+    return np.asarray(crop, dtype=np.float32), T
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

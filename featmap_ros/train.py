@@ -70,6 +70,8 @@ class DataConfig:
         cache_dir: where pre-rendered sets are kept ('' = none).
         backgrounds: folder of background images for synthetic renders ('' = procedural).
         num_workers: DataLoader workers for online rendering.
+        val_count: real-like validation crops of the ablation/demo caches (never trained on).
+        test_count: real-like test crops of the ablation/demo caches (never trained on).
     """
 
     dataset: str = "lm"
@@ -84,6 +86,8 @@ class DataConfig:
     cache_dir: str = ""
     backgrounds: str = ""
     num_workers: int = 2
+    val_count: int = 200
+    test_count: int = 500
 
 
 @dataclass

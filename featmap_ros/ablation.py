@@ -1,0 +1,241 @@
+"""The paper's comparison, with the controls that make a gain attributable to the mapping.
+
+For one task (object or hand) and a cached data set (:class:`featmap_ros.training_data.TaskCache`:
+unlimited-style synthetic crops, a few hundred real-like training pairs, a real-like
+validation split and a real-like test split never seen in training), and for each seed:
+
+1. stage 1 (f, h on synthetic crops) is trained once and shared by every variant of that seed;
+2. stage 2 forks from it into the variants:
+
+   - ``synthetic_only``: the stage-1 model, no stage 2 (how far the domain gap is);
+   - ``no_mapping``: the paper's baseline, f and h on real + synthetic crops, no g;
+   - ``no_mapping_pair_synth``: the baseline also given the pairs' synthetic halves;
+   - ``no_mapping_strong_aug``: the baseline with strong photometric augmentation of all crops
+     in stage 2 (stage 1 is the shared one, with the default photometric augmentation);
+   - ``mapping_lambda0``: g trained with the pose loss only (lambda = 0);
+   - ``mapping_lambda<L>`` for every L of the grid.
+
+3. lambda is chosen on the validation split (mean over seeds of the primary metric), never on
+   the test split; the test figures of the chosen lambda are compared with ``no_mapping``;
+4. the difference is given per seed and as a paired bootstrap 95 % interval over test items
+   (items resampled with replacement, each item's success averaged over seeds).
+
+Primary metrics: objects, 2D projection error <= 5 px after PnP (and ADD <= 10 %); hands,
+mean joint error in mm (and the max-frame curve).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featmap_ros import atomic
+from featmap_ros.train import TrainConfig, train
+from featmap_ros.training_data import CachedSource, as_float
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AblationPlan:
+    """What the ablation runs.
+
+    Attributes:
+        seeds: training seeds.
+        lambdas: the lambda grid of the mapping (lambda = 0 is always run as a control).
+        variants: the variants to run (default all).
+    """
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    lambdas: list[float] = field(default_factory=lambda: [1.0, 10.0])
+    variants: list[str] = field(default_factory=lambda: ["synthetic_only", "no_mapping", "no_mapping_pair_synth", "no_mapping_strong_aug", "mapping_lambda0", "mapping"])
+
+
+def variant_configs(base: TrainConfig, plan: AblationPlan) -> dict[str, TrainConfig]:
+    """Stage-2 configs of every variant (name -> config)."""
+    out: dict[str, TrainConfig] = {}
+    v = set(plan.variants)
+    if "no_mapping" in v:
+        out["no_mapping"] = _with(base, mapping=False)
+    if "no_mapping_pair_synth" in v:
+        out["no_mapping_pair_synth"] = _with(base, mapping=False, baseline_pair_synth=True)
+    if "no_mapping_strong_aug" in v:
+        out["no_mapping_strong_aug"] = _with(base, mapping=False, augment="strong", augment_real=True)
+    if "mapping_lambda0" in v:
+        out["mapping_lambda0"] = _with(base, mapping=True, lambda_map=0.0)
+    if "mapping" in v:
+        for lam in plan.lambdas:
+            out[f"mapping_lambda{lam:g}"] = _with(base, mapping=True, lambda_map=float(lam))
+    return out
+
+
+def _with(cfg: TrainConfig, **kw) -> TrainConfig:
+    c = copy.deepcopy(cfg)
+    for k, val in kw.items():
+        setattr(c, k, val)
+    return c
+
+
+@torch.no_grad()
+def predict(model, x: torch.Tensor, real: bool, batch: int = 256) -> np.ndarray:
+    """Model outputs for crops (N, C, S, S): object (N, n_obj, 8, 2) / hand (N, J, 3), float64."""
+    model.eval()
+    outs = [model(as_float(x[i:i + batch]), real=real).float() for i in range(0, x.shape[0], batch)]
+    return torch.cat(outs).double().numpy()
+
+
+def score_items(cache, split: dict, pred: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-item scores of predictions on a cached split (see TaskCache.score)."""
+    return cache.score(split, pred)
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a - b and its 95 % paired bootstrap interval.
+
+    Args:
+        a, b: (N,) per-item values of two methods on the same items.
+
+    Returns:
+        (mean difference, lower, upper).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    d = a - b
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(d), size=(n_boot, len(d)))
+    boots = d[idx].mean(axis=1)
+    return float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def run_ablation(cache, base: TrainConfig, plan: AblationPlan, work_dir: str | Path, progress: bool = False) -> dict:
+    """Run every variant for every seed on one task; returns the report (also JSON-able).
+
+    Args:
+        cache: a :class:`featmap_ros.training_data.TaskCache`.
+        base: the stage-1/stage-2 config shared by all variants (steps, model, lr, ...).
+        plan: seeds, lambdas, variants.
+        work_dir: checkpoints of every run (reused if present: the ablation resumes).
+    """
+    work = Path(work_dir)
+    primary, higher_better = cache.primary_metric, cache.higher_is_better
+    variants = variant_configs(base, plan)
+    per_seed: dict[str, dict[int, dict]] = {}
+    items: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+    val_scores: dict[str, dict[int, float]] = {}
+    t_start = time.perf_counter()
+    models = {}
+    for seed in plan.seeds:
+        s1 = _with(base, seed=seed)
+        synth = CachedSource(cache.synth, seed=seed, stream=0)
+        pairs = CachedSource(cache.pairs, seed=seed, stream=1)
+        s1_dir = work / f"seed{seed}" / "stage1"
+        t0 = time.perf_counter()
+        r1 = train(s1, synth, pairs, s1_dir, meta=cache.meta, stop_after=base.steps_stage1, progress=progress, device="cpu")
+        log.info("%s seed %d stage 1: %.0f s", cache.task, seed, time.perf_counter() - t0)
+        if "synthetic_only" in plan.variants:
+            _record(cache, "synthetic_only", seed, r1.model, False, per_seed, items, val_scores)
+        for name, vcfg in variants.items():
+            vdir = work / f"seed{seed}" / name
+            vdir.mkdir(parents=True, exist_ok=True)
+            if not (vdir / "last.pt").exists():
+                shutil.copyfile(s1_dir / "last.pt", vdir / "last.pt")
+            t0 = time.perf_counter()
+            r = train(_with(vcfg, seed=seed), CachedSource(cache.synth, seed=seed, stream=0), CachedSource(cache.pairs, seed=seed, stream=1),
+                      vdir, meta=cache.meta, progress=progress, device="cpu")
+            log.info("%s seed %d %s: %.0f s", cache.task, seed, name, time.perf_counter() - t0)
+            _record(cache, name, seed, r.model, vcfg.mapping, per_seed, items, val_scores)
+            models[(name, seed)] = r.checkpoint
+    # lambda chosen on validation (mean over seeds)
+    lam_names = [n for n in per_seed if n.startswith("mapping_lambda") and n != "mapping_lambda0"]
+    chosen = None
+    if lam_names:
+        mean_val = {n: float(np.mean(list(val_scores[n].values()))) for n in lam_names}
+        chosen = (max if higher_better else min)(lam_names, key=lambda n: mean_val[n])
+    table = {}
+    for name, seeds in per_seed.items():
+        table[name] = {}
+        keys = seeds[plan.seeds[0]].keys()
+        for k in keys:
+            vals = np.array([seeds[s][k] for s in plan.seeds], dtype=np.float64)
+            table[name][k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, "per_seed": vals.tolist()}
+        table[name]["val_" + primary] = {"mean": float(np.mean(list(val_scores[name].values()))), "per_seed": [val_scores[name][s] for s in plan.seeds]}
+    comparison = None
+    if chosen and "no_mapping" in per_seed:
+        comparison = {"mapping": chosen, "baseline": "no_mapping", "metrics": {}}
+        for k in cache.item_metrics:
+            a = np.mean([items[chosen][s][k] for s in plan.seeds], axis=0)
+            b = np.mean([items["no_mapping"][s][k] for s in plan.seeds], axis=0)
+            mean, lo, hi = paired_bootstrap(a, b)
+            per_seed_diff = [float(np.mean(items[chosen][s][k]) - np.mean(items["no_mapping"][s][k])) for s in plan.seeds]
+            comparison["metrics"][k] = {"difference": mean, "ci95": [lo, hi], "per_seed_difference": per_seed_diff}
+        m = table[chosen][primary]
+        b = table["no_mapping"][primary]
+        diff = m["mean"] - b["mean"]
+        spread = max(m["std"], b["std"])
+        comparison["primary"] = primary
+        comparison["primary_difference"] = diff
+        comparison["seed_spread"] = spread
+        better = diff > 0 if higher_better else diff < 0
+        comparison["mapping_beats_baseline_beyond_seed_spread"] = bool(better and abs(diff) > spread)
+        comparison["all_seeds_agree"] = bool(all((d > 0) == higher_better for d in comparison["metrics"][primary]["per_seed_difference"]))
+    return {
+        "task": cache.task,
+        "data": cache.describe(),
+        "config": {"steps_stage1": base.steps_stage1, "steps_stage2": base.steps_stage2, "batch_size": base.batch_size,
+                   "pair_batch_size": base.pair_batch_size, "model": base.model.__dict__, "lr": base.lr,
+                   "detach_synth_features": base.detach_synth_features},
+        "plan": {"seeds": plan.seeds, "lambdas": plan.lambdas, "variants": plan.variants},
+        "primary_metric": primary,
+        "higher_is_better": higher_better,
+        "chosen_lambda_variant": chosen,
+        "table": table,
+        "comparison": comparison,
+        "seconds": time.perf_counter() - t_start,
+        "checkpoints": {f"{n}/seed{s}": str(p) for (n, s), p in models.items()},
+    }
+
+
+def _record(cache, name, seed, model, real_through_g, per_seed, items, val_scores) -> None:
+    pred_t = predict(model, cache.test["real"], real=real_through_g)
+    scores = cache.score(cache.test, pred_t)
+    items.setdefault(name, {})[seed] = scores
+    per_seed.setdefault(name, {})[seed] = {k: float(np.mean(v)) for k, v in scores.items()}
+    pred_v = predict(model, cache.val["real"], real=real_through_g)
+    v = cache.score(cache.val, pred_v)
+    val_scores.setdefault(name, {})[seed] = float(np.mean(v[cache.primary_metric]))
+
+
+def format_table(report: dict) -> str:
+    """The report as a printed table (mean +- std over seeds)."""
+    lines = [f"[{report['task']}] {report['data']}"]
+    metrics = list(next(iter(report["table"].values())).keys())
+    metrics = [m for m in metrics if not m.startswith("val_")]
+    head = f"{'variant':26s}" + "".join(f"{m:>22s}" for m in metrics) + f"{'val ' + report['primary_metric']:>24s}"
+    lines.append(head)
+    for name, row in report["table"].items():
+        mark = " *" if name == report.get("chosen_lambda_variant") else ""
+        cells = "".join(f"{_fmt(row[m]['mean'], m):>13s} ± {_fmt(row[m]['std'], m):<6s}" for m in metrics)
+        lines.append(f"{name + mark:26s}{cells}{_fmt(row['val_' + report['primary_metric']]['mean'], report['primary_metric']):>24s}")
+    c = report.get("comparison")
+    if c:
+        lines.append(f"* lambda chosen on the validation split: {c['mapping']}")
+        for k, v in c["metrics"].items():
+            lines.append(f"  {c['mapping']} - no_mapping, {k}: {_fmt(v['difference'], k)} (95 % paired bootstrap {_fmt(v['ci95'][0], k)} .. {_fmt(v['ci95'][1], k)}); per seed {[_fmt(x, k) for x in v['per_seed_difference']]}")
+        lines.append(f"  beats the baseline beyond the seed spread ({_fmt(c['seed_spread'], c['primary'])}): {c['mapping_beats_baseline_beyond_seed_spread']}; same sign on every seed: {c['all_seeds_agree']}")
+    return "\n".join(lines)
+
+
+def _fmt(v: float, metric: str) -> str:
+    if metric.endswith("_mm") or metric.endswith("_px"):
+        return f"{v:.2f}"
+    return f"{100 * v:.1f}%"
+
+
+def write_report(path: str | Path, reports: list[dict]) -> None:
+    atomic.write_json(path, {"reports": reports})

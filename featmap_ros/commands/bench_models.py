@@ -1,0 +1,208 @@
+"""``featmap bench ablation|exemplar|infer``: the paper's comparisons and inference speed.
+
+- ``featmap bench ablation [--task object|hand|both] [--seeds 0 1 2] [--lambdas 1 10] ...``:
+  with vs without mapping on the real-like domains, with the controls (see
+  :mod:`featmap_ros.ablation`); prints a table and writes JSON.
+- ``featmap bench exemplar``: nearest neighbours among synthetic exemplar features vs Feature
+  Mapping: accuracy and time per frame for growing exemplar sets.
+- ``featmap bench infer``: estimator latency p50/p95 and throughput, batch 1 and batched.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featmap_ros import atomic
+from featmap_ros.errors import InputError
+
+
+def register(sub) -> None:
+    a = sub.add_parser("ablation", help="with vs without Feature Mapping on the real-like domains, with controls, seeds, bootstrap")
+    a.add_argument("--task", choices=("object", "hand", "both"), default="both")
+    a.add_argument("--config-object", default="config/ablation_object.yaml", help="training config of the object runs")
+    a.add_argument("--config-hand", default="config/ablation_hand.yaml", help="training config of the hand runs")
+    a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    a.add_argument("--lambdas", type=float, nargs="+", default=[1.0, 10.0], help="lambda grid (chosen on the validation split)")
+    a.add_argument("--variants", nargs="+", default=None, help="subset of variants (default all)")
+    a.add_argument("--cache", type=Path, default=Path("featmap_out/cache"), help="pre-rendered data sets (built once, reused)")
+    a.add_argument("--work", type=Path, default=Path("featmap_out/ablation"), help="checkpoints of every run (an interrupted ablation resumes)")
+    a.add_argument("--json", type=Path, default=Path("featmap_out/ablation/ablation.json"))
+    a.add_argument("--progress", action="store_true", help="tqdm bars for every run")
+    a.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied to both configs, e.g. steps_stage2=300")
+    a.set_defaults(func=run_ablation_cmd)
+
+    e = sub.add_parser("exemplar", help="nearest-neighbour exemplars vs Feature Mapping: accuracy and time per frame vs exemplar count")
+    e.add_argument("--checkpoint", default=None, help="object checkpoint trained with mapping (default: the bundled demo weights)")
+    e.add_argument("--cache", type=Path, default=Path("featmap_out/cache"))
+    e.add_argument("--config-object", default="config/ablation_object.yaml")
+    e.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    e.add_argument("--json", type=Path, default=Path("featmap_out/bench_exemplar.json"))
+    e.set_defaults(func=run_exemplar_cmd)
+
+    i = sub.add_parser("infer", help="estimator latency p50/p95 and throughput, batch 1 and batched")
+    i.add_argument("--object-checkpoint", default=None, help="default: bundled demo weights")
+    i.add_argument("--hand-checkpoint", default=None, help="default: bundled demo weights")
+    i.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    i.add_argument("--iters", type=int, default=50)
+    i.add_argument("--batch", type=int, default=16, help="instances / frames per batched call")
+    i.add_argument("--json", type=Path, default=Path("featmap_out/bench_infer.json"))
+    i.set_defaults(func=run_infer_cmd)
+
+
+def _machine() -> dict:
+    return {"processor": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+# ----------------------------------------------------------------------------- ablation
+
+
+def run_ablation_cmd(args: argparse.Namespace) -> int:
+    from featmap_ros import ablation, training_data
+    from featmap_ros.config import load
+    from featmap_ros.train import TrainConfig
+
+    tasks = ("object", "hand") if args.task == "both" else (args.task,)
+    plan = ablation.AblationPlan(seeds=list(args.seeds), lambdas=list(args.lambdas))
+    if args.variants:
+        plan.variants = list(args.variants)
+    reports = []
+    for task in tasks:
+        cfg_path = args.config_object if task == "object" else args.config_hand
+        cfg = load(TrainConfig, cfg_path, list(args.overrides))
+        if cfg.model.task != task:
+            raise InputError(f"{cfg_path}: model.task is {cfg.model.task!r}, expected {task!r}")
+        cache = training_data.ablation_cache(cfg, args.cache)
+        print(f"[{task}] data: {cache.describe()}")
+        rep = ablation.run_ablation(cache, cfg, plan, args.work / task, progress=args.progress)
+        rep["config_file"] = cfg_path
+        reports.append(rep)
+        print(ablation.format_table(rep))
+        ablation.write_report(args.json, reports)  # after each task, so a late failure keeps the first
+    rep_all = {"machine": _machine(), "reports": reports}
+    atomic.write_json(args.json, rep_all)
+    print(f"wrote {args.json}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- exemplar
+
+
+def run_exemplar_cmd(args: argparse.Namespace) -> int:
+    from featmap_ros import training_data
+    from featmap_ros.ablation import predict
+    from featmap_ros.config import load
+    from featmap_ros.exemplar import ExemplarIndex, extract_features
+    from featmap_ros.train import TrainConfig, load_checkpoint, model_from_checkpoint
+    from featmap_ros.training_data import as_float
+
+    ck_path = args.checkpoint or str(training_data.bundled_weights("object"))
+    ck = load_checkpoint(ck_path, task="object")
+    model = model_from_checkpoint(ck, ck_path).eval()
+    cfg = load(TrainConfig, args.config_object, [])
+    cfg.model = model.cfg
+    cache = training_data.ablation_cache(cfg, args.cache)
+    torch.set_grad_enabled(False)
+    feats_syn = extract_features(model.f, as_float(cache.synth["image"]))
+    targets_syn = cache.synth["corners_n"].float()
+    test_x = as_float(cache.test["real"])
+    n_test = test_x.shape[0]
+    t0 = time.perf_counter()
+    f_real = extract_features(model.f, test_x)
+    t_f = (time.perf_counter() - t0) / n_test
+    mapped = model.g(f_real)
+    rows = []
+    # Feature Mapping itself
+    t0 = time.perf_counter()
+    pred_fm = predict(model, test_x, real=True)
+    t_fm = (time.perf_counter() - t0) / n_test
+    s = cache.score(cache.test, pred_fm)
+    rows.append({"method": "feature_mapping (f, g, h)", "exemplars": 0, "ms_per_frame": 1000 * t_fm,
+                 **{k: float(np.mean(v)) for k, v in s.items()}})
+    real_count = feats_syn.shape[0]
+    for n in args.sizes:
+        if n <= real_count:
+            idx = torch.randperm(real_count, generator=torch.Generator().manual_seed(0))[:n]
+            index = ExemplarIndex(feats_syn[idx], targets_syn[idx])
+            kind = "rendered exemplars"
+        else:
+            # not enough rendered crops cached: random features of the same size and scale, for timing only
+            g = torch.Generator().manual_seed(n)
+            fake = torch.randn(n, feats_syn.shape[1], generator=g) * feats_syn.std(0) + feats_syn.mean(0)
+            index = ExemplarIndex(fake, torch.zeros(n, 8, 2))
+            kind = "random features (timing only)"
+        for name, q in (("exemplar NN of f(x_real)", f_real), ("exemplar NN of g(f(x_real))", mapped)):
+            t0 = time.perf_counter()
+            pred = index.predict(q, k=1)
+            t_nn = (time.perf_counter() - t0) / n_test
+            row = {"method": name, "exemplars": n, "exemplar_kind": kind, "ms_per_frame": 1000 * (t_nn + t_f), "ms_lookup_per_frame": 1000 * t_nn}
+            if kind == "rendered exemplars":
+                sc = cache.score(cache.test, pred.double().numpy()[:, None])
+                row.update({k: float(np.mean(v)) for k, v in sc.items()})
+            rows.append(row)
+    print(f"test: {n_test} real-like crops; checkpoint {ck_path}; rendered exemplars available: {real_count}")
+    keys = [k for k in rows[0] if k not in ("method", "exemplars", "ms_per_frame")]
+    print(f"{'method':32s}{'exemplars':>10s}{'ms/frame':>10s}" + "".join(f"{k:>16s}" for k in keys))
+    for r in rows:
+        print(f"{r['method']:32s}{r['exemplars']:>10d}{r['ms_per_frame']:>10.3f}" + "".join(f"{_cell(r.get(k)):>16s}" for k in keys)
+              + ("   (random features: timing only)" if r.get("exemplar_kind", "").startswith("random") else ""))
+    atomic.write_json(args.json, {"machine": _machine(), "checkpoint": ck_path, "test_items": n_test, "rows": rows})
+    print(f"wrote {args.json}")
+    return 0
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+# ----------------------------------------------------------------------------- infer
+
+
+def run_infer_cmd(args: argparse.Namespace) -> int:
+    from featmap_ros import training_data
+    from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator, latency_ms
+
+    report = {"machine": _machine(), "device": args.device, "iters": args.iters}
+    rng = np.random.default_rng(0)
+    obj = ObjectPoseEstimator.from_checkpoint(args.object_checkpoint or training_data.bundled_weights("object"), device=args.device)
+    obj.warmup()
+    img = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    K = np.array([[572.4114, 0, 325.2611], [0, 573.57043, 242.04899], [0, 0, 1]])
+    name = obj.object_names[0]
+    one = [(name, np.array([280.0, 190.0, 90.0, 90.0]))]
+    many = [(name, np.array([40.0 + 35 * k, 60.0 + 20 * (k % 5), 90.0, 90.0])) for k in range(args.batch)]
+    res = {}
+    for label, boxes in (("batch1", one), (f"batch{args.batch}", many)):
+        t = latency_ms(lambda: obj.estimate(img, K, boxes), args.iters)
+        res[label] = {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "instances_per_s": len(boxes) * 1000.0 / float(np.mean(t))}
+    if obj.localiser is not None:
+        t = latency_ms(lambda: obj.estimate(img, K), args.iters)
+        res["localiser_batch1"] = {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "frames_per_s": 1000.0 / float(np.mean(t))}
+    report["object"] = res
+    hand = HandPoseEstimator.from_checkpoint(args.hand_checkpoint or training_data.bundled_weights("hand"), device=args.device)
+    hand.warmup()
+    depth, Kh = training_data.sample_hand_frame(seed=0)
+    hres = {}
+    t = latency_ms(lambda: hand.estimate(depth, Kh), args.iters)
+    hres["batch1"] = {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "frames_per_s": 1000.0 / float(np.mean(t))}
+    depths = [depth] * args.batch
+    t = latency_ms(lambda: hand.estimate_batch(depths, Kh), max(3, args.iters // 4))
+    hres[f"batch{args.batch}"] = {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "frames_per_s": args.batch * 1000.0 / float(np.mean(t))}
+    report["hand"] = hres
+    print(f"device {obj.device}  ({report['machine']['processor']}, {report['machine']['torch_threads']} threads, cuda {report['machine']['cuda']})")
+    for task in ("object", "hand"):
+        for label, r in report[task].items():
+            rate = r.get("instances_per_s", r.get("frames_per_s"))
+            unit = "instances/s" if "instances_per_s" in r else "frames/s"
+            print(f"  {task:6s} {label:18s} p50 {r['p50_ms']:8.2f} ms  p95 {r['p95_ms']:8.2f} ms  {rate:8.1f} {unit}")
+    atomic.write_json(args.json, report)
+    print(f"wrote {args.json}")
+    return 0
