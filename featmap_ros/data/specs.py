@@ -106,14 +106,19 @@ HAND_DATASETS = {
         subjects=((1, 702, "test_seq_1"), (703, 1596, "test_seq_2")),
         cube_mm=250.0,
     ),
-    # MSRA is evaluated leave-one-subject-out over 9 subjects; the published files hold no
-    # subject boundaries, so no per-subject split is given here.
+    # MSRA: leave-one-subject-out over 9 subjects, all 76 375 frames in one file, subject by
+    # subject (frame counts from that collection's groundtruth/msra/msra_test_list.txt).
     "msra": HandDatasetSpec(
         "msra", 241.42, 241.42, 160.0, 120.0, 320, 240, y_up=False,
         joint_names=(
             "wrist", "index_mcp", "index_pip", "index_dip", "index_tip", "middle_mcp", "middle_pip",
             "middle_dip", "middle_tip", "ring_mcp", "ring_pip", "ring_dip", "ring_tip", "pinky_mcp",
             "pinky_pip", "pinky_dip", "pinky_tip", "thumb_mcp", "thumb_pip", "thumb_dip", "thumb_tip",
+        ),
+        subjects=(
+            (1, 8499, "P0"), (8500, 16991, "P1"), (16992, 25403, "P2"), (25404, 33891, "P3"),
+            (33892, 42391, "P4"), (42392, 50888, "P5"), (50889, 59385, "P6"), (59386, 67883, "P7"),
+            (67884, 76375, "P8"),
         ),
         cube_mm=200.0,
     ),
