@@ -552,3 +552,57 @@ def _validate(model: FeatureMappingNet, validate: Callable[[FeatureMappingNet], 
 def resolved_config(cfg: TrainConfig) -> dict:
     """The config as plain dicts (what goes into checkpoints and reports)."""
     return dataclasses.asdict(cfg)
+
+
+# ----------------------------------------------------------------------------- the localiser
+
+
+def localiser_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Loss of the object localiser.
+
+    Args:
+        out: (B, n_objects, 4) network output: u, v (fractions of the image size), log side
+            (fraction of the width), presence logit.
+        target: (B, n_objects, 4) same layout, presence 0/1 (box terms ignored when absent).
+    """
+    present = target[..., 3]
+    box = ((out[..., :3] - target[..., :3]) ** 2).sum(-1)
+    box = (box * present).sum() / present.sum().clamp(min=1.0)
+    cls = torch.nn.functional.binary_cross_entropy_with_logits(out[..., 3], present)
+    return box + 0.1 * cls
+
+
+def train_localiser(loc_cfg: LocaliserConfig, source: BatchSource, steps: int, batch_size: int = 32, lr: float = 2e-3,
+                    seed: int = 0, device: str = "auto", progress: bool = True) -> tuple[nn.Module, dict]:
+    """Train the object localiser on batches ``{"image": (B, 3, h, w), "target": (B, n, 4)}``.
+
+    Returns:
+        (localiser in eval mode, {"loss": last mean loss}).
+    """
+    from tqdm import tqdm
+
+    from featmap_ros.nets import build_localiser
+
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    torch.manual_seed(seed)
+    loc = build_localiser(loc_cfg).to(dev)
+    opt = torch.optim.AdamW(loc.parameters(), lr=lr, weight_decay=1e-4)
+    losses = []
+    for step in tqdm(range(steps), desc="train localiser", disable=not progress, dynamic_ncols=True):
+        for grp in opt.param_groups:
+            grp["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
+        b = source.batch(step, batch_size)
+        loss = localiser_loss(loc(b["image"].to(dev)), b["target"].to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    loc.eval()
+    return loc, {"loss": float(np.mean(losses[-20:])) if losses else float("nan")}
+
+
+def attach_localiser(checkpoint: str | Path, loc: nn.Module, metrics: dict | None = None) -> None:
+    """Add the localiser's config and weights to an object checkpoint (atomically)."""
+    ck = load_checkpoint(checkpoint, task="object")
+    ck["localiser"] = {"config": to_dict(loc.cfg), "state": {k: v.cpu() for k, v in loc.state_dict().items()}, "metrics": metrics or {}}
+    save_checkpoint(checkpoint, ck)

@@ -1,0 +1,95 @@
+"""``featmap train object|hand``: train f, g, h (and the object localiser) from a config.
+
+Examples::
+
+    featmap train object --config config/linemod.yaml data.models_root=/data/lm/models data.real_root=/data/lm
+    featmap train object --config config/demo_object.yaml --mesh my_part.ply --mesh-units mm --out runs/my_part
+    featmap train hand --config config/nyu.yaml data.real_root=/data/nyu --no-mapping --out runs/nyu_baseline
+
+Writes ``OUT/last.pt`` (resumable: run the same command again to continue) and, for objects,
+``OUT/object_node.yaml`` (``checkpoint``, ``object_names``, ``mesh``) for ``object_pose_node``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import yaml
+
+from featmap_ros import atomic
+from featmap_ros.config import load
+from featmap_ros.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train Feature Mapping networks (object: colour, BB8; hand: depth)")
+    tasks = p.add_subparsers(dest="task", metavar="TASK")
+    tasks.required = True
+    for task, default_cfg in (("object", "config/linemod.yaml"), ("hand", "config/nyu.yaml")):
+        t = tasks.add_parser(task, help=f"train the {task} model")
+        t.add_argument("--config", default=default_cfg, help=f"YAML training config (default {default_cfg})")
+        t.add_argument("--out", type=Path, default=None, help="output folder (default runs/<task>)")
+        t.add_argument("--no-mapping", action="store_true", help="the paper's baseline: f, h on real + synthetic, no g")
+        t.add_argument("--real", default=None, help="real training frames: BOP dataset root (object) or NYU-layout folder (hand)")
+        t.add_argument("--fresh", action="store_true", help="ignore an existing OUT/last.pt instead of resuming")
+        t.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) at this step")
+        t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+        if task == "object":
+            t.add_argument("--mesh", default=None, help="your own object's mesh (.ply/.obj) instead of data.models_root")
+            t.add_argument("--mesh-units", choices=("mm", "m"), default=None, help="unit of --mesh coordinates (default mm)")
+            t.add_argument("--name", default=None, help="object name for --mesh (default: the file stem)")
+        t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. steps_stage1=1000 model.backbone=resnet18")
+        t.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from featmap_ros.train import TrainConfig, train
+    from featmap_ros import training_data
+
+    overrides = list(args.overrides)
+    cfg = load(TrainConfig, args.config, overrides)
+    if cfg.model.task != args.task:
+        raise InputError(f"{args.config}: model.task is {cfg.model.task!r} but the command trains {args.task!r}")
+    if args.no_mapping:
+        cfg.mapping = False
+    if args.real is not None:
+        cfg.data.real_root = args.real
+    mesh_name = None
+    if args.task == "object" and args.mesh is not None:
+        if not Path(args.mesh).is_file():
+            raise InputError(f"--mesh: {args.mesh}: file not found")
+        cfg.data.mesh = str(Path(args.mesh).resolve())
+        if args.mesh_units:
+            cfg.data.mesh_units = args.mesh_units
+        mesh_name = args.name or Path(args.mesh).stem
+    out = args.out or Path("runs") / args.task
+    if args.fresh and (out / "last.pt").exists():
+        (out / "last.pt").unlink()
+    data = training_data.prepare(cfg, out, object_name=mesh_name)
+    if data.pairs is None and cfg.mapping:
+        print("note: no real training frames (data.real_root / --real): stage 2 has no pairs, so no mapping g is trained; "
+              "real images will go through f and h directly (see README, 'Training without real frames').")
+        cfg.mapping = False
+    result = train(cfg, data.synthetic, data.pairs, out, meta=data.meta, resume=not args.fresh, stop_after=args.stop_after,
+                   validate=data.validate, device=args.device, pca_targets=data.pca_targets)
+    if args.stop_after is not None and args.stop_after < cfg.steps_stage1 + cfg.steps_stage2:
+        print(f"stopped at step {args.stop_after}; run the same command again to resume from {result.checkpoint}")
+        return 0
+    if args.task == "object" and cfg.localiser_steps > 0 and data.localiser is not None:
+        training_data.train_and_attach_localiser(cfg, data.localiser, result.checkpoint, device=args.device)
+    final = result.metrics.get("final_validation")
+    if final:
+        print("validation:", {k: round(v, 4) for k, v in final.items() if isinstance(v, float)})
+    print(f"checkpoint: {result.checkpoint}")
+    if args.task == "object":
+        node_cfg = {
+            "checkpoint": str(Path(result.checkpoint).resolve()),
+            "object_names": list(data.meta["object_names"]),
+            "mesh": data.meta.get("mesh_paths", [""])[0] if data.meta.get("mesh_paths") else "",
+        }
+        atomic.write_text(out / "object_node.yaml", yaml.safe_dump(node_cfg, sort_keys=False))
+        print(f"node config: {out / 'object_node.yaml'}")
+    return 0
