@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # The test suite (called by scripts/bootstrap.sh test after set-up).
+# When a ROS 2 install is found ($FEATMAP_ROS_SETUP, else /opt/ros/jazzy or /opt/ros/humble
+# setup.bash), the ROS tests then run a second time with it sourced (rclpy, launch files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${FEATMAP_VENV:-$(pwd)/.venv}"
@@ -7,4 +9,22 @@ export PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-egl}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 # Plugins of a sourced ROS install (launch_testing) break pytest 9; the tests load what they need.
 export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1
-exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider test "$@"
+ros_setup="${FEATMAP_ROS_SETUP:-}"
+if [ -z "$ros_setup" ]; then
+  for distro in jazzy humble; do
+    if [ -f "/opt/ros/$distro/setup.bash" ]; then ros_setup="/opt/ros/$distro/setup.bash"; break; fi
+  done
+fi
+if [ -z "$ros_setup" ]; then
+  exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider test "$@"
+fi
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider test "$@"
+echo "[run_tests] ROS 2 tests with $ros_setup sourced"
+(
+  set +u  # ROS setup scripts read unset variables
+  # shellcheck disable=SC1090
+  source "$ros_setup"
+  set -u
+  exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider -rs \
+    test/test_ros_conversions.py test/test_ros_node_logic.py test/test_ros_launch.py
+)

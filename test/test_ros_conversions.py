@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest.importorskip("rosbags", reason="rosbags (pip) provides the ROS message types these tests build")
+
 from featmap_ros.geometry import BOX_EDGES, CameraModel, look_at_R_m2c
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.msg_defs import HAND_POSE_MSG, featmap_typestore

@@ -37,8 +37,8 @@ def load_estimator(values: dict):
     path = resolve_weights(values["weights"], "hand")
     try:
         est = HandPoseEstimator.from_checkpoint(path, device=values["device"])
-    except InputError:
-        raise
+    except InputError as e:
+        raise InputError(f"parameter 'weights': {e}") from None
     except Exception as e:  # noqa: BLE001 - any load failure is a configuration error here
         raise InputError(f"parameter 'weights': cannot load {path}: {e}") from None
     if values["warmup"]:

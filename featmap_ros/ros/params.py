@@ -17,7 +17,7 @@ from featmap_ros.errors import InputError
 
 #: Where bundled demo weights live inside the installed Python package.
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-DEFAULT_WEIGHTS = {"object": "object.pt", "hand": "hand.pt"}
+DEFAULT_WEIGHTS = {"object": "demo_object.pt", "hand": "demo_hand.pt"}  # as featmap_ros.training_data.bundled_weights
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ _COMMON = (
 )
 
 OBJECT_NODE_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("weights", "", "object checkpoint (.pt); empty = bundled featmap_ros/weights/object.pt"),
+    ParamSpec("weights", "", "object checkpoint (.pt); empty = bundled featmap_ros/weights/demo_object.pt"),
     *_COMMON,
     ParamSpec("objects", "", "comma-separated object names to estimate; empty = every object of the checkpoint"),
     ParamSpec("roi_source", "localiser",
@@ -117,7 +117,7 @@ OBJECT_NODE_PARAMS: tuple[ParamSpec, ...] = (
 )
 
 HAND_NODE_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("weights", "", "hand checkpoint (.pt); empty = bundled featmap_ros/weights/hand.pt"),
+    ParamSpec("weights", "", "hand checkpoint (.pt); empty = bundled featmap_ros/weights/demo_hand.pt"),
     *_COMMON,
     ParamSpec("depth_scale_m", 0.001, "metres per unit of 16UC1 depth (0.001 = millimetres)", min=1e-6, max=1.0),
     ParamSpec("palm_joint", "palm_center", "joint whose position is broadcast as TF <frame_prefix>hand", read_only=False),

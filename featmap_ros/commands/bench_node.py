@@ -1,0 +1,193 @@
+"""``featmap bench node``: per-frame latency of the nodes' work, and the share spent in conversions.
+
+Runs the very code the nodes run on each synchronised frame (:mod:`featmap_ros.ros.pipeline`:
+message -> numpy, image windows, estimator, numpy -> output messages, debug image) in-process on
+real ROS message types from rosbags, without ROS. DDS transport and rclpy (de)serialisation are
+not included; the nodes' ``/diagnostics`` report the latency from input stamp to publication.
+
+    featmap bench node                          # bundled demo weights, both nodes
+    featmap bench node --task object --frames 100 --debug-image
+    featmap bench node --random                 # randomly initialised nets (latency only)
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from featmap_ros import atomic
+from featmap_ros.errors import InputError
+
+STAGES = ("convert_in_s", "estimate_s", "convert_out_s", "debug_s")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("node", help="per-frame latency of object_pose_node / hand_pose_node work, share in conversions")
+    p.add_argument("--task", choices=("object", "hand", "both"), default="both")
+    p.add_argument("--frames", type=int, default=50, help="timed frames per task (after 3 untimed)")
+    p.add_argument("--object-checkpoint", default=None, help="default: bundled demo weights")
+    p.add_argument("--hand-checkpoint", default=None, help="default: bundled demo weights")
+    p.add_argument("--random", action="store_true",
+                   help="randomly initialised nets of --backbone when no checkpoint is given (latency does not depend on weights)")
+    p.add_argument("--backbone", default="resnet18", help="object backbone with --random (hand: deepprior)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--roi-source", choices=("ground_truth", "localiser"), default="ground_truth",
+                   help="object windows: ground truth of the synthetic frame (always one object) or the built-in localiser")
+    p.add_argument("--debug-image", action="store_true", help="also build the debug image (as when someone subscribes)")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    p.set_defaults(func=run)
+
+
+def _object_estimator(args):
+    from featmap_ros.estimators import ObjectPoseEstimator
+
+    if args.object_checkpoint or not args.random:
+        from featmap_ros.training_data import bundled_weights
+
+        path = args.object_checkpoint or bundled_weights("object")
+        return ObjectPoseEstimator.from_checkpoint(path, device=args.device), str(path)
+    from featmap_ros.geometry import box_corners
+    from featmap_ros.nets import ModelConfig, build_model
+
+    model = build_model(ModelConfig(task="object", backbone=args.backbone, pretrained=False, n_objects=1))
+    meta = {"object_names": ["object"], "obj_ids": [1],
+            "corners_m": box_corners(np.array([-0.04, -0.04, -0.05]), np.array([0.08, 0.08, 0.1]))[None].tolist()}
+    return ObjectPoseEstimator(model, meta, device=args.device), f"random {args.backbone}"
+
+
+def _hand_estimator(args):
+    from featmap_ros.estimators import HandPoseEstimator
+
+    if args.hand_checkpoint or not args.random:
+        from featmap_ros.training_data import bundled_weights
+
+        path = args.hand_checkpoint or bundled_weights("hand")
+        return HandPoseEstimator.from_checkpoint(path, device=args.device), str(path)
+    from featmap_ros.data.specs import hand_dataset
+    from featmap_ros.nets import ModelConfig, build_model
+
+    model = build_model(ModelConfig(task="hand", backbone="deepprior", pretrained=False))
+    meta = {"joint_names": list(hand_dataset("nyu").joint_names), "cube_mm": 300.0}
+    return HandPoseEstimator(model, meta, device=args.device), "random deepprior"
+
+
+def _camera(w: int, h: int):
+    from featmap_ros.geometry import CameraModel
+
+    f = 572.4114 * w / 640.0
+    return CameraModel.from_fxfycxcy(f, f, w / 2.0, h / 2.0, w, h)
+
+
+def _object_frame(msgs, camera, est):
+    """A textured bgr8 frame, its CameraInfo, and a ground-truth Detection3DArray (one object, 0.8 m)."""
+    from featmap_ros.geometry import look_at_R_m2c
+    from featmap_ros.results import ObjectPose
+    from featmap_ros.ros import conversions as conv
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (camera.height, camera.width, 3), dtype=np.uint8)
+    header = conv.make_header(msgs, 1_700_000_000_000_000_000, "camera_color_optical_frame")
+    name = est.object_names[0]
+    i = 0
+    gt = ObjectPose(object_name=name, obj_id=1, R_m2c=look_at_R_m2c(np.array([0.2, -0.5, 0.8])),
+                    t_m2c_m=np.array([0.02, -0.01, 0.8]), score=1.0,
+                    extents_m=np.asarray(est.extents_m[i]), center_m=np.asarray(est.center_m[i]))
+    return (conv.numpy_to_image(msgs, img, "bgr8", header), conv.camera_model_to_info(msgs, camera, header),
+            conv.object_poses_to_detection3d_array(msgs, [gt], header))
+
+
+def _hand_frame(msgs, camera):
+    """A 16UC1 frame: a wall at 1.5 m and a hand-sized blob at 0.5 m in front of it."""
+    from featmap_ros.ros import conversions as conv
+
+    v, u = np.mgrid[0:camera.height, 0:camera.width]
+    depth_mm = np.full((camera.height, camera.width), 1500, np.uint16)
+    r = (u - camera.cx) ** 2 / (0.12 * camera.width) ** 2 + (v - camera.cy) ** 2 / (0.2 * camera.height) ** 2
+    depth_mm[r < 1] = (500 + 40 * r[r < 1]).astype(np.uint16)
+    header = conv.make_header(msgs, 1_700_000_000_000_000_000, "camera_depth_optical_frame")
+    return conv.numpy_to_image(msgs, depth_mm, "16UC1", header), conv.camera_model_to_info(msgs, camera, header)
+
+
+def _time(process, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Run ``process`` 3 + n times; returns (n,) total seconds, (n, 4) stage seconds, frames with output."""
+    for _ in range(3):
+        process()
+    totals, stages, hits = [], [], 0
+    for _ in range(n):
+        t0 = time.perf_counter()
+        out, found = process()
+        totals.append(time.perf_counter() - t0)
+        stages.append([out.timings[k] for k in STAGES])
+        hits += int(found)
+    return np.array(totals), np.array(stages), hits
+
+
+def _report(task: str, what: str, totals: np.ndarray, stages: np.ndarray, hits: int) -> dict:
+    ms = lambda a: {"mean": float(a.mean() * 1e3), "p50": float(np.median(a) * 1e3), "p95": float(np.percentile(a, 95) * 1e3)}
+    conv_s = stages[:, 0] + stages[:, 2]
+    rep = {"task": task, "weights": what, "frames": int(totals.size), "frames_with_output": hits,
+           "total_ms": ms(totals), **{k.replace("_s", "_ms"): ms(stages[:, j]) for j, k in enumerate(STAGES)},
+           "conversion_share": float(conv_s.sum() / totals.sum())}
+    print(f"\n{task}_pose_node work per frame ({rep['frames']} frames, {hits} with an estimate; weights: {what})")
+    print(f"  {'stage':<18}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}")
+    for key, label in (("convert_in_ms", "messages -> numpy"), ("estimate_ms", "estimator"),
+                       ("convert_out_ms", "numpy -> messages"), ("debug_ms", "debug image"), ("total_ms", "total")):
+        r = rep[key]
+        print(f"  {label:<18}{r['mean']:>10.2f}{r['p50']:>10.2f}{r['p95']:>10.2f}")
+    print(f"  share in conversions: {100 * rep['conversion_share']:.1f} % of the total")
+    return rep
+
+
+def run(args: argparse.Namespace) -> int:
+    from featmap_ros.ros import conversions as conv
+    from featmap_ros.ros.msg_defs import featmap_typestore
+    from featmap_ros.ros.params import HAND_NODE_PARAMS, OBJECT_NODE_PARAMS, validate_params
+    from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
+
+    if args.frames < 1:
+        raise InputError(f"--frames: must be >= 1, got {args.frames}")
+    if args.width < 32 or args.height < 32:
+        raise InputError(f"--width/--height: at least 32 pixels, got {args.width}x{args.height}")
+    msgs = conv.RosbagsMessages(featmap_typestore("jazzy"))
+    camera = _camera(args.width, args.height)
+    reports = []
+    if args.task in ("object", "both"):
+        est, what = _object_estimator(args)
+        est.warmup()
+        values = validate_params(OBJECT_NODE_PARAMS, {"roi_source": args.roi_source})
+        pipe = ObjectPipeline(est, msgs, ObjectSettings.from_params(values, est.object_names))
+        image, info, gt = _object_frame(msgs, camera, est)
+        gt_msg = gt if args.roi_source == "ground_truth" else None
+
+        def step_object():
+            out = pipe.process(image, info, ground_truth_msg=gt_msg, want_debug=args.debug_image)
+            return out, bool(out.results)
+
+        reports.append(_report("object", what, *_time(step_object, args.frames)))
+    if args.task in ("hand", "both"):
+        est, what = _hand_estimator(args)
+        est.warmup()
+        pipe = HandPipeline(est, msgs, HandSettings.from_params(validate_params(HAND_NODE_PARAMS, {})))
+        depth, info = _hand_frame(msgs, camera)
+
+        def step_hand():
+            out = pipe.process(depth, info, want_debug=args.debug_image)
+            return out, out.result is not None
+
+        reports.append(_report("hand", what, *_time(step_hand, args.frames)))
+    import torch
+
+    machine = {"processor": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
+               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    print(f"\n(in-process, rosbags message types, {args.width}x{args.height}, device {args.device}, "
+          f"torch threads {machine['torch_threads']}; DDS transport not included)")
+    if args.json:
+        atomic.write_json(args.json, {"machine": machine, "args": {k: str(v) for k, v in vars(args).items() if k != "func"},
+                                      "reports": reports})
+        print(f"wrote {args.json}")
+    return 0
