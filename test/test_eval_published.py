@@ -252,3 +252,16 @@ def test_eval_bop_inconsistent_times_and_missing_dataset(tmp_path):
     with pytest.raises(InputError, match="dataset folder not found"):
         evaluate_bop(res, tmp_path / "nowhere", "lmo")
     assert len(read_bop_results(res)) == 2
+
+
+def test_eval_hands_compare_adds_rows_and_curves(tmp_path, capsys):
+    pred, gt = _hand_files(tmp_path, dz=10.0)
+    other = _write_uvd(tmp_path / "other.txt", hand_predictions.read_uvd_file(gt) + [0.0, 0.0, 25.0])
+    out = tmp_path / "m.json"
+    rc = main(["eval", "hands", str(pred), str(gt), "--dataset", "nyu", "--compare", str(other), "--json", str(out), "--plot", str(tmp_path / "c.png")])
+    assert rc == 0
+    assert "other.txt: mean 25.000 mm, 0.0% of frames within 20 mm" in capsys.readouterr().out
+    r = json.loads(out.read_text())
+    assert r["mean_mm"] == pytest.approx(10.0, abs=1e-6)
+    assert r["compare"][0]["mean_mm"] == pytest.approx(25.0, abs=1e-6)
+    assert (tmp_path / "c.png").stat().st_size > 1000

@@ -38,6 +38,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", required=True, choices=sorted(HAND_DATASETS), help="intrinsics and joints")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the metrics as JSON")
     p.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write the curve as a PNG")
+    p.add_argument("--compare", type=Path, nargs="+", default=[], metavar="PRED2",
+                   help="more prediction files, scored against the same GT and drawn on the same plot")
     p.set_defaults(func=run_hands)
 
     b = sub.add_parser(
@@ -113,17 +115,24 @@ def format_hand_table(report: dict) -> str:
 
 def run_hands(args: argparse.Namespace) -> int:
     report = evaluate_hands(args.pred, args.gt, args.dataset)
+    others = [evaluate_hands(p, args.gt, args.dataset) for p in args.compare]
     print(format_hand_table(report))
+    for other in others:
+        print(f"{other['pred']}: mean {other['mean_mm']:.3f} mm, "
+              f"{100 * other['max_frame_fraction']['20']:.1f}% of frames within 20 mm")
+    if others:
+        report["compare"] = [
+            {k: o[k] for k in ("pred", "mean_mm", "per_joint_mm", "max_frame_fraction", "per_subject_mm")} for o in others
+        ]
     if args.json is not None:
         write_json(args.json, report)
         print(f"wrote {args.json}")
     if args.plot is not None:
-        curve = report["max_frame_curve"]
-        metrics.plot_max_frame_curves(
-            {f"{Path(args.pred).stem} ({report['mean_mm']:.2f} mm)": (np.array(curve["thresholds_mm"]), np.array(curve["fraction"]))},
-            args.plot,
-            title=f"{report['dataset'].upper()}: {report['frames']} frames",
-        )
+        curves = {}
+        for r in [report, *others]:
+            c = r["max_frame_curve"]
+            curves[f"{Path(r['pred']).stem} ({r['mean_mm']:.2f} mm)"] = (np.array(c["thresholds_mm"]), np.array(c["fraction"]))
+        metrics.plot_max_frame_curves(curves, args.plot, title=f"{report['dataset'].upper()}: {report['frames']} frames")
         print(f"wrote {args.plot}")
     return 0
 
