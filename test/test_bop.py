@@ -67,8 +67,8 @@ def test_round_trip(tmp_path):
         g = f.instances[0]
         np.testing.assert_allclose(g.R_m2c, R, atol=1e-12)
         np.testing.assert_allclose(g.t_m2c_m, t, atol=1e-12)
-        assert g.bbox_obj == (10, 10, 20, 10)
-        assert g.bbox_visib == (10, 15, 20, 5)
+        assert g.bbox_obj == (10, 10, 19, 9)  # bop_toolkit: w = x_max - x_min
+        assert g.bbox_visib == (10, 15, 19, 4)
         assert g.px_count_all == 200
         assert g.visib_fract == pytest.approx(0.5)
         assert bop.load_mask(g.mask_visib_path).sum() == 100

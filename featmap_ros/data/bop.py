@@ -675,10 +675,11 @@ def write_split_file(path: str | os.PathLike, im_ids: Iterable[int]) -> None:
 
 
 def _bbox_of(mask: np.ndarray) -> list[int]:
+    """bop_toolkit's box of a mask: [x_min, y_min, x_max - x_min, y_max - y_min]; -1s if empty."""
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
-        return [-1, -1, 0, 0]
-    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+        return [-1, -1, -1, -1]
+    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min()), int(ys.max() - ys.min())]
 
 
 def _write_png(path: Path, img: np.ndarray) -> None:
@@ -698,7 +699,10 @@ class BopWriter:
 
     ``scene_gt_info.json`` is computed from the masks when they are given (bbox_obj, px_count_all
     from ``masks``; bbox_visib, px_count_visib, visib_fract from ``masks_visib``), else taken from
-    the instances' fields. An exception inside the block leaves nothing at ``root``.
+    the instances' fields. Boxes follow bop_toolkit: ``[x_min, y_min, x_max - x_min, y_max - y_min]``.
+    ``masks`` are clipped to the image: an instance that carries ``bbox_obj`` and ``px_count_all``
+    (e.g. from :func:`featmap_ros.render.renderer.render_silhouette`, which keeps the parts
+    outside the image as bop_toolkit does) has those written instead of the mask's. An exception inside the block leaves nothing at ``root``.
 
     Args:
         root: final dataset folder (replaced when complete, if it exists).
@@ -792,18 +796,21 @@ class BopWriter:
                 m = np.asarray(masks[i], bool)
                 mv = np.asarray(masks_visib[i], bool) if masks_visib is not None else m
                 n_all, n_vis = int(m.sum()), int(mv.sum())
-                valid = n_all
+                bbox_obj = _bbox_of(m)
+                if g.bbox_obj is not None and g.px_count_all is not None:
+                    n_all, bbox_obj = int(g.px_count_all), [int(x) for x in g.bbox_obj]
+                valid = int(m.sum())
                 if depth_m is not None:
                     valid = int((m & (np.asarray(depth_m) > 0)).sum())
                 infos.append({
-                    "bbox_obj": _bbox_of(m), "bbox_visib": _bbox_of(mv), "px_count_all": n_all,
+                    "bbox_obj": bbox_obj, "bbox_visib": _bbox_of(mv), "px_count_all": n_all,
                     "px_count_valid": valid, "px_count_visib": n_vis,
                     "visib_fract": float(n_vis / n_all) if n_all else 0.0,
                 })
             else:
                 infos.append({
-                    "bbox_obj": list(g.bbox_obj) if g.bbox_obj is not None else [-1, -1, 0, 0],
-                    "bbox_visib": list(g.bbox_visib) if g.bbox_visib is not None else [-1, -1, 0, 0],
+                    "bbox_obj": list(g.bbox_obj) if g.bbox_obj is not None else [-1, -1, -1, -1],
+                    "bbox_visib": list(g.bbox_visib) if g.bbox_visib is not None else [-1, -1, -1, -1],
                     "px_count_all": int(g.px_count_all or 0),
                     "px_count_valid": int(g.px_count_all or 0),
                     "px_count_visib": int(round((g.visib_fract or 0.0) * (g.px_count_all or 0))),

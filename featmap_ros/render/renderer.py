@@ -214,11 +214,10 @@ class MeshRenderer:
             raise InputError(f"mesh {getattr(mesh, 'name', '')!r}: expected (N, 3) vertices and (F, 3) faces")
         tm = trimesh.Trimesh(v, f, process=False)
         normals = np.asarray(tm.vertex_normals, dtype=np.float32)
-        if mesh.colors is not None:
-            colors = np.concatenate([np.asarray(mesh.colors, np.float32) / 255.0, np.ones((len(v), 1), np.float32)], 1)
-        else:
-            colors = np.full((len(v), 4), 0.7, np.float32)
-            colors[:, 3] = 1.0
+        # pyrender's lit shader works in linear RGB and gamma-encodes its output (1/2.2), but uses
+        # vertex colours as they are: linearise the (sRGB) colours so that lit renders keep them
+        srgb = np.asarray(mesh.colors, np.float32) / 255.0 if mesh.colors is not None else np.full((len(v), 3), 0.7, np.float32)
+        colors = np.concatenate([srgb ** 2.2, np.ones((len(v), 1), np.float32)], 1)
         material = pyrender.MetallicRoughnessMaterial(
             baseColorFactor=np.ones(4), metallicFactor=0.0, roughnessFactor=0.8, alphaMode="OPAQUE"
         )
@@ -343,10 +342,14 @@ class MeshRenderer:
             depth[holes] = np.where(np.isfinite(near[holes]), near[holes], 0.0)
         if depth_only:
             rgb = np.zeros((h, w, 3), np.uint8)
+        elif light.flat:
+            # the flat shader skips the gamma encoding: undo the linearisation (on straight colour)
+            a = np.maximum(alpha, 1e-6)[..., None]
+            straight = np.asarray(rgba[..., :3], np.float32) / 255.0 / a
+            straight = np.clip(straight, 0, 1) ** (1 / 2.2) * np.asarray(light.color_gain, np.float32)
+            rgb = np.clip(straight * alpha[..., None] * 255.0 + 0.5, 0, 255).astype(np.uint8)
         else:
             rgb = np.asarray(rgba[..., :3], dtype=np.uint8)
-            if light.flat and light.color_gain != (1.0, 1.0, 1.0):
-                rgb = np.clip(rgb.astype(np.float32) * np.asarray(light.color_gain, np.float32), 0, 255).astype(np.uint8)
         return RenderOutput(np.ascontiguousarray(rgb), depth, mask, alpha)
 
     def render_crop(

@@ -1,0 +1,405 @@
+"""Training and evaluation samples for the colour (LINEMOD) task, as torch datasets.
+
+- :class:`SyntheticObjectDataset` (``IterableDataset``): the object rendered online at poses on
+  the upper hemisphere over random backgrounds, cropped around it with BB8 jitter. Sample ``i`` is
+  drawn from ``numpy.random.default_rng([seed, i])``, so the stream is the same for any number of
+  DataLoader workers (worker ``w`` of ``n`` renders samples ``w, w + n, ...``, each worker with its
+  own renderer).
+- :class:`RealSynthPairs`: for each real training frame, the object rendered at its ground-truth
+  pose and composited over the same real image (the paper's Fig. 3); both cropped with one window.
+- :class:`BopCropDataset`: crops of BOP frames for evaluation (window from the ground truth or given).
+
+Every sample is a dict of tensors::
+
+    image      (3, S, S) float32 in [0, 1]     RGB crop
+    corners_n  (8, 2) float32                  box corners, crop-normalised ([-1, 1] = window edges)
+    R_m2c      (3, 3) float32                  rotation model -> camera
+    t_m2c_m    (3,) float32                    translation, metres
+    K          (3, 3) float32                  full-image intrinsics, pixels
+    window     (3,) float32                    window centre u, v and side, full-image pixels
+
+(pairs carry ``real`` and ``synth`` instead of ``image``). The crop window of a pose is
+:func:`object_window`: the square around the projected 3D box corners, ``scale`` (1.1) times their
+extent; training jitters it by up to +-10 px and +-20 % of its side (BB8).
+
+Pose sampling (:func:`sample_pose`): viewing direction uniform on the upper hemisphere of the model
+frame (azimuth 0-360 deg, elevation 0-90 deg, uniform in area), in-plane rotation uniform in
++-``inplane_deg``, distance uniform in the dataset's range; the object's centre is then placed at a
+uniformly drawn pixel (keeping a margin), rotating the whole pose so that the object is still seen
+from the sampled direction relative to the line of sight.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from featmap_ros import crops, geometry
+from featmap_ros.crops import Window
+from featmap_ros.errors import InputError
+
+#: Window side / extent of the projected box corners.
+WINDOW_SCALE = 1.1
+#: BB8 training jitter.
+JITTER_SHIFT_PX = 10.0
+JITTER_SCALE_FRAC = 0.2
+
+try:  # torch is a hard dependency of training, but this module's numpy parts work without it
+    import torch
+    from torch.utils.data import Dataset, IterableDataset, get_worker_info
+except ImportError:  # pragma: no cover
+    torch = None
+    Dataset = IterableDataset = object  # type: ignore
+
+    def get_worker_info():  # type: ignore
+        return None
+
+
+# ------------------------------------------------------------------------------------------
+# Poses and windows
+
+
+@dataclass(frozen=True)
+class PoseSampling:
+    """How synthetic poses are drawn.
+
+    Attributes:
+        distance_range_m: (min, max) camera-object distance, metres.
+        elevation_range_deg: (min, max) elevation of the viewing direction above the model's xy plane.
+        inplane_deg: in-plane rotation is uniform in [-inplane_deg, inplane_deg].
+        margin_px: the object's centre is placed at least this far inside the image.
+    """
+
+    distance_range_m: tuple[float, float] = (0.6, 1.2)
+    elevation_range_deg: tuple[float, float] = (0.0, 90.0)
+    inplane_deg: float = 45.0
+    margin_px: float = 80.0
+
+    @classmethod
+    def from_spec(cls, spec, **kw) -> "PoseSampling":
+        """Distances from an :class:`featmap_ros.data.specs.ObjectDatasetSpec` (``depth_range_mm``)."""
+        lo, hi = spec.depth_range_mm
+        return cls(distance_range_m=(lo / 1000.0, hi / 1000.0), **kw)
+
+
+def _rotation_z_to(ray: np.ndarray) -> np.ndarray:
+    """The smallest rotation taking the optical axis (0, 0, 1) onto the unit vector ``ray``."""
+    z = np.array([0.0, 0.0, 1.0])
+    r = ray / np.linalg.norm(ray)
+    v = np.cross(z, r)
+    s, c = np.linalg.norm(v), float(z @ r)
+    if s < 1e-12:
+        return np.eye(3)
+    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + vx + vx @ vx * ((1 - c) / s**2)
+
+
+def sample_pose(
+    rng: np.random.Generator, K: np.ndarray, width: int, height: int, sampling: PoseSampling = PoseSampling(),
+    center_m: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw a pose (see the module docstring).
+
+    Args:
+        rng: random generator.
+        K: (3, 3) intrinsics, pixels.
+        width, height: image size.
+        sampling: ranges.
+        center_m: (3,) model-frame point placed at the drawn pixel (default: the origin).
+
+    Returns:
+        (R_m2c (3, 3), t_m2c_m (3,)) float64.
+    """
+    K = geometry.check_K(K)
+    az = rng.uniform(0.0, 2 * np.pi)
+    lo, hi = np.radians(sampling.elevation_range_deg)
+    el = np.arcsin(rng.uniform(np.sin(lo), np.sin(hi)))  # uniform in area on the sphere band
+    d = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+    inplane = np.radians(rng.uniform(-sampling.inplane_deg, sampling.inplane_deg))
+    R0 = geometry.look_at_R_m2c(d, inplane)
+    dist = rng.uniform(*sampling.distance_range_m)
+    m = min(sampling.margin_px, width / 2 - 1, height / 2 - 1)
+    u, v = rng.uniform(m, width - m), rng.uniform(m, height - m)
+    ray = np.linalg.solve(K, np.array([u, v, 1.0]))
+    ray /= np.linalg.norm(ray)
+    R = _rotation_z_to(ray) @ R0
+    c = np.zeros(3) if center_m is None else np.asarray(center_m, np.float64)
+    t = ray * dist - R @ c
+    return R, t
+
+
+def object_window(corners_px: np.ndarray, scale: float = WINDOW_SCALE) -> Window:
+    """The crop window of an object: square around its projected box corners (8, 2), pixels."""
+    return crops.window_from_points(corners_px, scale=scale)
+
+
+def _to_tensor_image(rgb: np.ndarray):
+    # in numpy: tiny torch ops pay for thread-pool wake-ups in every DataLoader worker
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) * np.float32(1 / 255.0))
+
+
+def _sample_dict(image_key_values: dict, corners_n, R, t, K, window: Window, **extra) -> dict:
+    out = {k: _to_tensor_image(v) for k, v in image_key_values.items()}
+    out.update({
+        "corners_n": torch.as_tensor(np.asarray(corners_n), dtype=torch.float32),
+        "R_m2c": torch.as_tensor(np.asarray(R), dtype=torch.float32),
+        "t_m2c_m": torch.as_tensor(np.asarray(t), dtype=torch.float32),
+        "K": torch.as_tensor(np.asarray(K), dtype=torch.float32),
+        "window": torch.tensor([window.center_u, window.center_v, window.side], dtype=torch.float32),
+    })
+    for k, v in extra.items():
+        out[k] = torch.as_tensor(v)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Synthetic
+
+
+class SyntheticObjectDataset(IterableDataset):
+    """Synthetic crops rendered online (see the module docstring).
+
+    Args:
+        mesh: object mesh (:class:`featmap_ros.data.bop.Mesh`, metres).
+        info: its :class:`featmap_ros.data.bop.ModelInfo` (box corners).
+        K: (3, 3) intrinsics of the simulated camera; width, height: its image size.
+        crop_size: side S of the crops (128 default; the embedded demo uses 64).
+        sampling: pose ranges.
+        backgrounds: folder of background images or None (procedural).
+        seed: base seed; sample i uses ``default_rng([seed, i])``.
+        length: number of samples per pass (None: endless).
+        random_lighting: randomise light and material (else the default :class:`Lighting`).
+        jitter: apply the BB8 window jitter.
+        start: index of the first sample (to continue a stream, e.g. after resuming).
+    """
+
+    def __init__(
+        self,
+        mesh,
+        info,
+        K: np.ndarray,
+        width: int = 640,
+        height: int = 480,
+        crop_size: int = 128,
+        sampling: PoseSampling = PoseSampling(),
+        backgrounds: str | os.PathLike | None = None,
+        seed: int = 0,
+        length: int | None = None,
+        random_lighting: bool = True,
+        jitter: bool = True,
+        start: int = 0,
+    ):
+        if crop_size <= 0:
+            raise InputError(f"crop_size must be positive, got {crop_size}")
+        self.mesh, self.info = mesh, info
+        self.K = geometry.check_K(K)
+        self.width, self.height = int(width), int(height)
+        self.crop_size = int(crop_size)
+        self.sampling = sampling
+        self.backgrounds_dir = backgrounds
+        self.seed, self.length, self.start = int(seed), length, int(start)
+        self.random_lighting, self.jitter = bool(random_lighting), bool(jitter)
+        if backgrounds is not None:  # fail early, in the main process, on a bad folder
+            from featmap_ros.data.backgrounds import list_images
+
+            list_images(backgrounds)
+
+    def __len__(self) -> int:
+        if self.length is None:
+            raise TypeError("endless SyntheticObjectDataset has no length")
+        return int(self.length)
+
+    def make_sample(self, index: int, renderer, backgrounds) -> dict:
+        """Render sample ``index`` with the given renderer and :class:`BackgroundSource`."""
+        from featmap_ros.render.renderer import Lighting, composite, random_lighting
+
+        rng = np.random.default_rng([self.seed, int(index)])
+        R, t = sample_pose(rng, self.K, self.width, self.height, self.sampling, self.info.center_m)
+        corners_px = geometry.project_model_points(self.info.corners_m, R, t, self.K)
+        window = object_window(corners_px)
+        if self.jitter:
+            window = crops.jitter_window(window, rng, JITTER_SHIFT_PX, JITTER_SCALE_FRAC)
+        light = random_lighting(rng) if self.random_lighting else Lighting()
+        r = renderer.render_crop(self.mesh, R, t, self.K, window, self.crop_size, lighting=light)
+        bg = backgrounds.sample(rng, self.crop_size, self.crop_size)
+        image = composite(r, bg)
+        corners_n = crops.image_to_crop_normalised(corners_px, window)
+        return _sample_dict({"image": image}, corners_n, R, t, self.K, window, index=int(index))
+
+    def __iter__(self):
+        from featmap_ros.data.backgrounds import BackgroundSource
+        from featmap_ros.render.renderer import MeshRenderer
+
+        wi = get_worker_info()
+        worker, n_workers = (0, 1) if wi is None else (wi.id, wi.num_workers)
+        renderer = MeshRenderer(self.crop_size, self.crop_size)
+        backgrounds = BackgroundSource(self.backgrounds_dir)
+        try:
+            i = self.start + worker
+            end = None if self.length is None else self.start + self.length
+            while end is None or i < end:
+                yield self.make_sample(i, renderer, backgrounds)
+                i += n_workers
+        finally:
+            renderer.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Real frames
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """One object instance in a BOP frame: where to find it and its ground truth."""
+
+    scene_id: int
+    im_id: int
+    inst: int
+    rgb_path: Path
+    K: np.ndarray
+    R_m2c: np.ndarray
+    t_m2c_m: np.ndarray
+    bbox_obj: tuple | None
+
+
+def collect_frames(
+    root: str | os.PathLike,
+    split: str,
+    obj_id: int,
+    scene_ids: Sequence[int] | None = None,
+    im_ids: Sequence[int] | None = None,
+) -> list[FrameRef]:
+    """Instances of ``obj_id`` in frames that have an image, sorted by (scene, im_id, inst).
+
+    Args:
+        root: BOP dataset folder.
+        split: split folder (``train``, ``test``...).
+        obj_id: the object.
+        scene_ids: scenes to read (default: all of the split).
+        im_ids: keep only these image ids (e.g. the LINEMOD training split), or None for all.
+    """
+    from featmap_ros.data import bop
+
+    split_dir = Path(root) / split
+    scenes = bop.list_scenes(split_dir) if scene_ids is None else [split_dir / f"{int(s):06d}" for s in scene_ids]
+    keep = None if im_ids is None else set(int(i) for i in im_ids)
+    out = []
+    for sdir in scenes:
+        for f in bop.read_scene(sdir):
+            if f.rgb_path is None or (keep is not None and f.im_id not in keep):
+                continue
+            for i, g in enumerate(f.instances):
+                if g.obj_id == obj_id:
+                    out.append(FrameRef(f.scene_id, f.im_id, i, f.rgb_path, f.K, g.R_m2c, g.t_m2c_m, g.bbox_obj))
+    return out
+
+
+class RealSynthPairs(Dataset):
+    """Real/synthetic pairs for Feature Mapping (the paper's Fig. 3).
+
+    Item ``i``: real frame ``frames[i]``; the object rendered at its ground-truth pose and
+    composited over the same real image; both cropped with the same window (the object window,
+    jittered when ``jitter``; the jitter and the lighting are drawn from
+    ``default_rng([seed, epoch, i])``, see :meth:`set_epoch`).
+
+    Args:
+        frames: from :func:`collect_frames`.
+        mesh, info: the object's mesh (metres) and ModelInfo.
+        crop_size: side S of the crops.
+        seed: base seed.
+        jitter: BB8 window jitter.
+        random_lighting: randomise light/material of the render (else the default lighting).
+    """
+
+    def __init__(self, frames: Sequence[FrameRef], mesh, info, crop_size: int = 128, seed: int = 0,
+                 jitter: bool = True, random_lighting: bool = False):
+        if not frames:
+            raise InputError("RealSynthPairs: no frames")
+        self.frames = list(frames)
+        self.mesh, self.info = mesh, info
+        self.crop_size, self.seed = int(crop_size), int(seed)
+        self.jitter, self.random_lighting = bool(jitter), bool(random_lighting)
+        self.epoch = 0
+        self._renderer = None  # made on first use, in the process (DataLoader worker) that uses it
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new jitter/lighting in each epoch (call before iterating, like DistributedSampler)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_renderer"] = None  # GL contexts do not cross processes
+        return state
+
+    def __getitem__(self, i: int) -> dict:
+        from featmap_ros.data import bop
+        from featmap_ros.render.renderer import Lighting, MeshRenderer, composite, random_lighting
+
+        fr = self.frames[i]
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        real = bop.load_rgb(fr.rgb_path)
+        corners_px = geometry.project_model_points(self.info.corners_m, fr.R_m2c, fr.t_m2c_m, fr.K)
+        window = object_window(corners_px)
+        if self.jitter:
+            window = crops.jitter_window(window, rng, JITTER_SHIFT_PX, JITTER_SCALE_FRAC)
+        if self._renderer is None:
+            self._renderer = MeshRenderer(self.crop_size, self.crop_size)
+        light = random_lighting(rng) if self.random_lighting else Lighting()
+        real_crop = crops.crop_image(real, window, self.crop_size)
+        r = self._renderer.render_crop(self.mesh, fr.R_m2c, fr.t_m2c_m, fr.K, window, self.crop_size, lighting=light)
+        synth_crop = composite(r, real_crop)
+        corners_n = crops.image_to_crop_normalised(corners_px, window)
+        return _sample_dict(
+            {"real": real_crop, "synth": synth_crop}, corners_n, fr.R_m2c, fr.t_m2c_m, fr.K, window,
+            scene_id=fr.scene_id, im_id=fr.im_id,
+        )
+
+
+class BopCropDataset(Dataset):
+    """Crops of BOP frames for evaluation.
+
+    Args:
+        frames: from :func:`collect_frames`.
+        info: the object's ModelInfo (box corners for the targets).
+        crop_size: side S of the crops.
+        window_from: ``"corners"`` (object window of the ground-truth pose, as in training),
+            ``"bbox"`` (square around scene_gt_info's ``bbox_obj``, 1.2 x its larger side), or a
+            callable ``(FrameRef) -> Window`` (e.g. detections).
+    """
+
+    def __init__(self, frames: Sequence[FrameRef], info, crop_size: int = 128,
+                 window_from: str | Callable[[FrameRef], Window] = "corners"):
+        if not callable(window_from) and window_from not in ("corners", "bbox"):
+            raise InputError(f"window_from must be 'corners', 'bbox' or a callable, got {window_from!r}")
+        self.frames, self.info = list(frames), info
+        self.crop_size, self.window_from = int(crop_size), window_from
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def window_of(self, fr: FrameRef) -> Window:
+        if callable(self.window_from):
+            return self.window_from(fr)
+        if self.window_from == "bbox":
+            if fr.bbox_obj is None or fr.bbox_obj[2] <= 0:
+                raise InputError(f"scene {fr.scene_id} im {fr.im_id} inst {fr.inst}: no bbox_obj in scene_gt_info.json")
+            return crops.window_from_bbox(fr.bbox_obj)
+        return object_window(geometry.project_model_points(self.info.corners_m, fr.R_m2c, fr.t_m2c_m, fr.K))
+
+    def __getitem__(self, i: int) -> dict:
+        from featmap_ros.data import bop
+
+        fr = self.frames[i]
+        window = self.window_of(fr)
+        image = crops.crop_image(bop.load_rgb(fr.rgb_path), window, self.crop_size)
+        corners_px = geometry.project_model_points(self.info.corners_m, fr.R_m2c, fr.t_m2c_m, fr.K)
+        return _sample_dict(
+            {"image": image}, crops.image_to_crop_normalised(corners_px, window), fr.R_m2c, fr.t_m2c_m, fr.K,
+            window, scene_id=fr.scene_id, im_id=fr.im_id,
+        )
