@@ -115,7 +115,12 @@ class ThrottledLog:
 
 
 def report_frame_error(log: ThrottledLog, err: BaseException) -> None:
-    """Bad input -> throttled warning naming the field; anything else -> throttled error with traceback."""
+    """Bad input -> throttled warning naming the field; anything else -> throttled error with traceback.
+
+    Errors of a frame still in flight while ROS shuts down are not reported.
+    """
+    if not rclpy.ok():
+        return
     if isinstance(err, InputError):
         text = str(err)
         log.warn("input:" + text.split(":", 1)[0], f"dropped a frame: {text}")
