@@ -408,8 +408,9 @@ def hand_trimesh(hand: HandInstance, forearm_length_m: float = 0.10, sections: i
         if h > 1e-9:
             T[:3, :3] = trimesh.geometry.align_vectors(z, d / h)[:3, :3]
         T[:3, 3] = (ai + bi) / 2.0
-        # trimesh's capsule runs from z=0 to z=height; centre it first
-        m.apply_translation([0.0, 0.0, -h / 2.0])
+        # trimesh's capsule is centred at the origin along z
+        lo, hi = m.bounds[:, 2]
+        m.apply_translation([0.0, 0.0, -(lo + hi) / 2.0])
         m.apply_transform(T)
         parts.append(m)
     return trimesh.util.concatenate(parts)
