@@ -523,28 +523,23 @@ def plot_max_frame_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], p
     Returns:
         The written path.
     """
-    import matplotlib
+    from matplotlib.figure import Figure  # lazily; a bare Figure renders with Agg and leaves pyplot's state alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
-    try:
-        for label, (th, frac) in curves.items():
-            ax.plot(np.asarray(th), 100.0 * np.asarray(frac), label=label, linewidth=2)
-        ax.set_xlabel("maximum allowed distance to ground truth D (mm)")
-        ax.set_ylabel("frames with every joint within D (%)")
-        ax.set_xlim(0, max(float(np.max(th)) for th, _ in curves.values()) if curves else 80)
-        ax.set_ylim(0, 100)
-        ax.grid(True, alpha=0.4)
-        if curves:
-            ax.legend(loc="lower right")
-        if title:
-            ax.set_title(title)
-        fig.tight_layout()
-        out = Path(path)
-        with atomic_path(out, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(6, 4.5), dpi=120)
+    ax = fig.subplots()
+    for label, (th, frac) in curves.items():
+        ax.plot(np.asarray(th), 100.0 * np.asarray(frac), label=label, linewidth=2)
+    ax.set_xlabel("maximum allowed distance to ground truth D (mm)")
+    ax.set_ylabel("frames with every joint within D (%)")
+    ax.set_xlim(0, max(float(np.max(th)) for th, _ in curves.values()) if curves else 80)
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.4)
+    if curves:
+        ax.legend(loc="lower right")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    out = Path(path)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
     return out
