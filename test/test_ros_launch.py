@@ -6,6 +6,7 @@ the launch files build their descriptions once the package is installed (colcon)
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -195,3 +196,35 @@ def test_launch_files_build_their_description(launch_file):
     assert isinstance(ld, LaunchDescription)
     names = [a.name for a in ld.get_launch_arguments()]
     assert "rviz" in names
+
+
+def test_camera_launch_runs_and_exits_cleanly_on_sigint(tmp_path):
+    """As a user would: ros2 launch, the node's topics appear, Ctrl-C, exit code 0."""
+    import shutil
+    import signal
+
+    share = _installed_share()
+    if share is None or shutil.which("ros2") is None:
+        pytest.skip("featmap_ros is not installed in the sourced workspace (colcon build)")
+    ck = tiny_checkpoint(tmp_path / "object.pt", "object")
+    proc = subprocess.Popen(["ros2", "launch", "featmap_ros", "camera_object.launch.py", f"weights:={ck}", "device:=cpu",
+                             "roi_source:=detections"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=tmp_path, start_new_session=True)
+    rclpy.init()
+    probe = rclpy.create_node("featmap_launch_probe")
+    try:
+        want = {"/object_pose_node/detections", "/object_pose_node/markers", "/object_pose_node/debug_image"}
+        end = time.monotonic() + 60
+        names = set()
+        while time.monotonic() < end and not want <= names and proc.poll() is None:
+            rclpy.spin_once(probe, timeout_sec=0.2)
+            names = {n for n, _ in probe.get_topic_names_and_types()}
+        assert want <= names, f"topics missing: {want - names}"
+    finally:
+        probe.destroy_node()
+        rclpy.try_shutdown()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "process has died" not in out, out
