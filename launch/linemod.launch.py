@@ -2,6 +2,7 @@
 
     ros2 launch featmap_ros linemod.launch.py                      # embedded sample, no RViz
     ros2 launch featmap_ros linemod.launch.py rviz:=true dataset_root:=/data/bop/lm
+    ros2 launch featmap_ros linemod.launch.py roi_source:=localiser     # windows from the built-in localiser
 
 With no arguments it replays the sample the project makes itself and the bundled weights.
 """
@@ -32,9 +33,11 @@ def generate_launch_description():
                               description="BOP LINEMOD folder (lm or lmo); empty = the embedded sample"),
         DeclareLaunchArgument("dataset", default_value="lm", choices=["lm", "lmo"], description="BOP dataset name"),
         DeclareLaunchArgument("weights", default_value="", description="object checkpoint; empty = bundled weights"),
-        DeclareLaunchArgument("roi_source", default_value="localiser",
+        DeclareLaunchArgument("roi_source", default_value="ground_truth",
                               choices=["localiser", "detections", "tracking", "ground_truth"],
-                              description="where the object node's image windows come from"),
+                              description="where the object node's image windows come from: ground_truth = the "
+                                          "player's boxes (pose accuracy alone); localiser/tracking = the "
+                                          "checkpoint's built-in localiser (full pipeline)"),
         DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda"),
         DeclareLaunchArgument("output_dir", default_value="featmap_linemod_eval",
                               description="where the evaluator writes its metrics at shutdown"),

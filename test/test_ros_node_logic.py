@@ -21,7 +21,7 @@ from featmap_ros.ros import params as P
 from featmap_ros.ros.diagnostics import ErrorThrottle, InputWatchdog, RateLatencyStats, diagnostic_array
 from featmap_ros.ros.msg_defs import featmap_typestore
 from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
-from featmap_ros.ros.roi import Tracker, box_from_pose, keep_poses, select_rois
+from featmap_ros.ros.roi import Tracker, box_from_pose, check_roi_source, keep_poses, select_rois
 from featmap_ros.ros.worker import FrameWorker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,6 +183,15 @@ def test_tracking_falls_back_to_the_localiser_when_lost():
     tr.update([make_pose(score=0.1)], 11.0)
     assert select_rois("tracking", objs, K, HW, 11.1, tracker=tr, **kw) is None  # low score
     assert select_rois("tracking", ("ape", "can"), K, HW, 11.1, tracker=tr, max_age_s=1, min_score=0) is None
+
+
+def test_roi_source_needs_a_localiser_for_localiser_and_tracking():
+    assert check_roi_source("ground_truth", False) == "ground_truth"
+    assert check_roi_source("tracking", True) == "tracking"
+    with pytest.raises(InputError, match=r"parameter 'roi_source': 'localiser' needs the built-in localiser"):
+        check_roi_source("localiser", False)
+    with pytest.raises(InputError, match=r"parameter 'roi_source': 'tracking' needs"):
+        check_roi_source("tracking", False)
 
 
 def test_keep_poses_filters():

@@ -27,6 +27,7 @@ from featmap_ros.ros.node_common import (ThrottledLog, declare_params, input_qos
                                          report_frame_error, run_node)
 from featmap_ros.ros.params import OBJECT_NODE_PARAMS, resolve_weights
 from featmap_ros.ros.pipeline import ObjectPipeline, ObjectSettings
+from featmap_ros.ros.roi import check_roi_source
 from featmap_ros.ros.worker import FrameWorker
 
 NAME = "object_pose_node"
@@ -53,6 +54,7 @@ class ObjectPoseNode(Node):
         super().__init__(NAME, **kwargs)
         self.values = declare_params(self, OBJECT_NODE_PARAMS)
         estimator = load_estimator(self.values)
+        check_roi_source(self.values["roi_source"], getattr(estimator, "localiser", None) is not None)
         settings = ObjectSettings.from_params(self.values, estimator.object_names)
         self.pipeline = ObjectPipeline(estimator, conv.RclpyMessages(), settings)
         self.log = ThrottledLog(self, self.values["log_throttle_s"])

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from featmap_ros.errors import InputError
 from featmap_ros.geometry import BOX_CORNER_SIGNS, project_points
 from featmap_ros.results import ObjectPose
 
@@ -114,6 +115,20 @@ def select_rois(source: str, objects: Sequence[str], K: np.ndarray, image_hw: tu
     if source == "tracking":
         return tracker.rois(objects, stamp_s, K, image_hw, max_age_s, min_score) if tracker is not None else None
     raise ValueError(f"roi source {source!r}: valid {ROI_SOURCES}")
+
+
+def check_roi_source(source: str, has_localiser: bool) -> str:
+    """Refuse a source that needs the built-in localiser when the checkpoint has none.
+
+    Raises:
+        InputError: ``parameter 'roi_source': ...``.
+    """
+    if source not in ROI_SOURCES:
+        raise InputError(f"parameter 'roi_source': {source!r} is not one of {list(ROI_SOURCES)}")
+    if source in ("localiser", "tracking") and not has_localiser:
+        raise InputError(f"parameter 'roi_source': {source!r} needs the built-in localiser, which this checkpoint "
+                         "does not have; use 'detections' (a 2D detector on detections_2d) or 'ground_truth'")
+    return source
 
 
 def keep_poses(poses: Sequence[ObjectPose], objects: Sequence[str], min_score: float) -> list[ObjectPose]:
