@@ -596,7 +596,7 @@ def train_localiser(loc_cfg: LocaliserConfig, source: BatchSource, steps: int, b
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     loc.eval()
     return loc, {"loss": float(np.mean(losses[-20:])) if losses else float("nan")}
 
@@ -606,3 +606,12 @@ def attach_localiser(checkpoint: str | Path, loc: nn.Module, metrics: dict | Non
     ck = load_checkpoint(checkpoint, task="object")
     ck["localiser"] = {"config": to_dict(loc.cfg), "state": {k: v.cpu() for k, v in loc.state_dict().items()}, "metrics": metrics or {}}
     save_checkpoint(checkpoint, ck)
+
+
+def export_checkpoint(src: str | Path, dst: str | Path) -> None:
+    """A slim copy of a checkpoint for inference (weights, configs, metadata, metrics; half the
+    size or less: no optimiser, scaler or RNG state). Written atomically."""
+    ck = load_checkpoint(src)
+    slim = {k: v for k, v in ck.items() if k not in ("optimizer", "scaler", "rng")}
+    slim["exported_from_step"] = ck.get("step")
+    save_checkpoint(dst, slim)

@@ -554,6 +554,7 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
                 cfg.seed, 0, d.num_workers, cfg.batch_size)
         pairs = None
         window_scale = 1.4
+        per_obj: list = []
         if d.real_root:
             from featmap_ros.data.object_samples import collect_frames
 
@@ -574,7 +575,8 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
         meta = object_meta(infos, names, obj_ids, paths, window_scale)
         loc = None
         if cfg.localiser_steps > 0:
-            loc = {"meshes": meshes, "infos": infos, "K": K, "spec": spec, "cache_dir": cache_dir, "backgrounds": d.backgrounds}
+            loc = {"meshes": meshes, "infos": infos, "K": K, "spec": spec, "cache_dir": cache_dir, "backgrounds": d.backgrounds,
+                   "real_frames": [(f, k) for k, fr in enumerate(per_obj) for f in fr] if d.real_root else []}
         return PreparedData(synthetic, pairs, meta, localiser=loc)
     # hands
     from featmap_ros.data.hand_samples import NyuPairCrops, SyntheticHandCrops
@@ -671,7 +673,7 @@ def train_and_attach_localiser(cfg, loc_data: dict, checkpoint: Path, device: st
 
     lcfg = cfg.localiser
     lcfg.n_objects = len(loc_data["meshes"])
-    count = max(4 * cfg.localiser_steps, 500)
+    count = max(2 * cfg.localiser_steps, 500)
     key = {"v": 1, "n": count, "wh": [lcfg.input_width, lcfg.input_height], "seed": cfg.seed,
            "meshes": [m.name for m in loc_data["meshes"]], "nv": [int(len(m.vertices_m)) for m in loc_data["meshes"]],
            "real": len(real_frames or [])}

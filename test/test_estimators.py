@@ -96,3 +96,48 @@ def test_from_checkpoint_and_wrong_task(tmp_path):
     from featmap_ros.estimators import HandPoseEstimator
     with pytest.raises(InputError, match="model.task"):
         HandPoseEstimator.from_checkpoint(r.checkpoint, device="cpu")
+
+
+def hand_model():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(task="hand", backbone="small", input_size=32, feature_dim=16, small_channels=[4, 8], pretrained=False))
+
+
+def blob_depth(K, centre_m, radius_m=0.06, shape=(240, 320)):
+    """A sphere in front of a far wall: (H, W) depth in metres."""
+    H, W = shape
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    x, y = (u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1]
+    d = np.full(shape, 0.0)
+    # ray-sphere intersection
+    ray = np.stack([x, y, np.ones_like(x)], -1)
+    b = ray @ centre_m
+    a = (ray ** 2).sum(-1)
+    disc = b ** 2 - a * (centre_m @ centre_m - radius_m ** 2)
+    hit = disc > 0
+    d[hit] = ((b[hit] - np.sqrt(disc[hit])) / a[hit])
+    return d.astype(np.float32)
+
+
+def test_hand_perfect_network_gives_joints_back(monkeypatch):
+    from featmap_ros import crops as C
+    from featmap_ros.estimators import HandPoseEstimator
+
+    Kh = np.array([[290.0, 0, 160.0], [0, 290.0, 120.0], [0, 0, 1.0]])
+    est = HandPoseEstimator(hand_model(), {"cube_mm": 300.0, "joint_names": [f"j{i}" for i in range(14)]}, device="cpu")
+    centre = np.array([0.02, -0.01, 0.7])
+    gt = centre + np.random.default_rng(0).uniform(-0.08, 0.08, (14, 3))
+    T = C.depth_crop_transform(centre, Kh, 0.3, 32)
+    monkeypatch.setattr(est, "_infer", lambda batch: C.joints_to_crop(gt, T)[None].repeat(len(batch), 0))
+    depth = blob_depth(Kh, centre)
+    res = est.estimate_batch([depth, depth], Kh, centers_m=[centre, centre])
+    for r in res:
+        assert np.allclose(r.joints_m, gt, atol=1e-9) and r.joint_names[0] == "j0"
+    # localised path: a hand is found near the blob, result has the right shape
+    found = est.estimate(depth, Kh)
+    assert found is not None and np.linalg.norm(found.crop_center_m - centre) < 0.05
+    # nothing in range -> None, never an exception
+    assert est.estimate(np.zeros((240, 320), np.float32), Kh) is None
+    assert est.estimate(np.full((240, 320), np.nan, np.float32), Kh) is None
+    with pytest.raises(InputError, match="depth_m"):
+        est.estimate(np.zeros((4, 4, 3), np.float32), Kh)

@@ -78,3 +78,33 @@ def test_augment_does_not_mutate_and_stays_in_range():
     y = photometric_augment(x, torch.Generator().manual_seed(0), "strong")
     assert torch.equal(x, x0) and not torch.equal(x, y)
     assert y.min() >= 0 and y.max() <= 1
+
+
+def test_train_command_bad_input_names_field_or_file(tmp_path, capsys):
+    from featmap_ros.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  task: object\n  backbon: small\n")
+    assert main(["train", "object", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "backbon" in capsys.readouterr().err
+    cfg.write_text("model:\n  task: object\n  backbone: small\n")
+    assert main(["train", "object", "--config", str(cfg), "--mesh", str(tmp_path / "missing.ply"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing.ply" in capsys.readouterr().err
+    assert main(["train", "hand", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "model.task" in capsys.readouterr().err
+    assert main(["train", "object", "--config", str(cfg), "steps_stage1=abc", "--out", str(tmp_path / "o")]) == 2
+    assert "steps_stage1" in capsys.readouterr().err
+
+
+def test_localiser_training_learns_a_fixed_target():
+    from featmap_ros.nets import LocaliserConfig
+    from featmap_ros.train import train_localiser
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(16, 3, 32, 48, generator=g)
+    tgt = torch.tensor([[0.3, 0.6, -1.5, 1.0]]).repeat(16, 1, 1)
+    src = TensorSource({"image": img, "target": tgt}, 0, 0)
+    loc, m = train_localiser(LocaliserConfig(input_width=48, input_height=32, channels=[4, 8], n_objects=1), src, 60, batch_size=8, lr=1e-2, progress=False, device="cpu")
+    with torch.no_grad():
+        out = loc(img[:2])
+    assert torch.allclose(out[..., :3], tgt[:2, :, :3], atol=0.1) and (out[..., 3] > 0).all()

@@ -37,6 +37,7 @@ def register(sub) -> None:
         t.add_argument("--fresh", action="store_true", help="ignore an existing OUT/last.pt instead of resuming")
         t.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) at this step")
         t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+        t.add_argument("--export", type=Path, default=None, help="also write a slim copy (weights, config, metadata; no optimiser) here")
         if task == "object":
             t.add_argument("--mesh", default=None, help="your own object's mesh (.ply/.obj) instead of data.models_root")
             t.add_argument("--mesh-units", choices=("mm", "m"), default=None, help="unit of --mesh coordinates (default mm)")
@@ -79,11 +80,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped at step {args.stop_after}; run the same command again to resume from {result.checkpoint}")
         return 0
     if args.task == "object" and cfg.localiser_steps > 0 and data.localiser is not None:
-        training_data.train_and_attach_localiser(cfg, data.localiser, result.checkpoint, device=args.device)
+        m = training_data.train_and_attach_localiser(cfg, data.localiser, result.checkpoint, device=args.device,
+                                                     real_frames=data.localiser.get("real_frames"))
+        print(f"localiser trained (final loss {m['loss']:.4f})")
     final = result.metrics.get("final_validation")
     if final:
         print("validation:", {k: round(v, 4) for k, v in final.items() if isinstance(v, float)})
     print(f"checkpoint: {result.checkpoint}")
+    if args.export is not None:
+        from featmap_ros.train import export_checkpoint
+
+        export_checkpoint(result.checkpoint, args.export)
+        print(f"exported {args.export}")
     if args.task == "object":
         node_cfg = {
             "checkpoint": str(Path(result.checkpoint).resolve()),
