@@ -251,6 +251,8 @@ class FakeObjectEstimator:
     """Test double with the estimator's interface: a fixed pose per asked-for object."""
 
     object_names = ["ape", "can"]
+    extents_m = np.array([[0.08, 0.08, 0.1], [0.1, 0.1, 0.15]])
+    center_m = np.zeros((2, 3))
 
     def __init__(self):
         self.calls = []
@@ -332,6 +334,13 @@ def test_object_pipeline_ground_truth_windows(msgs):
     img, info = frame(msgs)
     gt = conv.object_poses_to_detection3d_array(msgs, [make_pose("ape")], img.header)
     pipe.process(img, info, ground_truth_msg=gt)
+    np.testing.assert_allclose(est.calls[-1][0][1], box_from_pose(make_pose("ape"), K, HW), atol=1e-9)
+    # a player that leaves bbox.size at zero: the model box of the checkpoint is used
+    bare = make_pose("ape")
+    bare.extents_m = np.zeros(3)
+    n_calls = len(est.calls)
+    pipe.process(img, info, ground_truth_msg=conv.object_poses_to_detection3d_array(msgs, [bare], img.header))
+    assert len(est.calls) == n_calls + 1
     np.testing.assert_allclose(est.calls[-1][0][1], box_from_pose(make_pose("ape"), K, HW), atol=1e-9)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -90,6 +90,18 @@ class ObjectPipeline:
         self.clock = clock
         self.tracker = Tracker()
 
+    def _with_model_box(self, pose: ObjectPose) -> ObjectPose:
+        """A ground-truth pose whose bbox size is unset gets the model box the estimator knows."""
+        if np.all(np.asarray(pose.extents_m) > 0):
+            return pose
+        names = list(getattr(self.estimator, "object_names", []))
+        extents = getattr(self.estimator, "extents_m", None)
+        if pose.object_name not in names or extents is None:
+            return pose
+        i = names.index(pose.object_name)
+        centers = getattr(self.estimator, "center_m", np.zeros((len(names), 3)))
+        return replace(pose, extents_m=np.asarray(extents[i], np.float64), center_m=np.asarray(centers[i], np.float64))
+
     def process(self, image_msg: Any, info_msg: Any, detections_msg: Any = None, ground_truth_msg: Any = None,
                 want_debug: bool = False) -> ObjectOutputs:
         """Raises ConversionError (bad input message, naming the field) before any estimate."""
@@ -101,6 +113,8 @@ class ObjectPipeline:
         warnings = conv.camera_info_warnings(info_msg, "camera_info")
         boxes = conv.detection2d_array_to_boxes(detections_msg, "detections_2d") if detections_msg is not None else None
         gt = conv.detection3d_array_to_object_poses(ground_truth_msg, name="ground_truth/detections") if ground_truth_msg is not None else None
+        if gt:
+            gt = [self._with_model_box(p) for p in gt]
         stamp_s = conv.stamp_to_ns(image_msg.header.stamp) * 1e-9
         rois = select_rois(s.roi_source, s.objects, camera.K, rgb.shape[:2], stamp_s, detections=boxes, ground_truth=gt,
                            tracker=self.tracker, max_age_s=s.tracking_max_age_s, min_score=s.tracking_min_score)
