@@ -20,7 +20,7 @@ from featmap_ros.ros import conversions as conv
 from featmap_ros.ros import params as P
 from featmap_ros.ros.diagnostics import ErrorThrottle, InputWatchdog, RateLatencyStats, diagnostic_array
 from featmap_ros.ros.msg_defs import featmap_typestore
-from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
+from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings, mesh_uris, uri_exists
 from featmap_ros.ros.roi import Tracker, box_from_pose, check_roi_source, keep_poses, select_rois
 from featmap_ros.ros.worker import FrameWorker
 
@@ -354,6 +354,22 @@ def test_object_pipeline_bad_input_names_the_field(msgs, bad, field):
     with pytest.raises(conv.ConversionError, match=field):
         pipe.process(*frame(msgs, **bad))
     assert est.calls == []  # refused before the network
+
+
+def test_mesh_uris_from_the_template(tmp_path):
+    (tmp_path / "meshes").mkdir()
+    (tmp_path / "meshes" / "obj_000001.ply").write_text("ply")
+    share = {"featmap_ros": str(tmp_path)}
+    exists = lambda uri: uri_exists(uri, share.get)  # noqa: E731
+    got, missing = mesh_uris("package://featmap_ros/meshes/obj_{obj_id:06d}.ply", ["ape", "can"], {"ape": 1, "can": 5}, exists)
+    assert got == {"ape": "package://featmap_ros/meshes/obj_000001.ply"}
+    assert missing == ["package://featmap_ros/meshes/obj_000005.ply"]
+    assert mesh_uris("package://featmap_ros/meshes/{object}.ply", ["ape"]) == ({"ape": "package://featmap_ros/meshes/ape.ply"}, [])
+    assert not uri_exists("package://other_pkg/x.ply", share.get)
+    assert uri_exists(f"file://{tmp_path}/meshes/obj_000001.ply", share.get)
+    assert mesh_uris("", ["ape"]) == ({}, [])
+    with pytest.raises(InputError, match=r"parameter 'markers.mesh_resource': .* does not format"):
+        mesh_uris("package://x/{name}.ply", ["ape"])
 
 
 class FakeHandEstimator:

@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 
 import message_filters
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
@@ -26,7 +27,7 @@ from featmap_ros.ros.diagnostics import InputWatchdog, RateLatencyStats, diagnos
 from featmap_ros.ros.node_common import (ThrottledLog, declare_params, input_qos, make_set_parameters_callback,
                                          report_frame_error, run_node)
 from featmap_ros.ros.params import OBJECT_NODE_PARAMS, resolve_weights
-from featmap_ros.ros.pipeline import ObjectPipeline, ObjectSettings
+from featmap_ros.ros.pipeline import ObjectPipeline, ObjectSettings, mesh_uris, uri_exists
 from featmap_ros.ros.roi import check_roi_source
 from featmap_ros.ros.worker import FrameWorker
 
@@ -55,7 +56,9 @@ class ObjectPoseNode(Node):
         self.values = declare_params(self, OBJECT_NODE_PARAMS)
         estimator = load_estimator(self.values)
         check_roi_source(self.values["roi_source"], getattr(estimator, "localiser", None) is not None)
-        settings = ObjectSettings.from_params(self.values, estimator.object_names)
+        self.obj_ids = dict(zip(estimator.object_names, getattr(estimator, "obj_ids", [])))
+        settings = ObjectSettings.from_params(self.values, estimator.object_names, self.obj_ids, self._mesh_exists)
+        self._report_missing_meshes(self.values["markers.mesh_resource"], settings.objects)
         self.pipeline = ObjectPipeline(estimator, conv.RclpyMessages(), settings)
         self.log = ThrottledLog(self, self.values["log_throttle_s"])
         self.stats = RateLatencyStats()
@@ -114,13 +117,34 @@ class ObjectPoseNode(Node):
         self.pub_diag.publish(diagnostic_array(self.pipeline.msgs, header, f"{NAME}: {self.get_fully_qualified_name()}",
                                                NAME, level, problem or "ok", values))
 
+    @staticmethod
+    def _mesh_exists(uri: str) -> bool:
+        def share_dir_of(pkg: str):
+            try:
+                return get_package_share_directory(pkg)
+            except PackageNotFoundError:
+                return None
+
+        return uri_exists(uri, share_dir_of)
+
+    def _report_missing_meshes(self, template: str, objects) -> None:
+        _, missing = mesh_uris(template, objects, self.obj_ids, self._mesh_exists)
+        if missing:
+            self.get_logger().info(f"no mesh file for {missing}: those objects are drawn as boxes only "
+                                   "(parameter markers.mesh_resource)")
+
     def _apply_params(self, changed: dict) -> None:
         s = self.pipeline.settings
+        if "markers.mesh_resource" in changed:
+            meshes = mesh_uris(changed["markers.mesh_resource"], s.objects, self.obj_ids, self._mesh_exists)[0]
+            self._report_missing_meshes(changed["markers.mesh_resource"], s.objects)
+        else:
+            meshes = s.meshes
         new = dict(min_score=changed.get("min_score", s.min_score), frame_prefix=changed.get("frame_prefix", s.frame_prefix),
                    publish_tf=changed.get("publish_tf", s.publish_tf),
                    tracking_max_age_s=changed.get("tracking.max_age_s", s.tracking_max_age_s),
                    tracking_min_score=changed.get("tracking.min_score", s.tracking_min_score),
-                   mesh_resource=changed.get("markers.mesh_resource", s.mesh_resource),
+                   meshes=meshes,
                    mesh_scale=changed.get("markers.mesh_scale", s.mesh_scale))
         self.pipeline.settings = replace(s, **new)
         if "log_throttle_s" in changed:

@@ -111,7 +111,7 @@ OBJECT_NODE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("tracking.max_age_s", 0.5, "tracking: a pose older than this is lost, seconds", read_only=False, min=0.0, max=60.0),
     ParamSpec("tracking.min_score", 0.3, "tracking: a pose scored lower is lost", read_only=False, min=0.0, max=1.0),
     ParamSpec("markers.mesh_resource", "package://featmap_ros/meshes/{object}.ply",
-              "mesh marker URI, {object} = object name; empty = boxes only", read_only=False),
+              "mesh marker URI; {object} = object name, {obj_id} (e.g. {obj_id:06d}) = dataset id; empty = boxes only", read_only=False),
     ParamSpec("markers.mesh_scale", 0.001, "mesh marker scale (0.001 for meshes in millimetres)", read_only=False,
               min=1e-6, max=1000.0),
 )

@@ -7,13 +7,15 @@ in conversions can be reported. The nodes only publish what they return.
 """
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from featmap_ros.errors import InputError
 from featmap_ros.results import HandPose, ObjectPose
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.debug_image import draw_hand_debug, draw_object_debug
@@ -21,9 +23,50 @@ from featmap_ros.ros.params import check_objects, parse_objects
 from featmap_ros.ros.roi import Tracker, keep_poses, select_rois
 
 
+def uri_exists(uri: str, share_dir_of: Callable[[str], str | None]) -> bool:
+    """Whether a ``package://pkg/path`` or ``file:///path`` mesh URI names an existing file
+    (other schemes are taken on trust). ``share_dir_of(pkg)`` gives a package's share folder or None."""
+    if uri.startswith("package://"):
+        pkg, _, rel = uri[len("package://"):].partition("/")
+        share = share_dir_of(pkg)
+        return share is not None and os.path.isfile(os.path.join(share, rel))
+    if uri.startswith("file://"):
+        return os.path.isfile(uri[len("file://"):])
+    return True
+
+
+def mesh_uris(template: str, objects: Sequence[str], obj_ids: Mapping[str, int] | None = None,
+              exists: Callable[[str], bool] | None = None) -> tuple[dict[str, str], list[str]]:
+    """Mesh marker URIs from ``markers.mesh_resource`` (``{object}``, ``{obj_id}``, ``{obj_id:06d}``).
+
+    Returns:
+        (object name -> URI, URIs left out because ``exists`` said the file is missing).
+
+    Raises:
+        InputError: ``parameter 'markers.mesh_resource': ...`` for a template that does not format.
+    """
+    if not template:
+        return {}, []
+    out, missing = {}, []
+    for name in objects:
+        try:
+            uri = template.format(object=name, obj_id=int((obj_ids or {}).get(name, 0)))
+        except (KeyError, IndexError, ValueError) as e:
+            raise InputError(f"parameter 'markers.mesh_resource': {template!r} does not format ({e!r}); "
+                             "placeholders: {object}, {obj_id}, {obj_id:06d}") from None
+        if exists is not None and not exists(uri):
+            missing.append(uri)
+        else:
+            out[name] = uri
+    return out, missing
+
+
 @dataclass
 class ObjectSettings:
-    """The object node's behaviour (see ``OBJECT_NODE_PARAMS`` for each meaning)."""
+    """The object node's behaviour (see ``OBJECT_NODE_PARAMS`` for each meaning).
+
+    ``meshes``: object name -> mesh marker URI (objects without one get their box only).
+    """
 
     objects: tuple[str, ...]
     roi_source: str = "localiser"
@@ -32,22 +75,21 @@ class ObjectSettings:
     publish_tf: bool = True
     tracking_max_age_s: float = 0.5
     tracking_min_score: float = 0.3
-    mesh_resource: str = ""
+    meshes: dict[str, str] = field(default_factory=dict)
     mesh_scale: float = 0.001
 
     @classmethod
-    def from_params(cls, values: Mapping[str, Any], available: tuple[str, ...] | list[str]) -> "ObjectSettings":
-        """From validated parameter values (dotted names) and the checkpoint's object names."""
+    def from_params(cls, values: Mapping[str, Any], available: Sequence[str], obj_ids: Mapping[str, int] | None = None,
+                    exists: Callable[[str], bool] | None = None) -> "ObjectSettings":
+        """From validated parameter values (dotted names) and the checkpoint's object names (and ids)."""
+        objects = check_objects(parse_objects(values["objects"]), tuple(available))
         return cls(
-            objects=check_objects(parse_objects(values["objects"]), tuple(available)),
-            roi_source=values["roi_source"], min_score=values["min_score"], frame_prefix=values["frame_prefix"],
-            publish_tf=values["publish_tf"], tracking_max_age_s=values["tracking.max_age_s"],
-            tracking_min_score=values["tracking.min_score"], mesh_resource=values["markers.mesh_resource"],
+            objects=objects, roi_source=values["roi_source"], min_score=values["min_score"],
+            frame_prefix=values["frame_prefix"], publish_tf=values["publish_tf"],
+            tracking_max_age_s=values["tracking.max_age_s"], tracking_min_score=values["tracking.min_score"],
+            meshes=mesh_uris(values["markers.mesh_resource"], objects, obj_ids, exists)[0],
             mesh_scale=values["markers.mesh_scale"],
         )
-
-    def mesh_resources(self) -> dict[str, str]:
-        return {n: self.mesh_resource.replace("{object}", n) for n in self.objects} if self.mesh_resource else {}
 
 
 @dataclass
@@ -132,7 +174,7 @@ class ObjectPipeline:
             detections=conv.object_poses_to_detection3d_array(msgs, kept, header),
             poses={n: conv.object_pose_to_pose_stamped(msgs, p, header) for n, p in best.items()},
             transforms=[conv.object_pose_to_transform(msgs, p, header, s.frame_prefix) for p in best.values()] if s.publish_tf else [],
-            markers=conv.object_markers(msgs, kept, header, s.mesh_resources(), s.mesh_scale),
+            markers=conv.object_markers(msgs, kept, header, s.meshes, s.mesh_scale),
             debug_image=None, results=kept, warnings=warnings,
         )
         t3 = self.clock()
