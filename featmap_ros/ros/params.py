@@ -93,7 +93,7 @@ _COMMON = (
               choices=("best_effort", "reliable")),
     ParamSpec("qos.depth", 5, "input QoS history depth", min=1, max=1000),
     ParamSpec("sync.queue_size", 10, "message_filters ApproximateTimeSynchronizer queue size", min=1, max=1000),
-    ParamSpec("sync.slop_s", 0.05, "largest stamp difference of synchronised messages, seconds", min=0.0, max=10.0),
+    ParamSpec("sync.slop_s", 0.05, "largest stamp difference of synchronised messages, seconds", min=1e-4, max=10.0),
     ParamSpec("diagnostics.period_s", 1.0, "period of /diagnostics reports and of the missing-input check, seconds",
               min=0.1, max=60.0),
     ParamSpec("log_throttle_s", 5.0, "each kind of bad-input warning is logged at most once per this many seconds",
