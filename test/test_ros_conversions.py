@@ -304,3 +304,18 @@ def test_hand_markers(store, msgs):
     cleared = roundtrip(store, conv.hand_markers(msgs, None, header(msgs)))
     assert len(cleared.markers) == 1
 
+
+
+def test_rclpy_sequence_values_are_typed_arrays():
+    """rclpy's generated setters take array.array of the field's typecode without per-element checks."""
+    img = np.arange(12, dtype=np.uint16).reshape(2, 6)
+    u8 = conv.RclpyMessages.u8_seq(img)
+    assert u8.typecode == "B" and u8.tobytes() == img.tobytes()
+    f32 = conv.RclpyMessages.f32_seq([0.5, 0.25])
+    assert f32.typecode == "f" and list(f32) == [0.5, 0.25]
+    f64 = conv.RclpyMessages.f64_seq(np.array([1.0, 2.0]))
+    assert f64.typecode == "d" and list(f64) == [1.0, 2.0]
+    k = conv.RclpyMessages.f64_array(np.eye(3))  # fixed-size float64[9] fields take float64 ndarrays
+    assert k.dtype == np.float64 and k.shape == (9,)
+    with pytest.raises(conv.ConversionError, match="not available"):
+        conv.RclpyMessages().cls("no_such_pkg/msg/Thing")

@@ -86,8 +86,10 @@ class RosbagsMessages:
 
     @staticmethod
     def u8_seq(data: np.ndarray | bytes) -> np.ndarray:
-        """A ``uint8[]`` field value."""
-        return np.frombuffer(bytes(data) if not isinstance(data, np.ndarray) else data.tobytes(), np.uint8).copy()
+        """A ``uint8[]`` field value (a copy of the bytes)."""
+        if isinstance(data, np.ndarray):
+            return np.ascontiguousarray(data).reshape(-1).view(np.uint8).copy()
+        return np.frombuffer(bytes(data), np.uint8).copy()
 
     @staticmethod
     def f32_seq(values: Iterable[float]) -> np.ndarray:
@@ -121,7 +123,9 @@ class RclpyMessages:
 
     @staticmethod
     def u8_seq(data: np.ndarray | bytes) -> array.array:
-        return array.array("B", data.tobytes() if isinstance(data, np.ndarray) else bytes(data))
+        out = array.array("B")
+        out.frombytes(memoryview(np.ascontiguousarray(data)).cast("B") if isinstance(data, np.ndarray) else bytes(data))
+        return out
 
     @staticmethod
     def f32_seq(values: Iterable[float]) -> array.array:
