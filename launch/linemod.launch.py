@@ -43,12 +43,16 @@ def generate_launch_description():
                               description="where the evaluator writes its metrics at shutdown"),
         DeclareLaunchArgument("use_sim_time", default_value="true", choices=["true", "false"],
                               description="follow the player's /clock"),
+        DeclareLaunchArgument("lossless", default_value="true", choices=["true", "false"],
+                              description="the player waits for the estimate of each frame (every frame scored); "
+                                          "false = play at the player's rate, frames the node is too busy for are lost"),
     ]
     player = Node(
         package="featmap_ros", executable="dataset_player_node", name="dataset_player_node", output="screen",
         parameters=[*_config(share, "dataset_player_node"),
                     {"dataset": ParameterValue(arg("dataset"), value_type=str),
-                     "dataset_root": ParameterValue(arg("dataset_root"), value_type=str), "use_sim_time": False}],
+                     "dataset_root": ParameterValue(arg("dataset_root"), value_type=str),
+                     "wait_for_ack": ParameterValue(arg("lossless"), value_type=bool), "use_sim_time": False}],
     )
     estimator = Node(
         package="featmap_ros", executable="object_pose_node", name="object_pose_node", output="screen",

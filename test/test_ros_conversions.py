@@ -284,6 +284,12 @@ def test_hand_pose_msg_roundtrip(store, msgs):
     np.testing.assert_allclose(back.crop_center_m, hand.crop_center_m)
 
 
+def test_empty_hand_pose_means_no_hand(store, msgs):
+    msg = roundtrip(store, conv.empty_hand_pose_msg(msgs, header(msgs)))
+    back = conv.hand_pose_msg_to_result(msg)
+    assert back.joint_names == [] and back.joints_m.shape == (0, 3) and back.score == 0.0
+
+
 def test_hand_pose_bad_joints(msgs):
     hand = make_hand()
     hand.joints_m = hand.joints_m[:3]

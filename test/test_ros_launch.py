@@ -147,9 +147,10 @@ def test_hand_node_publishes_hand_pose(tmp_path, ros_context):
             pub_d.publish(conv.numpy_to_image(msgs, depth_mm, "16UC1", h))
             pub_i.publish(conv.camera_model_to_info(msgs, CameraModel(K, 640, 480), h))
 
-        assert spin_until(ex, lambda: (send() or True) and (len(got) > 0 or node.worker.processed > 2), 30.0)
-        if got:
-            assert got[-1].header.frame_id == "camera_depth_optical_frame" and len(got[-1].joints) == 14
+        assert spin_until(ex, lambda: (send() or True) and len(got) > 0, 30.0)  # one message per frame, hand or not
+        assert got[-1].header.frame_id == "camera_depth_optical_frame"
+        assert conv.stamp_to_ns(got[-1].header.stamp) == 2_000_000_000
+        assert len(got[-1].joints) in (0, 14)
     finally:
         node.close()
         ex.shutdown()

@@ -403,6 +403,9 @@ def test_hand_pipeline(store, msgs):
     assert out.debug_image is not None and out.debug_image.width == 640
     pipe.settings = HandSettings.from_params({**values, "min_score": 0.9})
     out = pipe.process(depth, info)
-    assert out.hand_pose is None and out.transform is None and len(out.markers.markers) == 1  # cleared
+    assert out.result is None and out.transform is None and len(out.markers.markers) == 1  # cleared
+    assert list(out.hand_pose.joints) == [] and out.hand_pose.score == 0.0  # still one message per frame
+    assert conv.stamp_to_ns(out.hand_pose.header.stamp) == 2_000_000_000
+    store.serialize_cdr(out.hand_pose, out.hand_pose.__msgtype__)
     with pytest.raises(conv.ConversionError, match=r"depth\.data: no valid depth"):
         pipe.process(*depth_frame(msgs, np.zeros((480, 640), np.uint16)))

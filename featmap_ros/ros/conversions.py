@@ -547,6 +547,15 @@ def hand_pose_to_msg(msgs: Any, hand: HandPose, header: Any) -> Any:
     )
 
 
+def empty_hand_pose_msg(msgs: Any, header: Any) -> Any:
+    """featmap_ros/HandPose with no joints and score 0: the frame was processed, no hand was found.
+
+    Published so that consumers (the evaluator, a player pacing on acks) see every frame.
+    """
+    return msgs.new("featmap_ros/msg/HandPose", header=header, joint_names=[], joints=[],
+                    joint_scores=msgs.f32_seq([]), score=0.0, crop_center=point_msg(msgs, np.zeros(3)))
+
+
 def hand_pose_msg_to_result(msg: Any) -> HandPose:
     """featmap_ros/HandPose -> HandPose (for the evaluator and the ground-truth topic)."""
     joints = np.array([[p.x, p.y, p.z] for p in msg.joints], dtype=np.float64).reshape(-1, 3)

@@ -1,136 +1,52 @@
 """hand_pose_node: 3D hand joints from a depth image (Feature Mapping, DeepPrior-style crops).
 
 In: ``depth`` (16UC1 millimetres or 32FC1 metres) and ``camera_info``, synchronised by
-message_filters. Out: ``~/hand_pose`` (featmap_ros/HandPose), ``~/markers`` (skeleton), TF
+message_filters. Out: ``~/hand_pose`` (featmap_ros/HandPose, one per processed frame; no joints
+when no hand was found), ``~/markers`` (skeleton), TF
 ``<frame_prefix>hand`` at the palm, ``~/debug_image`` (built only when subscribed), ``/diagnostics``.
 """
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import replace
 
-import message_filters
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
-from tf2_ros import TransformBroadcaster
 from visualization_msgs.msg import MarkerArray
 
-from featmap_ros.errors import InputError
 from featmap_ros.msg import HandPose
-from featmap_ros.ros import conversions as conv
-from featmap_ros.ros.diagnostics import InputWatchdog, RateLatencyStats, diagnostic_array
-from featmap_ros.ros.node_common import (ThrottledLog, declare_params, input_qos, make_set_parameters_callback,
-                                         report_frame_error, run_node)
-from featmap_ros.ros.params import HAND_NODE_PARAMS, resolve_weights
+from featmap_ros.ros.node_base import PoseNode, load_estimator
+from featmap_ros.ros.node_common import run_node
+from featmap_ros.ros.params import HAND_NODE_PARAMS
 from featmap_ros.ros.pipeline import HandPipeline, HandSettings
-from featmap_ros.ros.worker import FrameWorker
 
 NAME = "hand_pose_node"
 
 
-def load_estimator(values: dict):
-    """The estimator a node's ``weights``/``device``/``warmup`` parameters ask for."""
-    from featmap_ros.estimators import HandPoseEstimator
-
-    path = resolve_weights(values["weights"], "hand")
-    try:
-        est = HandPoseEstimator.from_checkpoint(path, device=values["device"])
-    except InputError as e:
-        raise InputError(f"parameter 'weights': {e}") from None
-    except Exception as e:  # noqa: BLE001 - any load failure is a configuration error here
-        raise InputError(f"parameter 'weights': cannot load {path}: {e}") from None
-    if values["warmup"]:
-        est.warmup()
-    return est
-
-
-class HandPoseNode(Node):
+class HandPoseNode(PoseNode):
     def __init__(self, **kwargs) -> None:
-        super().__init__(NAME, **kwargs)
-        self.values = declare_params(self, HAND_NODE_PARAMS)
-        estimator = load_estimator(self.values)
-        self.pipeline = HandPipeline(estimator, conv.RclpyMessages(), HandSettings.from_params(self.values))
-        self.log = ThrottledLog(self, self.values["log_throttle_s"])
-        self.stats = RateLatencyStats()
-        self.stats_lock = threading.Lock()
-        self._warned: set[str] = set()
-
+        super().__init__(NAME, HAND_NODE_PARAMS, **kwargs)
+        estimator = load_estimator(self.values, "hand")
+        self.pipeline = HandPipeline(estimator, self.msgs, HandSettings.from_params(self.values))
         self.pub_hand = self.create_publisher(HandPose, "~/hand_pose", 10)
         self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10)
-        self.pub_debug = self.create_publisher(Image, "~/debug_image", 1)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.tf = TransformBroadcaster(self)
+        self.start([("depth", Image), ("camera_info", CameraInfo)])
 
-        qos = input_qos(self.values)
-        inputs = [("depth", Image), ("camera_info", CameraInfo)]
-        self.watchdog = InputWatchdog([t for t, _ in inputs], 5.0 * self.values["diagnostics.period_s"],
-                                      self.values["sync.slop_s"])
-        self.subs = []
-        for topic, msg_type in inputs:
-            sub = message_filters.Subscriber(self, msg_type, topic, qos_profile=qos)
-            sub.registerCallback(self._on_input, topic)
-            self.subs.append(sub)
-        self.sync = message_filters.ApproximateTimeSynchronizer(
-            self.subs, self.values["sync.queue_size"], self.values["sync.slop_s"])
-        self.sync.registerCallback(self._on_frame)
-        self.worker = FrameWorker(self._process, lambda _frame, err: report_frame_error(self.log, err), name=NAME)
-        self.timer = self.create_timer(self.values["diagnostics.period_s"], self._on_timer)
-        self.add_on_set_parameters_callback(make_set_parameters_callback(HAND_NODE_PARAMS, self._apply_params))
-        self.get_logger().info(f"estimating hand joints; inputs {[self.resolve_topic_name(t) for t, _ in inputs]}")
-
-    # executor thread --------------------------------------------------------------------
-    def _on_input(self, _msg, topic: str) -> None:
-        self.watchdog.saw(topic, time.monotonic())
-
-    def _on_frame(self, *msgs) -> None:
-        self.watchdog.synced(time.monotonic())
-        self.worker.offer((time.monotonic(), msgs))
-
-    def _on_timer(self) -> None:
-        problem = self.watchdog.check(time.monotonic())
-        if problem:
-            self.log.warn("watchdog", problem)
-        with self.stats_lock:
-            summary = self.stats.summary(time.monotonic())
-        values = {**summary, "frames_published": self.stats.total, "frames_accepted": self.worker.accepted,
-                  "frames_dropped_busy": self.worker.dropped, "frames_failed": self.worker.failed}
-        header = conv.make_header(self.pipeline.msgs, self.get_clock().now().nanoseconds, "")
-        self.pub_diag.publish(diagnostic_array(self.pipeline.msgs, header, f"{NAME}: {self.get_fully_qualified_name()}",
-                                               NAME, "WARN" if problem else "OK", problem or "ok", values))
-
-    def _apply_params(self, changed: dict) -> None:
-        s = self.pipeline.settings
-        self.pipeline.settings = replace(
-            s, min_score=changed.get("min_score", s.min_score), frame_prefix=changed.get("frame_prefix", s.frame_prefix),
-            publish_tf=changed.get("publish_tf", s.publish_tf), palm_joint=changed.get("palm_joint", s.palm_joint))
-        if "log_throttle_s" in changed:
-            self.log.set_period(changed["log_throttle_s"])
-
-    # worker thread ----------------------------------------------------------------------
-    def _process(self, frame) -> None:
-        t_in, (depth, info) = frame
-        out = self.pipeline.process(depth, info, want_debug=self.pub_debug.get_subscription_count() > 0)
-        for w in out.warnings:
-            if w not in self._warned:
-                self._warned.add(w)
-                self.get_logger().warning(w)
-        if out.hand_pose is not None:
-            self.pub_hand.publish(out.hand_pose)
+    def handle(self, msgs):
+        """One synchronised frame (worker thread): estimate, then publish every output."""
+        depth, info = msgs
+        out = self.pipeline.process(depth, info, want_debug=self.debug_wanted)
+        self.pub_hand.publish(out.hand_pose)  # no joints = no hand found in this frame
         if out.transform is not None:
             self.tf.sendTransform(out.transform)
         self.pub_markers.publish(out.markers)
         if out.debug_image is not None:
             self.pub_debug.publish(out.debug_image)
-        now = time.monotonic()
-        latency_s = (self.get_clock().now().nanoseconds - conv.stamp_to_ns(depth.header.stamp)) * 1e-9
-        t = out.timings
-        with self.stats_lock:
-            self.stats.record(now, latency_s, now - t_in, t["convert_in_s"] + t["convert_out_s"])
+        return out.timings, out.warnings
 
-    def close(self) -> None:
-        self.worker.stop()
+    def apply_params(self, changed) -> None:
+        s = self.pipeline.settings
+        self.pipeline.settings = replace(
+            s, min_score=changed.get("min_score", s.min_score), frame_prefix=changed.get("frame_prefix", s.frame_prefix),
+            publish_tf=changed.get("publish_tf", s.publish_tf), palm_joint=changed.get("palm_joint", s.palm_joint))
 
 
 def main(args=None) -> int:

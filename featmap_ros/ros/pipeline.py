@@ -203,9 +203,10 @@ class HandSettings:
 
 @dataclass
 class HandOutputs:
-    """Messages for one frame; ``hand_pose`` and ``transform`` are None when no hand was found."""
+    """Messages for one frame; with no hand found, ``hand_pose`` has no joints (score 0) and
+    ``transform`` and ``result`` are None."""
 
-    hand_pose: Any | None
+    hand_pose: Any
     markers: Any
     transform: Any | None
     debug_image: Any | None
@@ -249,7 +250,7 @@ class HandPipeline:
             palm = np.asarray(hand.joints_m, np.float64)[list(hand.joint_names).index(s.palm_joint)]
             transform = conv.transform_msg(msgs, np.eye(3), palm, header, f"{s.frame_prefix}hand")
         out = HandOutputs(
-            hand_pose=conv.hand_pose_to_msg(msgs, hand, header) if hand is not None else None,
+            hand_pose=conv.hand_pose_to_msg(msgs, hand, header) if hand is not None else conv.empty_hand_pose_msg(msgs, header),
             markers=conv.hand_markers(msgs, hand, header), transform=transform, debug_image=None, result=hand,
             warnings=warnings,
         )
