@@ -144,8 +144,8 @@ class StampMatcher(Generic[G, E]):
     def finish(self) -> list[Settled[G, E]]:
         """Settle every waiting ground-truth frame as a failure; count estimates left unmatched."""
         out = [Settled(s, gt, None) for s, gt in self._gt.items()]
-        for s, _ in out:
-            self._remember(s)
+        for x in out:
+            self._remember(x.stamp_ns)
         self._gt.clear()
         self.unmatched_estimates += len(self._est)
         self._est.clear()
