@@ -188,6 +188,30 @@ def _hand_crop_item(depth_m: np.ndarray, joints14: np.ndarray, K: np.ndarray, ce
     return crop, crops.joints_to_crop(joints14, T)
 
 
+def render_hand_synthetic(size: int, count: int, seed: int, offset_sigma_m: float = 0.005, progress: bool = True) -> dict:
+    """``count`` clean synthetic hand crops (``sample_hand`` + ``render_hand_depth``), cropped at the
+    palm centre plus N(0, offset_sigma_m) per axis: ``{"depth": (N, 1, S, S) float16, "joints_n": (N, 14, 3)}``."""
+    from tqdm import tqdm
+
+    from featmap_ros.data.nyu import eval_joints, nyu_K
+    from featmap_ros.render.hand import sample_hand
+    from featmap_ros.render.hand_depth import render_hand_depth
+
+    K = nyu_K()
+    cube_m = HAND_CUBE_MM / 1000.0
+    rng = np.random.default_rng([seed, 1])
+    xs, ys = [], []
+    for _ in tqdm(range(count), desc="hand synthetic", disable=not progress, dynamic_ncols=True):
+        h = sample_hand(rng, K, 640, 480)
+        d = render_hand_depth(h, K, 640, 480)
+        J = eval_joints(h.joints_c_m())
+        c = _palm(J) + rng.normal(0.0, offset_sigma_m, 3)
+        x, y = _hand_crop_item(d, J, K, c, size, cube_m)
+        xs.append(x)
+        ys.append(y)
+    return {"depth": torch.from_numpy(np.stack(xs)[:, None]).half(), "joints_n": torch.from_numpy(np.stack(ys)).float()}
+
+
 def build_hand_sets(size: int, n_synth: int, n_pairs: int, n_val: int, n_test: int, seed: int,
                     offset_sigma_m: float = 0.005, progress: bool = True) -> dict:
     """Render the hand sets: clean synthetic crops, real-like/synthetic pairs, real-like val/test.
@@ -212,17 +236,7 @@ def build_hand_sets(size: int, n_synth: int, n_pairs: int, n_val: int, n_test: i
     K = nyu_K()
     cube_m = HAND_CUBE_MM / 1000.0
     out: dict = {}
-    rng = np.random.default_rng([seed, 1])
-    xs, ys = [], []
-    for _ in tqdm(range(n_synth), desc="hand synthetic", disable=not progress, dynamic_ncols=True):
-        h = sample_hand(rng, K, 640, 480)
-        d = render_hand_depth(h, K, 640, 480)
-        J = eval_joints(h.joints_c_m())
-        c = _palm(J) + rng.normal(0.0, offset_sigma_m, 3)
-        x, y = _hand_crop_item(d, J, K, c, size, cube_m)
-        xs.append(x)
-        ys.append(y)
-    out["synth"] = {"depth": torch.from_numpy(np.stack(xs)[:, None]).half(), "joints_n": torch.from_numpy(np.stack(ys)).float()}
+    out["synth"] = render_hand_synthetic(size, n_synth, seed, offset_sigma_m, progress)
 
     def pairs(n: int, stream: int, jitter: bool, desc: str) -> dict:
         r = np.random.default_rng([seed, stream])
@@ -401,11 +415,16 @@ def render_pairs(frames_per_object: list[list], meshes, infos, size: int, seed: 
         if not frames:
             continue
         ds = RealSynthPairs(frames, meshes[k], infos[k], crop_size=size, seed=seed + k, jitter=True)
-        for e in range(epochs):
-            ds.set_epoch(e)
-            for i in tqdm(range(len(ds)), desc=f"pairs obj {k} epoch {e}", disable=not progress, dynamic_ncols=True):
-                samples.append(ds[i])
-                idx.append(k)
+        try:
+            for e in range(epochs):
+                ds.set_epoch(e)
+                for i in tqdm(range(len(ds)), desc=f"pairs obj {k} epoch {e}", disable=not progress, dynamic_ncols=True):
+                    samples.append(ds[i])
+                    idx.append(k)
+        finally:  # release the GL context now: an unreleased one can crash the process at exit (Mesa)
+            if getattr(ds, "_renderer", None) is not None:
+                ds._renderer.close()
+                ds._renderer = None
     if not samples:
         raise InputError("no real training frames for the pairs")
     t = _stack_samples(samples, {"real": "real", "synth": "synth", "corners_n": "corners_n"})
@@ -586,11 +605,7 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
         key = {"v": 1, "size": size, "n": d.synthetic_count, "seed": cfg.seed}
 
         def build_synth() -> dict:
-            from tqdm import tqdm
-
-            ds = SyntheticHandCrops(size=size, cube_m=cube_m, seed=cfg.seed, augment=True, length=d.synthetic_count)
-            samples = [s for s, _ in zip(iter(ds), tqdm(range(d.synthetic_count), desc="hand synthetic", disable=not progress))]
-            return {"depth": torch.stack([s["depth"] for s in samples]).half(), "joints_n": torch.stack([s["joints_n"] for s in samples])}
+            return render_hand_synthetic(size, d.synthetic_count, cfg.seed, offset_sigma_m=0.01, progress=progress)
 
         synth_t = _load_or_build(_cache_path(cache_dir, "hand_synth", key), build_synth)
         synthetic = CachedSource(synth_t, cfg.seed, 0)
@@ -602,7 +617,9 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
     if d.real_root:
         from tqdm import tqdm
 
-        ds = NyuPairCrops(d.real_root, d.real_split, size=size, cube_m=cube_m, augment=True, seed=cfg.seed)
+        # pairs cropped at the ground-truth palm centre; robustness to the run-time localiser's
+        # centre error comes from the synthetic crops' centre jitter (sigma 10 mm)
+        ds = NyuPairCrops(d.real_root, d.real_split, size=size, cube_m=cube_m, augment=False, seed=cfg.seed)
         n = len(ds) if not d.max_real else min(len(ds), d.max_real)
         samples = [ds[i] for i in tqdm(range(n), desc="hand pairs", disable=not progress)]
         pairs = CachedSource({"real": torch.stack([s["real"] for s in samples]).half(), "synth": torch.stack([s["synth"] for s in samples]).half(),
