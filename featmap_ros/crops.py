@@ -322,12 +322,14 @@ def localise_hand(
     min_pixels: int = 60,
     refine: bool = True,
     surface_offset_m: float = 0.020,
-    hand_radius_m: float = 0.055,
+    hand_radius_m: float = 0.07,
+    depth_band_m: float = 0.2,
+    max_reach_m: float = 0.15,
 ) -> np.ndarray | None:
     """Run-time hand centre: the closest blob's centre of mass, refined.
 
     The closest surface (the ``min_pixels``-th smallest depth in range) starts a blob of
-    pixels within ``cube_m`` behind it, split at depth steps over 20 mm; the component with
+    pixels within ``depth_band_m`` behind it, split at depth steps over 20 mm; the component with
     the nearest pixels is the hand (with whatever forearm is within the range). Its 3D
     centre of mass is the coarse answer. The refinement finds the blob's free end along its
     principal axis (the end that does not leave the image, else the nearer one) and runs a
@@ -339,11 +341,15 @@ def localise_hand(
         depth_m: (H, W) depth, metres, 0 / non-finite = invalid.
         K: (3, 3) intrinsics.
         near_m, far_m: depth range searched.
-        cube_m: cube side (the blob's depth extent and the refinement window).
+        cube_m: cube side (kept for the callers' symmetry with :func:`crop_depth`).
         min_pixels: fewer valid pixels than this -> no hand.
         refine: run the refinement.
         surface_offset_m: added to z at the end.
         hand_radius_m: radius of the mean-shift sphere.
+        depth_band_m: depth extent of the blob behind the closest surface (a hand is at most
+            ~0.2 m deep; a body an arm's length behind stays out).
+        max_reach_m: the mean shift ignores points further than this from the hand's end
+            along the arm (forearm, for any hand size).
 
     Returns:
         (3,) float64 centre, camera optical frame, metres; None when nothing is in range.
@@ -360,7 +366,7 @@ def localise_hand(
         return None
     vals = d[valid]
     dmin = float(np.partition(vals, min_pixels - 1)[min_pixels - 1])
-    mask = valid & (d < dmin + cube_m)
+    mask = valid & (d < dmin + depth_band_m)
     # split at depth steps so that an arm or body behind the hand is not the same blob
     dz = np.zeros(d.shape, bool)
     step = 0.02
@@ -389,29 +395,27 @@ def localise_hand(
         va, ua = np.nonzero(mask)
         za = d[va, ua]
         P_all = np.stack([(ua - K[0, 2]) * za / K[0, 0], (va - K[1, 2]) * za / K[1, 1], za], axis=1)
-        far_cut = z > dmin + cube_m - 0.03
-        c = _hand_end_centre(P, u, v, d.shape, c, hand_radius_m, min_pixels, P_all, far_cut)
+        H, W = d.shape
+        leaves = (ua <= 2) | (va <= 2) | (ua >= W - 3) | (va >= H - 3) | (za > dmin + depth_band_m - 0.03)
+        c = _hand_end_centre(P, c, hand_radius_m, min_pixels, P_all, P_all[leaves], max_reach_m)
     c = c + np.array([0.0, 0.0, surface_offset_m])
     return c
 
 
 def _hand_end_centre(
     P: np.ndarray,
-    u: np.ndarray,
-    v: np.ndarray,
-    shape: tuple[int, int],
     c0: np.ndarray,
     radius_m: float,
     min_pixels: int,
     P_all: np.ndarray,
-    far_cut: np.ndarray,
+    cut: np.ndarray,
     max_reach_m: float = 0.15,
 ) -> np.ndarray:
     """Centre of the hand at the free end of an arm-shaped blob.
 
-    The blob's principal axis runs along the forearm; the hand is the end that neither leaves
-    the image nor reaches the far end of the depth range (or, if neither or both do, the
-    nearer one). Starting from the points within two
+    The blob's principal axis runs along the forearm; the hand is the end furthest (in 3D)
+    from the points ``cut`` where the in-range surface leaves the image or the depth band,
+    since the arm goes on there (with no such points, the nearer end). Starting from the points within two
     radii of that end, a mean shift with a sphere of ``radius_m`` over all in-range points
     ``P_all`` (fingers split off by depth steps included) settles on the densest part of the
     hand, the palm; points further than ``max_reach_m`` from the end along the axis (forearm
@@ -422,14 +426,16 @@ def _hand_end_centre(
     axis = Vt[0]
     s = X @ axis
     lo, hi = np.percentile(s, [3.0, 97.0])
-    H, W = shape
-    border = (u <= 2) | (v <= 2) | (u >= W - 3) | (v >= H - 3) | far_cut
     ends = []
     for sel in (s <= lo, s >= hi):
-        ends.append((int(border[sel].sum() > 0), float(P[sel, 2].mean()), sel))
-    ends.sort(key=lambda e: (e[0], e[1]))
-    tip = P[ends[0][2]].mean(axis=0)
-    inward = axis if ends[0][2] is not None and np.mean(s[ends[0][2]]) < 0 else -axis
+        tip_k = P[sel].mean(axis=0)
+        gap = float(np.min(np.linalg.norm(cut - tip_k, axis=1))) if len(cut) else np.inf
+        ends.append((-gap, float(tip_k[2]), tip_k, float(np.mean(s[sel]))))
+    # the free end: furthest from where the blob leaves the image or the depth band
+    # (the arm continues there); without such places, the nearer end
+    ends.sort(key=lambda e: (e[0], e[1]) if np.isfinite(e[0]) else (0.0, e[1]))
+    tip = ends[0][2]
+    inward = axis if ends[0][3] < 0 else -axis
     reach = (P_all - tip) @ inward
     P_all = P_all[reach < max_reach_m]
     near_tip = np.linalg.norm(P - tip, axis=1) < 2.0 * radius_m

@@ -83,7 +83,10 @@ def test_char_matrix_names_and_eval_joints(tmp_path):
     names = [NYU_JOINT_NAMES[i] for i in NYU_EVAL_JOINTS]
     assert names == ["F1_KNU3_A", "F1_KNU2_B", "F2_KNU3_A", "F2_KNU2_B", "F3_KNU3_A", "F3_KNU2_B", "F4_KNU3_A", "F4_KNU2_B",
                      "TH_KNU3_A", "TH_KNU3_B", "TH_KNU2_B", "PALM_1", "PALM_2", "PALM_3"]
-    assert len(hand_dataset("nyu").joint_names) == 14
+    spec_names = hand_dataset("nyu").joint_names
+    assert len(spec_names) == 14
+    assert spec_names[0] == "pinky_tip" and spec_names[7] == "index_mid" and spec_names[10] == "thumb_root"
+    assert spec_names[11:] == ("wrist_pinky", "wrist_thumb", "palm_center")
 
 
 def test_subjects(tmp_path):

@@ -88,7 +88,9 @@ HAND_DATASETS = {
         joint_names=(
             "pinky_tip", "pinky_mid", "ring_tip", "ring_mid", "middle_tip", "middle_mid",
             "index_tip", "index_mid", "thumb_tip", "thumb_mid", "thumb_root",
-            "palm_pinky", "palm_index", "palm_center",
+            # NYU joints 30, 31, 32 = PALM_1 (wrist, pinky side), PALM_2 (wrist, thumb side),
+            # PALM_3 (palm centre); see featmap_ros/render/hand.py for the 36-joint layout
+            "wrist_pinky", "wrist_thumb", "palm_center",
         ),
         eval_joint_indices=NYU_EVAL_JOINTS,
         subjects=((1, 2440, "subject_1"), (2441, 8252, "subject_2")),

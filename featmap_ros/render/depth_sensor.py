@@ -74,23 +74,25 @@ class SceneModel:
     """What surrounds the hand in a real-like frame.
 
     Attributes:
-        forearm_length_m: length of the arm capsule in real-like frames (forearm and the
-            upper arm continuing it, so that the arm leaves the hand's neighbourhood as a real one).
+        forearm_length_m: forearm length in real-like frames (wrist to elbow).
         synth_forearm_length_m: forearm stub in the clean synthetic frames.
-        body_prob: probability of an upper body (a large capsule) behind the hand.
-        body_gap_m: range of the body's distance behind the palm centre.
+        upper_arm_length_m: the upper arm goes from the elbow back (away from the camera) and
+            down towards the shoulder.
+        body_prob: probability of an upper body (a large capsule) hanging from the shoulder.
+        floor_prob: probability of a floor plane.
+        floor_below_m: range of the floor's distance below the palm centre.
         wall_depth_m: range of the wall's distance (along z at the image centre).
-        floor_prob: probability of a floor plane below.
         clutter_max: up to this many clutter spheres/capsules.
         clutter_gap_m: clutter stays at least this far behind the palm centre.
     """
 
-    forearm_length_m: float = 0.55
+    forearm_length_m: float = 0.27
     synth_forearm_length_m: float = 0.10
+    upper_arm_length_m: float = 0.30
     body_prob: float = 0.7
-    body_gap_m: tuple[float, float] = (0.25, 0.6)
-    wall_depth_m: tuple[float, float] = (1.6, 3.5)
     floor_prob: float = 0.5
+    floor_below_m: tuple[float, float] = (0.7, 1.2)
+    wall_depth_m: tuple[float, float] = (1.6, 3.5)
     clutter_max: int = 4
     clutter_gap_m: float = 0.25
 
@@ -179,20 +181,27 @@ def apply_sensor(depth_m: np.ndarray, K: np.ndarray, rng: np.random.Generator, s
 
 
 def render_background(hand: HandInstance, K: np.ndarray, width: int, height: int, rng: np.random.Generator, scene: SceneModel = SceneModel()) -> np.ndarray:
-    """Depth of the surroundings: wall, optional floor, upper body, clutter; (H, W) float32 metres."""
+    """Depth of the surroundings: wall, optional floor, upper arm, upper body, clutter.
+
+    Returns:
+        (H, W) float32 depth, metres (the hand and forearm are added by :func:`render_pair`).
+    """
     K = check_K(K)
     center = hand.joints_c_m()[32]
     wall_z = max(rng.uniform(*scene.wall_depth_m), center[2] + 0.5)
     wall_n = np.array([rng.normal(0, 0.15), rng.normal(0, 0.1), -1.0])
     layers = [render_plane_depth(np.array([0.0, 0.0, wall_z]), wall_n, K, width, height)]
     if rng.uniform() < scene.floor_prob:
-        floor_y = center[1] + rng.uniform(0.35, 0.7)  # below the hand (y down)
+        floor_y = center[1] + rng.uniform(*scene.floor_below_m)  # below the hand (y down)
         layers.append(render_plane_depth(np.array([0.0, floor_y, 0.0]), np.array([0.0, -1.0, rng.normal(0, 0.05)]), K, width, height))
-    a_list, b_list, r_list = [], [], []
+    # the arm: elbow at the end of the forearm, upper arm back and down to the shoulder
+    fdir = hand.forearm_direction_c()
+    elbow = hand.t_h2c_m + fdir * scene.forearm_length_m
+    udir = 0.4 * fdir + np.array([rng.normal(0, 0.2), 0.3, 1.0])
+    shoulder = elbow + scene.upper_arm_length_m * udir / np.linalg.norm(udir)
+    a_list, b_list, r_list = [elbow], [shoulder], [0.038 * hand.shape.scale]
     if rng.uniform() < scene.body_prob:
-        bz = center[2] + rng.uniform(*scene.body_gap_m)
-        bx = center[0] + rng.uniform(-0.35, 0.35)
-        top = np.array([bx, center[1] + rng.uniform(-0.1, 0.15), bz])
+        top = shoulder + np.array([rng.choice([-1.0, 1.0]) * rng.uniform(0.12, 0.2), rng.uniform(0.0, 0.1), rng.uniform(0.1, 0.18)])
         a_list.append(top)
         b_list.append(top + np.array([0.0, 0.8, 0.05]))
         r_list.append(rng.uniform(0.14, 0.2))

@@ -352,7 +352,7 @@ def sample_hand(
     sigma_rad: float = 0.25,
     base_poses: dict[str, np.ndarray] | None = None,
     margin_px: float = 90.0,
-    max_forearm_towards_camera: float = 0.3,
+    min_forearm_away: float = 0.2,
 ) -> HandInstance:
     """A random posed hand whose palm centre projects inside the image.
 
@@ -365,8 +365,9 @@ def sample_hand(
         sigma_rad: articulation noise around the base poses.
         base_poses: name -> (5, 4) angles (default :data:`BASE_POSES_RAD`).
         margin_px: the palm centre stays this far from the image border.
-        max_forearm_towards_camera: reject orientations whose forearm points at the camera
-            more than this (its direction's -z component), as people do not hold their arm so.
+        min_forearm_away: keep orientations whose forearm points away from the camera by at
+            least this much (its direction's z component), as in NYU: the subject faces the
+            camera and holds the hand out in front of the body.
 
     Returns:
         HandInstance.
@@ -378,7 +379,7 @@ def sample_hand(
     for _ in range(100):
         R = sample_rotation_h2c(rng)
         hand = HandInstance(shape, angles, R, np.zeros(3), wrist)
-        if hand.forearm_direction_c()[2] > -max_forearm_towards_camera:
+        if hand.forearm_direction_c()[2] >= min_forearm_away:
             break
     z = rng.uniform(*depth_range_m)
     mu = min(margin_px, width / 2 - 1)

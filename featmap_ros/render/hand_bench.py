@@ -82,3 +82,57 @@ def run_hand_render_bench(seconds: float = 5.0, seed: int = 0) -> dict:
         "localise_fps": _rate(localise, seconds),
         "synthetic_sample_fps": _rate(sample, seconds),
     }
+
+
+def run_hand_detector_bench(frames: int = 300, seed: int = 1, progress: bool = True) -> dict:
+    """Accuracy of the run-time hand localiser (``crops.localise_hand``) on real-like frames.
+
+    Frames come from ``depth_sensor.sample_pair`` (hand, forearm, upper arm, body, wall, floor,
+    clutter, sensor noise and dropout); the error is the 3D distance from the localiser's centre
+    to the palm-centre joint (PALM_3, the crop centre used in training).
+
+    Returns:
+        dict: frames, found (frames with an answer), mean / median / p90 error in mm over the
+        found frames, and the fractions of all frames within 15 mm and 25 mm.
+    """
+    from tqdm import tqdm
+
+    from featmap_ros.crops import localise_hand
+    from featmap_ros.data.nyu import nyu_K
+    from featmap_ros.render.depth_sensor import sample_pair
+    from featmap_ros.render.hand import PALM_CENTER
+
+    K = nyu_K()
+    rng = np.random.default_rng(seed)
+    errs = []
+    t0 = time.perf_counter()
+    for _ in tqdm(range(frames), desc="hand localiser", unit="frame", disable=not progress):
+        hand, _, real = sample_pair(rng, K)
+        c = localise_hand(real, K)
+        errs.append(np.inf if c is None else float(np.linalg.norm(c - hand.joints_c_m()[PALM_CENTER])))
+    e = np.array(errs) * 1000.0
+    found = np.isfinite(e)
+    return {
+        "frames": frames,
+        "found": int(found.sum()),
+        "mean_error_mm": float(e[found].mean()) if found.any() else float("nan"),
+        "median_error_mm": float(np.median(e)),
+        "p90_error_mm": float(np.percentile(e, 90)),
+        "within_15mm": float((e <= 15.0).mean()),
+        "within_25mm": float((e <= 25.0).mean()),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="hand rendering speed and localiser accuracy")
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--detector-frames", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    for k, v in run_hand_render_bench(a.seconds).items():
+        print(f"{k:32s} {v:.1f}")
+    for k, v in run_hand_detector_bench(a.detector_frames, a.seed).items():
+        print(f"{k:32s} {v:.3f}" if isinstance(v, float) else f"{k:32s} {v}")
