@@ -404,6 +404,15 @@ def render_synthetic_objects(meshes, infos, K, size: int, count: int, seed: int,
     return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
 
+def synthetic_object_cache(cache_dir: Path, meshes, infos, K, size: int, count: int, seed: int, backgrounds: str,
+                           paths: list[str], progress: bool = True) -> dict:
+    """:func:`render_synthetic_objects`, rendered once per parameter set and kept in ``cache_dir``."""
+    key = {"v": 1, "size": size, "n": count, "seed": seed, "meshes": [m.name for m in meshes],
+           "nv": [int(len(m.vertices_m)) for m in meshes], "bg": backgrounds, "paths": paths}
+    return _load_or_build(_cache_path(Path(cache_dir), "object_synth", key),
+                          lambda: render_synthetic_objects(meshes, infos, K, size, count, seed, backgrounds, progress))
+
+
 def render_pairs(frames_per_object: list[list], meshes, infos, size: int, seed: int, epochs: int, progress: bool = True) -> dict:
     """Real/synthetic pairs (RealSynthPairs), ``epochs`` jittered versions of each real frame."""
     from tqdm import tqdm
@@ -506,7 +515,7 @@ def object_cache(cache_dir: Path, cfg, progress: bool = True, seed: int = 0) -> 
             raise InputError(f"{root}: {len(frames)} real-like frames, {total} needed")
         tr, va, te = frames[:d.max_real], frames[d.max_real:d.max_real + d.val_count], frames[d.max_real + d.val_count:total]
         return {
-            "synth": render_synthetic_objects(meshes, infos, K, size, d.synthetic_count, seed, d.backgrounds, progress),
+            "synth": synthetic_object_cache(Path(cache_dir), meshes, infos, K, size, d.synthetic_count, seed, d.backgrounds, paths, progress),
             "pairs": render_pairs([tr], meshes, infos, size, seed, epochs=3, progress=progress),
             "val": eval_crops([va], infos, size, progress),
             "test": eval_crops([te], infos, size, progress),
@@ -557,10 +566,7 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
         spec = object_dataset(d.dataset)
         K = np.array([[spec.fx, 0, spec.cx], [0, spec.fy, spec.cy], [0, 0, 1.0]])
         if d.synthetic_count > 0:
-            key = {"v": 1, "size": size, "n": d.synthetic_count, "seed": cfg.seed, "meshes": [m.name for m in meshes],
-                   "nv": [int(len(m.vertices_m)) for m in meshes], "bg": d.backgrounds, "paths": paths}
-            synth_t = _load_or_build(_cache_path(cache_dir, "object_synth", key),
-                                     lambda: render_synthetic_objects(meshes, infos, K, size, d.synthetic_count, cfg.seed, d.backgrounds, progress))
+            synth_t = synthetic_object_cache(cache_dir, meshes, infos, K, size, d.synthetic_count, cfg.seed, d.backgrounds, paths, progress)
             synthetic = CachedSource(synth_t, cfg.seed, 0)
         else:
             if len(meshes) != 1:

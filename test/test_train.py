@@ -108,3 +108,20 @@ def test_localiser_training_learns_a_fixed_target():
     with torch.no_grad():
         out = loc(img[:2])
     assert torch.allclose(out[..., :3], tgt[:2, :, :3], atol=0.1) and (out[..., 3] > 0).all()
+
+
+def test_paired_bootstrap_and_variants():
+    import numpy as np
+
+    from featmap_ros.ablation import AblationPlan, paired_bootstrap, variant_configs
+
+    a = np.array([1.0, 1, 1, 0, 1, 0, 1, 1])
+    b = np.array([0.0, 1, 0, 0, 1, 0, 0, 1])
+    mean, lo, hi = paired_bootstrap(a, b, n_boot=4000)
+    assert mean == pytest.approx(3 / 8) and 0 <= lo < mean < hi <= 0.75
+    assert paired_bootstrap(a, a) == (0.0, 0.0, 0.0)
+    v = variant_configs(tiny_cfg(), AblationPlan(lambdas=[1.0, 10.0]))
+    assert set(v) == {"no_mapping", "no_mapping_pair_synth", "no_mapping_strong_aug", "mapping_lambda0", "mapping_lambda1", "mapping_lambda10"}
+    assert not v["no_mapping"].mapping and v["no_mapping_pair_synth"].baseline_pair_synth
+    assert v["mapping_lambda0"].mapping and v["mapping_lambda0"].lambda_map == 0.0 and v["mapping_lambda10"].lambda_map == 10.0
+    assert v["no_mapping_strong_aug"].augment == "strong"
