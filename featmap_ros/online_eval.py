@@ -586,7 +586,8 @@ class MessageEvaluator:
                 est = conv.hand_pose_msg_to_result(msg)
                 if not np.all(np.isfinite(est.joints_m)):
                     raise InputError("joints: contain NaN or inf")
-                self.evaluator.add_estimate(stamp, est)
+                # no joints: the estimator ran and found no hand (a failure, counted as missed)
+                self.evaluator.add_estimate(stamp, est if len(est.joints_m) else None)
             else:
                 self.evaluator.add_estimate(stamp, conv.detection3d_array_to_object_poses(msg, self.obj_ids, name=topic))
         except (InputError, AttributeError, TypeError, ValueError, OverflowError, IndexError) as e:
