@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from featmap_ros.data.nyu import nyu_K
 from featmap_ros.render.depth_sensor import SensorModel, apply_sensor, render_pair, sample_pair
