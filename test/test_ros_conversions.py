@@ -266,7 +266,7 @@ def test_object_markers(store, msgs):
 
 
 def make_hand():
-    names = ["pinky_tip", "pinky_mid", "palm_pinky", "palm_center", "thumb_tip"]
+    names = ["pinky_tip", "pinky_mid", "wrist_pinky", "palm_center", "thumb_tip"]
     joints = np.array([[0.0, 0.0, 0.5], [0.01, 0.0, 0.5], [0.02, 0.01, 0.51], [0.03, 0.02, 0.52], [0.05, 0.0, 0.49]])
     return HandPose(joint_names=names, joints_m=joints, score=0.7, joint_scores=np.linspace(0.5, 0.9, 5),
                     crop_center_m=np.array([0.02, 0.01, 0.5]))
@@ -304,8 +304,8 @@ def test_hand_markers(store, msgs):
     assert [m.action for m in arr.markers] == [M.DELETEALL, M.ADD, M.ADD]
     joints, bones = arr.markers[1], arr.markers[2]
     assert joints.type == M.SPHERE_LIST and len(joints.points) == 5
-    # bones among these names: pinky_tip-pinky_mid, pinky_mid-palm_pinky, palm_pinky-palm_center
-    assert conv.skeleton_edges(hand.joint_names) == [(0, 1), (1, 2), (2, 3)]
+    # bones among these names: pinky_tip-pinky_mid, pinky_mid-palm_center, wrist_pinky-palm_center
+    assert conv.skeleton_edges(hand.joint_names) == [(0, 1), (1, 3), (2, 3)]
     assert bones.type == M.LINE_LIST and len(bones.points) == 6
     cleared = roundtrip(store, conv.hand_markers(msgs, None, header(msgs)))
     assert len(cleared.markers) == 1

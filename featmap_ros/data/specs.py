@@ -67,6 +67,12 @@ class HandDatasetSpec:
     eval_joint_indices: tuple[int, ...] = ()
     subjects: tuple[tuple[int, int, str], ...] = ()
     cube_mm: float = 300.0
+    bones: tuple[tuple[str, str], ...] = ()
+
+    def bone_indices(self) -> tuple[tuple[int, int], ...]:
+        """Bones as index pairs into :attr:`joint_names`."""
+        index = {n: i for i, n in enumerate(self.joint_names)}
+        return tuple((index[a], index[b]) for a, b in self.bones)
 
 
 OBJECT_DATASETS = {
@@ -94,6 +100,14 @@ HAND_DATASETS = {
         ),
         eval_joint_indices=NYU_EVAL_JOINTS,
         subjects=((1, 2440, "subject_1"), (2441, 8252, "subject_2")),
+        bones=(
+            ("pinky_tip", "pinky_mid"), ("pinky_mid", "palm_center"),
+            ("ring_tip", "ring_mid"), ("ring_mid", "palm_center"),
+            ("middle_tip", "middle_mid"), ("middle_mid", "palm_center"),
+            ("index_tip", "index_mid"), ("index_mid", "palm_center"),
+            ("thumb_tip", "thumb_mid"), ("thumb_mid", "thumb_root"), ("thumb_root", "palm_center"),
+            ("wrist_pinky", "palm_center"), ("wrist_thumb", "palm_center"), ("wrist_pinky", "wrist_thumb"),
+        ),
     ),
     # ICVL and MSRA: intrinsics, y-down convention and joint order as in the published
     # evaluation code (xinghaochen/awesome-hand-pose-estimation evaluation/src/util.py,

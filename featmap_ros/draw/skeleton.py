@@ -12,13 +12,11 @@ import cv2
 import numpy as np
 
 from featmap_ros import atomic
+from featmap_ros.data.specs import hand_dataset
 from featmap_ros.errors import InputError
 
 #: Bones of the 14-joint skeleton (indices into the 14 evaluation joints).
-NYU14_EDGES = (
-    (0, 1), (1, 13), (2, 3), (3, 13), (4, 5), (5, 13), (6, 7), (7, 13),
-    (8, 9), (9, 10), (10, 13), (11, 13), (12, 13), (11, 12),
-)
+NYU14_EDGES = hand_dataset("nyu").bone_indices()
 #: Finger of each of the 14 joints: 0 pinky, 1 ring, 2 middle, 3 index, 4 thumb, 5 palm.
 NYU14_FINGER = (0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 5, 5, 5)
 FINGER_COLORS = ((230, 60, 60), (240, 170, 40), (80, 200, 80), (60, 140, 240), (190, 80, 220), (240, 240, 240))

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from featmap_ros.data.specs import hand_dataset
 from featmap_ros.errors import InputError
 from featmap_ros.geometry import BOX_CORNER_SIGNS, BOX_EDGES, CameraModel, check_K, quat_xyzw_from_matrix
 from featmap_ros.results import HandPose, ObjectPose
@@ -570,14 +571,7 @@ def hand_pose_msg_to_result(msg: Any) -> HandPose:
 
 
 #: Bones drawn between named joints (NYU's 14 evaluation joints); pairs with a missing name are skipped.
-HAND_SKELETON: tuple[tuple[str, str], ...] = (
-    ("pinky_tip", "pinky_mid"), ("pinky_mid", "palm_pinky"),
-    ("ring_tip", "ring_mid"), ("ring_mid", "palm_center"),
-    ("middle_tip", "middle_mid"), ("middle_mid", "palm_center"),
-    ("index_tip", "index_mid"), ("index_mid", "palm_index"),
-    ("thumb_tip", "thumb_mid"), ("thumb_mid", "thumb_root"), ("thumb_root", "palm_index"),
-    ("palm_pinky", "palm_center"), ("palm_index", "palm_center"),
-)
+HAND_SKELETON: tuple[tuple[str, str], ...] = hand_dataset("nyu").bones
 
 
 def skeleton_edges(joint_names: Sequence[str], skeleton: Sequence[tuple[str, str]] = HAND_SKELETON) -> list[tuple[int, int]]:
