@@ -158,21 +158,29 @@ class StampMatcher(Generic[G, E]):
 
 
 class _Rows:
-    """A growable (N, C) float64 table (amortised doubling; memory ~ 8 C bytes per row)."""
+    """An append-only (N, C) float64 table in fixed chunks (memory ~ 8 C bytes per row, no
+    doubling spikes: a long replay grows by its rows only)."""
+
+    CHUNK = 4096
 
     def __init__(self, cols: int) -> None:
-        self._a = np.empty((64, cols), dtype=np.float64)
+        self.cols = int(cols)
+        self._chunks: list[np.ndarray] = []
         self.n = 0
 
     def append(self, row: Sequence[float]) -> None:
-        if self.n == len(self._a):
-            self._a = np.concatenate([self._a, np.empty_like(self._a)])
-        self._a[self.n] = row
+        k = self.n % self.CHUNK
+        if k == 0:
+            self._chunks.append(np.empty((self.CHUNK, self.cols), dtype=np.float64))
+        self._chunks[-1][k] = row
         self.n += 1
 
     @property
     def data(self) -> np.ndarray:
-        return self._a[: self.n]
+        """(N, C) copy of the rows."""
+        if not self._chunks:
+            return np.empty((0, self.cols), dtype=np.float64)
+        return np.concatenate(self._chunks)[: self.n]
 
 
 # --------------------------------------------------------------------------------------------

@@ -277,3 +277,12 @@ def test_evaluator_parameters_are_valid_specs():
         assert s.check(s.default) == s.default
     with pytest.raises(InputError, match="task"):
         online_eval.make_evaluator("car", "lm", "")
+
+
+def test_rows_table_across_chunks():
+    t = online_eval._Rows(3)
+    assert t.data.shape == (0, 3)
+    ref = np.arange(3 * (online_eval._Rows.CHUNK + 5), dtype=np.float64).reshape(-1, 3)
+    for r in ref:
+        t.append(r)
+    assert t.n == len(ref) and np.array_equal(t.data, ref)
