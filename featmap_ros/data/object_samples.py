@@ -174,6 +174,11 @@ class SyntheticObjectDataset(IterableDataset):
         random_lighting: randomise light and material (else the default :class:`Lighting`).
         jitter: apply the BB8 window jitter.
         start: index of the first sample (to continue a stream, e.g. after resuming).
+
+    Workers: each DataLoader worker creates its own renderer when iteration starts. A Mesa EGL
+    context does not survive ``fork``: if the main process has rendered anything before the
+    DataLoader starts its workers, the forked workers hang; then pass
+    ``multiprocessing_context="spawn"`` (or ``"forkserver"``) to the DataLoader.
     """
 
     def __init__(

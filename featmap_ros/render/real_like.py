@@ -230,7 +230,7 @@ def render_frame(
         (H, W) bool, ``R_m2c``, ``t_m2c_m``, ``silhouette`` (full, :class:`Silhouette`).
     """
     from featmap_ros.data.object_samples import sample_pose
-    from featmap_ros.render.renderer import composite, random_lighting, render_silhouette
+    from featmap_ros.render.renderer import composite, fill_depth_holes, random_lighting, render_silhouette
 
     if domain not in ("real-like", "synthetic"):
         raise InputError(f"domain must be 'real-like' or 'synthetic', got {domain!r}")
@@ -283,11 +283,14 @@ def render_frame(
                     occluded = occ.mask
                     break
         image = camera_effects(image, rng, cfg)
-    # masks from the supersampled centre test, so mask, mask_visib and px_count_all agree
+    # masks from the supersampled centre test, so mask, mask_visib and px_count_all agree; the
+    # object's depth covers exactly its visible mask
     sil = render_silhouette(renderer, mesh, R, t, K)
     mask = sil.full_mask(width, height)
+    visible = mask & ~occluded
+    depth[visible] = fill_depth_holes(obj.depth_m, mask)[visible]
     return {
-        "rgb": image, "depth_m": depth, "mask": mask, "mask_visib": mask & ~occluded,
+        "rgb": image, "depth_m": depth, "mask": mask, "mask_visib": visible,
         "R_m2c": R, "t_m2c_m": t, "silhouette": sil,
     }
 

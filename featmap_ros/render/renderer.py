@@ -127,6 +127,27 @@ def crop_intrinsics(K: np.ndarray, window: Window, size: int) -> np.ndarray:
     return A @ geometry.check_K(K)
 
 
+def fill_depth_holes(depth_m: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Give pixels of ``mask`` without depth the nearest depth among their 3x3 neighbours.
+
+    Args:
+        depth_m: (H, W) float32 depth, 0 = none.
+        mask: (H, W) bool pixels that must have a depth.
+
+    Returns:
+        (H, W) float32 new depth (pixels with no neighbour depth stay 0).
+    """
+    import cv2
+
+    depth = np.array(depth_m, dtype=np.float32)
+    holes = np.asarray(mask, bool) & (depth <= 0)
+    if holes.any():
+        d_inf = np.where(depth > 0, depth, np.float32(np.inf))
+        near = cv2.erode(d_inf, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+        depth[holes] = np.where(np.isfinite(near[holes]), near[holes], 0.0)
+    return depth
+
+
 def _rotation_from_dir(d: np.ndarray) -> np.ndarray:
     """A rotation whose -z axis (the direction a GL light shines) is ``d``."""
     z = -np.asarray(d, dtype=np.float64)
@@ -188,10 +209,35 @@ class MeshRenderer:
         return self._backend
 
     def close(self) -> None:
-        """Release the GL context (the renderer cannot be used afterwards)."""
-        if self._renderer is not None:
-            self._renderer.delete()
-            self._renderer = None
+        """Release this renderer's GL context and resources (it cannot be used afterwards).
+
+        pyrender's own ``delete`` also calls ``eglTerminate`` on the display, which every EGL
+        context of the process shares, and so would break the other renderers alive in this
+        process; with EGL only this renderer's context is destroyed here.
+        """
+        r = self._renderer
+        if r is None:
+            return
+        self._renderer = None
+        plat = getattr(r, "_platform", None)
+        if type(plat).__name__ != "EGLPlatform" or getattr(plat, "_egl_display", None) is None:
+            r.delete()
+            return
+        from OpenGL import EGL
+
+        plat.make_current()
+        r._renderer.delete()
+        EGL.eglMakeCurrent(plat._egl_display, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, EGL.EGL_NO_CONTEXT)
+        if plat._egl_context is not None:
+            EGL.eglDestroyContext(plat._egl_display, plat._egl_context)
+            plat._egl_context = None
+        plat._egl_display = None  # shared by the process: left initialised for the others
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: GL may be gone already
+            pass
 
     def __enter__(self) -> "MeshRenderer":
         return self
@@ -333,13 +379,7 @@ class MeshRenderer:
         alpha = np.asarray(rgba[..., 3], dtype=np.float32) / 255.0
         mask = alpha >= 0.5
         depth = np.where(mask, np.asarray(depth, dtype=np.float32), np.float32(0.0))
-        holes = mask & (depth <= 0)
-        if holes.any():  # edge pixels whose depth sample missed: nearest depth of the 3x3 neighbours
-            import cv2
-
-            d_inf = np.where(depth > 0, depth, np.float32(np.inf))
-            near = cv2.erode(d_inf, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
-            depth[holes] = np.where(np.isfinite(near[holes]), near[holes], 0.0)
+        depth = fill_depth_holes(depth, mask)  # edge pixels whose (off-centre) depth sample missed
         if depth_only:
             rgb = np.zeros((h, w, 3), np.uint8)
         elif light.flat:

@@ -1,0 +1,157 @@
+"""Synthetic samples, real/synthetic pairs and evaluation crops."""
+import numpy as np
+import pytest
+import torch
+from matplotlib.path import Path as MPath
+from scipy.spatial import ConvexHull
+
+from featmap_ros import crops, geometry
+from featmap_ros.data.backgrounds import BackgroundSource, procedural_background
+from featmap_ros.data.object_samples import (
+    BopCropDataset, PoseSampling, RealSynthPairs, SyntheticObjectDataset, collect_frames, object_window, sample_pose,
+)
+from featmap_ros.data.specs import ObjectDatasetSpec, LINEMOD_OBJECTS
+from featmap_ros.errors import InputError
+from featmap_ros.render.real_like import write_object_dataset
+from featmap_ros.render.renderer import MeshRenderer
+from featmap_ros.render.toy_object import make_toy_object
+
+# a LINEMOD camera at quarter resolution keeps renders tiny
+SPEC = ObjectDatasetSpec("tiny", 143.1, 143.4, 81.3, 60.5, 160, 120, LINEMOD_OBJECTS, (1,), ())
+K = np.array([[SPEC.fx, 0, SPEC.cx], [0, SPEC.fy, SPEC.cy], [0, 0, 1.0]])
+SAMPLING = PoseSampling(distance_range_m=(0.25, 0.4), margin_px=30)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return make_toy_object()
+
+
+def test_dataloader_workers_give_the_same_stream(toy):
+    mesh, info = toy
+    ds = SyntheticObjectDataset(mesh, info, K, 160, 120, crop_size=16, sampling=SAMPLING, seed=2, length=4)
+    # forked workers first: a Mesa EGL context does not survive fork (see the class docstring)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    multi = {s["index"].item(): s["image"] for s in loader}
+    ref = {s["index"].item(): s["image"] for s in ds}
+    assert sorted(multi) == sorted(ref) == [0, 1, 2, 3]
+    for i in ref:
+        assert torch.equal(ref[i], multi[i])
+
+
+def test_sample_pose_ranges():
+    rng = np.random.default_rng(0)
+    c = np.array([0.01, -0.02, 0.005])
+    for _ in range(50):
+        R, t = sample_pose(rng, K, 160, 120, SAMPLING, c)
+        assert geometry.orthonormality_error(R) < 1e-9
+        p = R @ c + t
+        assert 0.25 - 1e-9 <= np.linalg.norm(p) <= 0.4 + 1e-9
+        u, v = geometry.project_points(p, K)
+        assert 30 - 1e-6 <= u <= 130 + 1e-6 and 30 - 1e-6 <= v <= 90 + 1e-6
+        # the camera looks from the upper hemisphere relative to the line of sight to the object
+        view_dir_m = R.T @ (-p / np.linalg.norm(p))
+        assert view_dir_m[2] >= -1e-9
+
+
+def test_synthetic_dataset_is_deterministic_and_consistent(toy):
+    mesh, info = toy
+    kw = dict(width=160, height=120, crop_size=32, sampling=SAMPLING, length=4)
+    a = list(SyntheticObjectDataset(mesh, info, K, seed=3, **kw))
+    b = list(SyntheticObjectDataset(mesh, info, K, seed=3, **kw))
+    c = list(SyntheticObjectDataset(mesh, info, K, seed=4, **kw))
+    assert len(a) == 4
+    s = a[0]
+    assert s["image"].shape == (3, 32, 32) and s["image"].dtype == torch.float32
+    assert 0.0 <= float(s["image"].min()) and float(s["image"].max()) <= 1.0
+    assert s["corners_n"].shape == (8, 2) and s["window"].shape == (3,)
+    for x, y in zip(a, b):
+        assert torch.equal(x["image"], y["image"]) and torch.equal(x["corners_n"], y["corners_n"])
+    assert not torch.equal(a[0]["image"], c[0]["image"])
+    # targets are the projected box corners in the sample's own window
+    for s in a:
+        w = crops.Window(*s["window"].double().numpy())
+        uv = geometry.project_model_points(info.corners_m, s["R_m2c"].double().numpy(), s["t_m2c_m"].double().numpy(), K)
+        np.testing.assert_allclose(crops.image_to_crop_normalised(uv, w), s["corners_n"].numpy(), atol=2e-4)
+
+
+def test_object_inside_its_box_in_the_crop(toy):
+    mesh, info = toy
+    ds = SyntheticObjectDataset(mesh, info, K, 160, 120, crop_size=48, sampling=SAMPLING, seed=1, jitter=False)
+    with MeshRenderer(48, 48) as r:
+        s = ds.make_sample(5, r, BackgroundSource(None))
+        w = crops.Window(*s["window"].double().numpy())
+        R, t = s["R_m2c"].double().numpy(), s["t_m2c_m"].double().numpy()
+        out = r.render_crop(mesh, R, t, K, w, 48)
+    px = (s["corners_n"].double().numpy() + 1) * 48 / 2 - 0.5
+    hull = MPath(px[ConvexHull(px).vertices])
+    ys, xs = np.nonzero(out.mask)
+    assert len(xs) > 50
+    assert hull.contains_points(np.stack([xs, ys], 1), radius=1.0).mean() > 0.99
+    # unjittered window: the box fills the window up to the margin factor
+    assert np.abs(s["corners_n"].numpy()).max() == pytest.approx(1 / 1.1, abs=0.02)
+
+
+def test_backgrounds(tmp_path):
+    rng = np.random.default_rng(0)
+    a = procedural_background(np.random.default_rng(1), 40, 30)
+    assert a.shape == (30, 40, 3) and a.dtype == np.uint8 and a.std() > 5
+    assert np.array_equal(a, procedural_background(np.random.default_rng(1), 40, 30))
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "x.png"), np.full((50, 80, 3), (10, 20, 200), np.uint8))
+    src = BackgroundSource(tmp_path)
+    b = src.sample(rng, 16, 16)
+    assert b.shape == (16, 16, 3) and np.all(b[..., 0] == 200)  # BGR file -> RGB
+    with pytest.raises(InputError, match="not found"):
+        BackgroundSource(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no background images"):
+        BackgroundSource(tmp_path / "empty")
+
+
+@pytest.fixture(scope="module")
+def real_like_root(tmp_path_factory, toy):
+    mesh, info = toy
+    root = tmp_path_factory.mktemp("rl") / "ds"
+    write_object_dataset(root, mesh, info, 4, spec=SPEC, domain="real-like", seed=0, sampling=SAMPLING, progress=False)
+    return root
+
+
+def test_pairs_share_window_and_background(real_like_root, toy):
+    mesh, info = toy
+    frames = collect_frames(real_like_root, "train", 1)
+    assert len(frames) == 4
+    pairs = RealSynthPairs(frames, mesh, info, crop_size=32, seed=0)
+    p = pairs[1]
+    assert p["real"].shape == p["synth"].shape == (3, 32, 32)
+    w = crops.Window(*p["window"].double().numpy())
+    fr = frames[1]
+    with MeshRenderer(32, 32) as r:
+        m = r.render_crop(mesh, fr.R_m2c, fr.t_m2c_m, fr.K, w, 32)
+    outside = m.alpha == 0
+    assert outside.sum() > 100 and m.mask.sum() > 20
+    # the synthetic crop is the real crop with the object pasted in: equal outside the render
+    np.testing.assert_array_equal(p["real"].numpy()[:, outside], p["synth"].numpy()[:, outside])
+    assert (p["real"] - p["synth"]).abs().numpy()[:, m.mask].mean() > 0.02
+    q = pairs[1]
+    assert torch.equal(p["synth"], q["synth"])
+    pairs.set_epoch(1)
+    assert not torch.equal(pairs[1]["window"], p["window"])  # new jitter per epoch
+
+
+def test_bop_crop_dataset(real_like_root, toy):
+    _, info = toy
+    frames = collect_frames(real_like_root, "train", 1, im_ids=[0, 2])
+    assert [f.im_id for f in frames] == [0, 2]
+    ds = BopCropDataset(frames, info, crop_size=24)
+    s = ds[0]
+    assert s["image"].shape == (3, 24, 24)
+    uv = geometry.project_model_points(info.corners_m, frames[0].R_m2c, frames[0].t_m2c_m, frames[0].K)
+    w = object_window(uv)
+    np.testing.assert_allclose(s["window"].numpy(), [w.center_u, w.center_v, w.side], rtol=1e-5)
+    sb = BopCropDataset(frames, info, crop_size=24, window_from="bbox")[0]
+    assert sb["window"][2] > 0
+    with pytest.raises(InputError):
+        BopCropDataset(frames, info, window_from="nope")
+    assert collect_frames(real_like_root, "train", 7) == []

@@ -1,0 +1,92 @@
+"""Real-like domain: camera effects, frames with exact ground truth in BOP format, determinism."""
+import numpy as np
+import pytest
+
+from featmap_ros import geometry
+from featmap_ros.data import bop
+from featmap_ros.data.object_samples import PoseSampling
+from featmap_ros.data.specs import LINEMOD_OBJECTS, ObjectDatasetSpec
+from featmap_ros.errors import InputError
+from featmap_ros.render.real_like import RealLikeConfig, camera_effects, write_object_dataset
+from featmap_ros.render.toy_object import make_toy_object
+
+SPEC = ObjectDatasetSpec("tiny", 143.1, 143.4, 81.3, 60.5, 160, 120, LINEMOD_OBJECTS, (1,), ())
+SAMPLING = PoseSampling(distance_range_m=(0.25, 0.4), margin_px=30)
+
+
+def test_camera_effects():
+    rng = np.random.default_rng(0)
+    img = np.zeros((40, 50, 3), np.uint8)
+    img[10:30, 10:40] = (200, 60, 30)
+    a = camera_effects(img, np.random.default_rng(1))
+    b = camera_effects(img, np.random.default_rng(1))
+    assert a.shape == img.shape and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a.astype(int) - img.astype(int)).mean() > 2  # noise, blur, cast, JPEG changed it
+    assert a[20, 25, 0] > a[20, 25, 2]  # but the object's colour is still recognisable
+    assert not np.array_equal(img, np.zeros_like(img)) and img[0, 0].sum() == 0  # input untouched
+    with pytest.raises(InputError):
+        camera_effects(img.astype(np.float32), rng)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    mesh, info = make_toy_object()
+    root = tmp_path_factory.mktemp("rl") / "ds"
+    write_object_dataset(root, mesh, info, 7, spec=SPEC, domain="real-like", seed=11, sampling=SAMPLING,
+                         real_like=RealLikeConfig(occlusion_prob=1.0), progress=False)
+    return root, mesh, info
+
+
+def test_real_like_dataset_round_trip(written):
+    root, mesh, info = written
+    infos = bop.load_models_info(root / "models" / "models_info.json")
+    np.testing.assert_allclose(infos[1].size_m, info.size_m, atol=1e-9)
+    frames = bop.read_scene(root / "train" / "000001", infos)
+    assert [f.im_id for f in frames] == list(range(7))
+    K = np.array([[SPEC.fx, 0, SPEC.cx], [0, SPEC.fy, SPEC.cy], [0, 0, 1]])
+    occluded = 0
+    for f in frames:
+        np.testing.assert_allclose(f.K, K)
+        g = f.instances[0]
+        assert geometry.orthonormality_error(g.R_m2c) < 1e-9
+        rgb = bop.load_rgb(f.rgb_path)
+        assert rgb.shape == (120, 160, 3)
+        m, mv = bop.load_mask(g.mask_path), bop.load_mask(g.mask_visib_path)
+        assert not (mv & ~m).any()
+        assert 0.0 < g.visib_fract <= 1.0
+        assert g.visib_fract >= 0.4 - 1e-9 or g.visib_fract == pytest.approx(mv.sum() / g.px_count_all)
+        occluded += g.visib_fract < 0.999
+        # object's centre projects inside the silhouette's box; depth there is the object's
+        u, v = geometry.project_points(g.R_m2c @ info.center_m + g.t_m2c_m, f.K)
+        x, y, w, h = g.bbox_obj
+        assert x <= u <= x + w and y <= v <= y + h
+        if m.sum() == g.px_count_all:  # entirely inside the image
+            assert g.bbox_obj == tuple(bop._bbox_of(m))
+        d = bop.load_depth_m(f.depth_path, f.depth_scale)
+        zs = d[mv]
+        zc = (g.R_m2c @ info.center_m + g.t_m2c_m)[2]
+        assert zs.size and np.all(np.abs(zs - zc) <= info.diameter_m / 2 + 2e-3)
+    assert occluded >= 2  # occlusion_prob 1: most frames get an occluder that leaves >= 40 % visible
+    train = bop.read_split_file(root / "train.txt")
+    test = bop.read_split_file(root / "test.txt")
+    assert sorted(train + test) == list(range(7)) and len(train) == 2  # ceil(0.15 * 7)
+
+
+def test_real_like_is_deterministic(written, tmp_path):
+    root, mesh, info = written
+    again = tmp_path / "again"
+    write_object_dataset(again, mesh, info, 2, spec=SPEC, domain="real-like", seed=11, sampling=SAMPLING,
+                         real_like=RealLikeConfig(occlusion_prob=1.0), progress=False)
+    for im in (0, 1):
+        a = (root / "train" / "000001" / "rgb" / f"{im:06d}.png").read_bytes()
+        b = (again / "train" / "000001" / "rgb" / f"{im:06d}.png").read_bytes()
+        assert a == b
+    syn = tmp_path / "syn"
+    write_object_dataset(syn, mesh, info, 1, spec=SPEC, domain="synthetic", seed=11, sampling=SAMPLING, progress=False)
+    a = bop.load_rgb(root / "train" / "000001" / "rgb" / "000000.png")
+    b = bop.load_rgb(syn / "train" / "000001" / "rgb" / "000000.png")
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    with pytest.raises(InputError):
+        write_object_dataset(tmp_path / "bad", mesh, info, 1, spec=SPEC, domain="cartoon", progress=False)
+    assert not (tmp_path / "bad").exists()
