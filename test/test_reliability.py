@@ -359,3 +359,15 @@ def test_long_replay_memory_is_flat(tmp_path, task):
     # one frame's image alone is 57 KiB (colour) / 38 KiB (depth): keeping anything per frame
     # beyond the evaluator's error row (a few hundred bytes) shows here
     assert per_frame < 1500
+
+
+def test_bench_replay_command_writes_its_report(tmp_path, capsys):
+    root = make_nyu(tmp_path / "nyu", n=3)
+    out = tmp_path / "bench"
+    assert featmap(["bench", "replay", "--task", "hand", "--frames", "30", "--dataset-root", str(root), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "replayed 30 hand frames" in text and "growth" in text
+    rep = json.loads((out / "replay.json").read_text())
+    assert rep["frames"] == 30 and rep["summary"]["frames"] == 30 and len(rep["samples"]) >= 2
+    assert (out / "replay_memory.png").read_bytes()[:4] == b"\x89PNG"
+    assert featmap(["bench", "replay", "--frames", "0", "--task", "hand", "--dataset-root", str(root), "--out", str(out)]) == 2
