@@ -27,16 +27,33 @@ def toy():
     return make_toy_object()
 
 
-def test_dataloader_workers_give_the_same_stream(toy):
-    mesh, info = toy
-    ds = SyntheticObjectDataset(mesh, info, K, 160, 120, crop_size=16, sampling=SAMPLING, seed=2, length=4)
-    # forked workers first: a Mesa EGL context does not survive fork (see the class docstring)
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
-    multi = {s["index"].item(): s["image"] for s in loader}
-    ref = {s["index"].item(): s["image"] for s in ds}
-    assert sorted(multi) == sorted(ref) == [0, 1, 2, 3]
-    for i in ref:
-        assert torch.equal(ref[i], multi[i])
+_WORKERS_SCRIPT = """
+import numpy as np, torch
+from featmap_ros.data.object_samples import PoseSampling, SyntheticObjectDataset
+from featmap_ros.render.toy_object import make_toy_object
+mesh, info = make_toy_object()
+K = np.array([[143.1, 0, 81.3], [0, 143.4, 60.5], [0, 0, 1.0]])
+ds = SyntheticObjectDataset(mesh, info, K, 160, 120, crop_size=16, seed=2, length=4,
+                            sampling=PoseSampling(distance_range_m=(0.25, 0.4), margin_px=30))
+multi = {s["index"].item(): s["image"] for s in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)}
+ref = {s["index"].item(): s["image"] for s in ds}
+assert sorted(multi) == sorted(ref) == [0, 1, 2, 3], (sorted(multi), sorted(ref))
+assert all(torch.equal(ref[i], multi[i]) for i in ref)
+print("SAME")
+"""
+
+
+def test_dataloader_workers_give_the_same_stream():
+    # In a fresh interpreter: forked workers must start before the process renders anything,
+    # since a Mesa EGL context does not survive fork (see the class docstring); the test
+    # process may have rendered in other tests already.
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYOPENGL_PLATFORM=os.environ.get("PYOPENGL_PLATFORM", "egl"), OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-c", _WORKERS_SCRIPT], capture_output=True, text=True, timeout=240, env=env)
+    assert res.returncode == 0 and "SAME" in res.stdout, res.stderr[-2000:]
 
 
 def test_sample_pose_ranges():
