@@ -154,6 +154,23 @@ def test_bad_input(tmp_path):
         bop.load_test_targets(tmp_path / "nothere.json")
 
 
+def test_models_info_symmetries_round_trip(tmp_path):
+    info = bop.ModelInfo(
+        3, 0.2, np.array([-0.1, -0.05, -0.02]), np.array([0.2, 0.1, 0.04]),
+        [np.array([[-1.0, 0, 0, 0.001], [0, -1, 0, 0.002], [0, 0, 1, 0], [0, 0, 0, 1]])],
+        [{"axis": np.array([0.0, 0.0, 1.0]), "offset_m": np.array([0.0, 0.003, 0.0])}],
+    )
+    js = bop.models_info_to_json({3: info})
+    assert js["3"]["symmetries_discrete"][0][3] == pytest.approx(1.0)  # millimetres on disk
+    p = tmp_path / "models_info.json"
+    p.write_text(json.dumps(js))
+    back = bop.load_models_info(p)[3]
+    np.testing.assert_allclose(back.symmetries_discrete[0], info.symmetries_discrete[0], atol=1e-12)
+    np.testing.assert_allclose(back.symmetries_continuous[0]["offset_m"], [0.0, 0.003, 0.0], atol=1e-12)
+    assert back.is_symmetric and back.diameter_m == pytest.approx(0.2)
+    np.testing.assert_allclose(back.corners_m[7], [0.1, 0.05, 0.02], atol=1e-12)
+
+
 def test_test_targets(tmp_path):
     p = tmp_path / "t.json"
     p.write_text(json.dumps([{"im_id": 3, "inst_count": 1, "obj_id": 5, "scene_id": 2}]))

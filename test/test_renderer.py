@@ -123,3 +123,32 @@ def test_bad_input(renderer):
         renderer.render(box, np.eye(3), [0, 0, 0.5], np.zeros((3, 3)))
     with pytest.raises(InputError):
         MeshRenderer(0, 10)
+
+
+def test_silhouette_keeps_the_part_outside_the_image(renderer):
+    from featmap_ros.render.renderer import render_silhouette
+
+    mesh = box_mesh([-0.02, -0.03, -0.04], [0.04, 0.06, 0.08])
+    R = Rotation.random(random_state=4).as_matrix()
+    t_in = np.array([0.0, 0.0, 0.5])
+    inside = render_silhouette(renderer, mesh, R, t_in, K_SMALL)
+    full = renderer.render(mesh, R, t_in, K_SMALL)
+    # centre test on a 3x supersampled window vs the 4x coverage test: same pixels up to the edges
+    assert abs(inside.px_count - int(full.mask.sum())) <= 0.03 * inside.px_count
+    uv = geometry.project_model_points(mesh.vertices_m, R, t_in, K_SMALL)
+    x, y, w, h = inside.bbox_xywh()
+    assert abs(x - uv[:, 0].min()) <= 1.5 and abs(x + w - uv[:, 0].max()) <= 1.5
+    # moved so that it leaves the image on the left: the silhouette keeps its full size
+    t_out = t_in + np.array([-(K_SMALL[0, 2] + 5) * 0.5 / K_SMALL[0, 0], 0.0, 0.0])
+    cut = render_silhouette(renderer, mesh, R, t_out, K_SMALL)
+    assert cut.bbox_xywh()[0] < 0
+    assert abs(cut.px_count - inside.px_count) <= 0.03 * inside.px_count
+    assert cut.full_mask(W, H).sum() < 0.8 * cut.px_count
+    # bop_toolkit's pixel convention shifts the silhouette half a pixel up-left
+    bop_like = render_silhouette(renderer, mesh, R, t_in, K_SMALL, pixel_center=0.5)
+    ys, xs = np.nonzero(inside.mask)
+    yb, xb = np.nonzero(bop_like.mask)
+    shift = (xb.mean() + bop_like.x0) - (xs.mean() + inside.x0), (yb.mean() + bop_like.y0) - (ys.mean() + inside.y0)
+    np.testing.assert_allclose(shift, (-0.5, -0.5), atol=0.1)
+    with pytest.raises(InputError):
+        render_silhouette(renderer, mesh, R, t_in, K_SMALL, supersample=2)
