@@ -385,22 +385,26 @@ def embedded_sample(kind: str, cache_dir: str | os.PathLike | None = None, frame
     Returns:
         The dataset root to give :func:`open_source`.
     """
+    import fcntl
+
     from featmap_ros import cli
 
     base = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "featmap_ros"
     if kind == "nyu":
-        root = base / f"sample_nyu_{frames}_{seed}"
-        if not (root / "test" / "joint_data.mat").is_file():
-            rc = cli.main(["render", "hand", "--count", str(frames), "--out", str(root), "--split", "test", "--seed", str(seed), "--no-preview"])
+        root, done = base / f"sample_nyu_{frames}_{seed}", ("test", "joint_data.mat")
+        argv = ["render", "hand", "--count", str(frames), "--out", str(root), "--split", "test", "--seed", str(seed), "--no-preview"]
+    else:
+        root, done = base / f"sample_lm_{frames}_{seed}", ("models", "models_info.json")
+        argv = ["render", "object", "--toy", "--count", str(frames), "--out", str(root), "--domain", "real-like",
+                "--split", "test", "--seed", str(seed)]
+    base.mkdir(parents=True, exist_ok=True)
+    # the player and the evaluator of one launch may both ask at once: one generates, the other waits
+    with open(base / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not root.joinpath(*done).is_file():
+            rc = cli.main(argv)
             if rc:
-                raise InputError(f"{root}: generating the embedded hand sample failed (exit {rc})")
-        return root
-    root = base / f"sample_lm_{frames}_{seed}"
-    if not (root / "models" / "models_info.json").is_file():
-        rc = cli.main(["render", "object", "--toy", "--count", str(frames), "--out", str(root), "--domain", "real-like",
-                       "--split", "test", "--seed", str(seed)])
-        if rc:
-            raise InputError(f"{root}: generating the embedded object sample failed (exit {rc})")
+                raise InputError(f"{root}: generating the embedded {kind} sample failed (exit {rc})")
     return root
 
 

@@ -170,3 +170,19 @@ def test_depth_conversion_refuses_overflow():
         player.depth_m_to_mm_u16(np.array([[70.0]]), "x.png")
     mm = player.depth_m_to_mm_u16(np.array([[0.5, np.nan, -1.0]]), "x.png")
     assert mm.tolist() == [[500, 0, 0]]
+
+
+def test_embedded_sample_is_reused_once_generated(tmp_path, monkeypatch):
+    from featmap_ros import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "main", lambda argv: calls.append(argv) or 0)
+    root = player.embedded_sample("nyu", tmp_path, frames=3)
+    assert root == tmp_path / "sample_nyu_3_0" and calls and calls[0][:2] == ["render", "hand"]
+    (root / "test").mkdir(parents=True)
+    (root / "test" / "joint_data.mat").write_bytes(b"x")
+    calls.clear()
+    assert player.embedded_sample("nyu", tmp_path, frames=3) == root and calls == []
+    monkeypatch.setattr(cli, "main", lambda argv: 1)
+    with pytest.raises(InputError, match="embedded lm sample failed"):
+        player.embedded_sample("lm", tmp_path, frames=3)

@@ -23,7 +23,6 @@ pytest.importorskip("rosbags")
 
 from featmap_ros import online_eval, player
 from featmap_ros.cli import main as featmap
-from featmap_ros.data.bag import frame_messages
 from featmap_ros.errors import InputError
 from featmap_ros.results import HandPose, ObjectPose
 from featmap_ros.ros import conversions as conv

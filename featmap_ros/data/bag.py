@@ -36,7 +36,6 @@ at a time (sqlite3 keeps its journal on disk, mcap flushes 1 MiB chunks).
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -51,7 +50,6 @@ from featmap_ros.player import (CAMERA_LINK, COLOUR_FRAME, DEPTH_FRAME, OPTICAL_
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.msg_defs import featmap_typestore
 
-log = logging.getLogger(__name__)
 
 #: rosbag2 metadata version written per distro (Humble reads <= 8 with string QoS; Jazzy writes 9).
 METADATA_VERSION = {"humble": 8, "jazzy": 9}

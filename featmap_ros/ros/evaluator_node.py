@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
