@@ -297,12 +297,14 @@ class LocaliserConfig:
     Attributes:
         input_width, input_height: the image is resized to this before the network.
         channels: conv stage widths (each halves the resolution).
+        convs: 3x3 conv layers per stage.
         n_objects: objects it localises.
     """
 
     input_width: int = 160
     input_height: int = 128
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64, 96])
+    convs: int = 1
     n_objects: int = 1
 
 
@@ -316,7 +318,7 @@ class Localiser(nn.Module):
     def __init__(self, cfg: LocaliserConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        trunk, ch, _ = _small_trunk(3, list(cfg.channels))
+        trunk, ch, _ = _small_trunk(3, list(cfg.channels), cfg.convs)
         self.trunk = trunk
         self.pool = nn.AdaptiveAvgPool2d((2, 2))
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(ch * 4, 128), nn.ReLU(inplace=True), nn.Linear(128, 4 * cfg.n_objects))

@@ -182,7 +182,8 @@ def evaluate_hand_dataset(est, root: Path, split: str, gt_center: bool, max_fram
             pic = model_eval.colour_depth(depth_m)
             pic = model_eval.draw_hand(pic, gt, K, (0, 200, 0))
             pic = model_eval.draw_hand(pic, pose.joints_m, K, (255, 80, 255))
-            cv2.putText(pic, f"green: ground truth  magenta: estimate  {errors[-1].mean():.1f} mm", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+            pic = _zoom_on(pic, gt[13], K, half_m=0.2, out_px=400)
+            cv2.putText(pic, f"green: ground truth  magenta: estimate  {errors[-1].mean():.1f} mm", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
             model_eval.write_png(out / "overlays" / f"{split}_{i + 1:07d}.png", pic)
             written += 1
     if not errors:
@@ -190,6 +191,15 @@ def evaluate_hand_dataset(est, root: Path, split: str, gt_center: bool, max_fram
     summary = model_eval.hand_summary(np.stack(errors))
     summary["missed"] = missed
     return summary
+
+
+def _zoom_on(image_bgr: np.ndarray, point_c_m: np.ndarray, K: np.ndarray, half_m: float, out_px: int) -> np.ndarray:
+    """A square cut of ``image_bgr`` around a 3D point, ``2 * half_m`` wide at its depth, resized."""
+    from featmap_ros import crops, geometry
+
+    uv = geometry.project_points(np.asarray(point_c_m, dtype=np.float64)[None], K)[0]
+    side = 2.0 * half_m * K[0, 0] / max(float(point_c_m[2]), 1e-3)
+    return crops.crop_image(image_bgr, crops.Window(float(uv[0]), float(uv[1]), float(side)), out_px)
 
 
 def _frame_depth_m(fr) -> np.ndarray:
