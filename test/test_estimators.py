@@ -141,3 +141,13 @@ def test_hand_perfect_network_gives_joints_back(monkeypatch):
     assert est.estimate(np.full((240, 320), np.nan, np.float32), Kh) is None
     with pytest.raises(InputError, match="depth_m"):
         est.estimate(np.zeros((4, 4, 3), np.float32), Kh)
+
+
+def test_window_crop_matches_full_image_crop():
+    from featmap_ros.estimators import _crop_window
+
+    img = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    for w in [crops.Window(160, 120, 150), crops.Window(10, 5, 130), crops.Window(315, 235, 60), crops.Window(160, 120, 40), crops.Window(900, 900, 50)]:
+        a = crops.crop_image(img, w, 48).astype(int)
+        b = _crop_window(img, w, 48).astype(int)
+        assert np.abs(a - b).max() <= 1
