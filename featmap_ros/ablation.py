@@ -61,17 +61,18 @@ def variant_configs(base: TrainConfig, plan: AblationPlan) -> dict[str, TrainCon
     """Stage-2 configs of every variant (name -> config)."""
     out: dict[str, TrainConfig] = {}
     v = set(plan.variants)
+    # most important first, so that a run cut short still has the main comparison
     if "no_mapping" in v:
         out["no_mapping"] = _with(base, mapping=False)
+    if "mapping" in v:
+        for lam in plan.lambdas:
+            out[f"mapping_lambda{lam:g}"] = _with(base, mapping=True, lambda_map=float(lam))
+    if "mapping_lambda0" in v:
+        out["mapping_lambda0"] = _with(base, mapping=True, lambda_map=0.0)
     if "no_mapping_pair_synth" in v:
         out["no_mapping_pair_synth"] = _with(base, mapping=False, baseline_pair_synth=True)
     if "no_mapping_strong_aug" in v:
         out["no_mapping_strong_aug"] = _with(base, mapping=False, augment="strong", augment_real=True)
-    if "mapping_lambda0" in v:
-        out["mapping_lambda0"] = _with(base, mapping=True, lambda_map=0.0)
-    if "mapping" in v:
-        for lam in plan.lambdas:
-            out[f"mapping_lambda{lam:g}"] = _with(base, mapping=True, lambda_map=float(lam))
     return out
 
 
@@ -113,7 +114,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int
     return float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
-def run_ablation(cache, base: TrainConfig, plan: AblationPlan, work_dir: str | Path, progress: bool = False) -> dict:
+def run_ablation(cache, base: TrainConfig, plan: AblationPlan, work_dir: str | Path, progress: bool = False,
+                 on_seed_done=None) -> dict:
     """Run every variant for every seed on one task; returns the report (also JSON-able).
 
     Args:
@@ -121,6 +123,7 @@ def run_ablation(cache, base: TrainConfig, plan: AblationPlan, work_dir: str | P
         base: the stage-1/stage-2 config shared by all variants (steps, model, lr, ...).
         plan: seeds, lambdas, variants.
         work_dir: checkpoints of every run (reused if present: the ablation resumes).
+        on_seed_done: called with the report so far after each seed (to write partial results).
     """
     work = Path(work_dir)
     primary, higher_better = cache.primary_metric, cache.higher_is_better
@@ -151,28 +154,39 @@ def run_ablation(cache, base: TrainConfig, plan: AblationPlan, work_dir: str | P
             log.info("%s seed %d %s: %.0f s", cache.task, seed, name, time.perf_counter() - t0)
             _record(cache, name, seed, r.model, vcfg.mapping, per_seed, items, val_scores)
             models[(name, seed)] = r.checkpoint
+        if on_seed_done is not None:
+            on_seed_done(_report(cache, base, plan, per_seed, items, val_scores, models, t_start))
+    return _report(cache, base, plan, per_seed, items, val_scores, models, t_start)
+
+
+def _report(cache, base, plan, per_seed, items, val_scores, models, t_start) -> dict:
+    """The report over the seeds every variant has finished (all of them at the end)."""
+    primary, higher_better = cache.primary_metric, cache.higher_is_better
+    seeds_done = [s for s in plan.seeds if all(s in per_seed[n] for n in per_seed)]
+    if not seeds_done:
+        return {"task": cache.task, "seeds_done": []}
     # lambda chosen on validation (mean over seeds)
     lam_names = [n for n in per_seed if n.startswith("mapping_lambda") and n != "mapping_lambda0"]
     chosen = None
     if lam_names:
-        mean_val = {n: float(np.mean(list(val_scores[n].values()))) for n in lam_names}
+        mean_val = {n: float(np.mean([val_scores[n][s] for s in seeds_done])) for n in lam_names}
         chosen = (max if higher_better else min)(lam_names, key=lambda n: mean_val[n])
     table = {}
     for name, seeds in per_seed.items():
         table[name] = {}
-        keys = seeds[plan.seeds[0]].keys()
+        keys = seeds[seeds_done[0]].keys()
         for k in keys:
-            vals = np.array([seeds[s][k] for s in plan.seeds], dtype=np.float64)
+            vals = np.array([seeds[s][k] for s in seeds_done], dtype=np.float64)
             table[name][k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, "per_seed": vals.tolist()}
-        table[name]["val_" + primary] = {"mean": float(np.mean(list(val_scores[name].values()))), "per_seed": [val_scores[name][s] for s in plan.seeds]}
+        table[name]["val_" + primary] = {"mean": float(np.mean([val_scores[name][s] for s in seeds_done])), "per_seed": [val_scores[name][s] for s in seeds_done]}
     comparison = None
     if chosen and "no_mapping" in per_seed:
         comparison = {"mapping": chosen, "baseline": "no_mapping", "metrics": {}}
         for k in cache.item_metrics:
-            a = np.mean([items[chosen][s][k] for s in plan.seeds], axis=0)
-            b = np.mean([items["no_mapping"][s][k] for s in plan.seeds], axis=0)
+            a = np.mean([items[chosen][s][k] for s in seeds_done], axis=0)
+            b = np.mean([items["no_mapping"][s][k] for s in seeds_done], axis=0)
             mean, lo, hi = paired_bootstrap(a, b)
-            per_seed_diff = [float(np.mean(items[chosen][s][k]) - np.mean(items["no_mapping"][s][k])) for s in plan.seeds]
+            per_seed_diff = [float(np.mean(items[chosen][s][k]) - np.mean(items["no_mapping"][s][k])) for s in seeds_done]
             comparison["metrics"][k] = {"difference": mean, "ci95": [lo, hi], "per_seed_difference": per_seed_diff}
         m = table[chosen][primary]
         b = table["no_mapping"][primary]
@@ -189,8 +203,8 @@ def run_ablation(cache, base: TrainConfig, plan: AblationPlan, work_dir: str | P
         "data": cache.describe(),
         "config": {"steps_stage1": base.steps_stage1, "steps_stage2": base.steps_stage2, "batch_size": base.batch_size,
                    "pair_batch_size": base.pair_batch_size, "model": base.model.__dict__, "lr": base.lr,
-                   "detach_synth_features": base.detach_synth_features},
-        "plan": {"seeds": plan.seeds, "lambdas": plan.lambdas, "variants": plan.variants},
+                   "detach_synth_features": base.detach_synth_features, "feature_match_norm": base.feature_match_norm},
+        "seeds_done": seeds_done, "plan": {"seeds": plan.seeds, "lambdas": plan.lambdas, "variants": plan.variants},
         "primary_metric": primary,
         "higher_is_better": higher_better,
         "chosen_lambda_variant": chosen,

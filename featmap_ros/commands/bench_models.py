@@ -80,7 +80,12 @@ def run_ablation_cmd(args: argparse.Namespace) -> int:
             raise InputError(f"{cfg_path}: model.task is {cfg.model.task!r}, expected {task!r}")
         cache = training_data.ablation_cache(cfg, args.cache)
         print(f"[{task}] data: {cache.describe()}")
-        rep = ablation.run_ablation(cache, cfg, plan, args.work / task, progress=args.progress)
+        def partial(rep, _task=task):
+            if rep.get("seeds_done"):
+                ablation.write_report(args.json, reports + [dict(rep, partial=True)])
+                print(f"[{_task}] seeds done: {rep['seeds_done']}", flush=True)
+
+        rep = ablation.run_ablation(cache, cfg, plan, args.work / task, progress=args.progress, on_seed_done=partial)
         rep["config_file"] = cfg_path
         reports.append(rep)
         print(ablation.format_table(rep))
