@@ -22,6 +22,7 @@ NYU has a depth camera only: ``camera_depth_optical_frame``.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ import numpy as np
 from featmap_ros.errors import InputError
 from featmap_ros.results import HandPose, ObjectPose
 from featmap_ros.ros.params import ParamSpec
+
+log = logging.getLogger(__name__)
 
 #: Frame ids (REP 103 optical frames, RealSense naming).
 COLOUR_FRAME = "camera_color_optical_frame"
@@ -112,13 +115,16 @@ class BopSource:
         dataset: spec name for object names (``lm``: 1 = ape ...); ids it does not know are
             called ``obj_XXXXXX``.
         depth: also read the depth images (when present).
+        strict: a frame of ``scene_camera.json`` without its image is an error; by default such
+            frames are skipped with a warning naming the first (BOP subsets often ship the JSON
+            of every frame and the images of a few).
 
     Raises:
         InputError: naming the file or argument at fault (missing folder, bad JSON, unknown scene).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "test", scenes: Sequence[int] | None = None,
-                 objects: Sequence[int] | None = None, dataset: str = "lm", depth: bool = True) -> None:
+                 objects: Sequence[int] | None = None, dataset: str = "lm", depth: bool = True, strict: bool = False) -> None:
         from featmap_ros.data import bop
         from featmap_ros.data.specs import object_dataset
 
@@ -141,12 +147,22 @@ class BopSource:
         if not scene_dirs:
             raise InputError(f"{self.root / split}: no scene folders")
         self._frames = []
+        missing: list[Path] = []
         for sdir in scene_dirs:
             for fr in bop.read_scene(sdir, self.models_info):
                 inst = [g for g in fr.instances if wanted is None or g.obj_id in wanted]
                 if wanted is not None and not inst:
                     continue
+                if fr.rgb_path is None:  # listed in scene_camera.json, image not shipped
+                    missing.append(sdir / "rgb" / f"{fr.im_id:06d}.png")
+                    continue
                 self._frames.append((sdir, fr, inst))
+        if missing and (strict or not self._frames):
+            raise InputError(f"{missing[0]}: image not found ({len(missing)} frame(s) listed in scene_camera.json have no image)")
+        if missing:
+            log.warning("%s: %d frame(s) listed in scene_camera.json have no image and are skipped (first: %s)",
+                        self.root / split, len(missing), missing[0])
+        self.skipped = len(missing)
         if not self._frames:
             raise InputError(f"{self.root / split}: no frames{'' if wanted is None else f' with objects {sorted(wanted)}'}")
 
@@ -365,12 +381,13 @@ class Pacer:
 
 
 def open_source(kind: str, root: str | os.PathLike, split: str = "test", scenes: Sequence[int] | None = None,
-                objects: Sequence[int] | None = None, dataset: str = "lm", synthetic: bool = False, depth: bool = True):
+                objects: Sequence[int] | None = None, dataset: str = "lm", synthetic: bool = False, depth: bool = True,
+                strict: bool = False):
     """:class:`BopSource` for ``kind`` ``bop`` (or a BOP dataset name), :class:`NyuSource` for ``nyu``."""
     if kind == "nyu":
         return NyuSource(root, split, synthetic=synthetic)
     if kind in ("bop", "lm", "lmo"):
-        return BopSource(root, split, scenes, objects, dataset if kind == "bop" else kind, depth=depth)
+        return BopSource(root, split, scenes, objects, dataset if kind == "bop" else kind, depth=depth, strict=strict)
     raise InputError(f"dataset: {kind!r} is not one of ['bop', 'lm', 'lmo', 'nyu']")
 
 

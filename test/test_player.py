@@ -84,10 +84,25 @@ def test_bop_source_selection_and_errors(tmp_path):
         player.BopSource(root, scenes=[7])
     with pytest.raises(InputError, match=r"--object \[5\]"):
         player.BopSource(root, objects=[5])
-    (root / "test" / "000001" / "rgb" / "000001.png").unlink()
     src = player.BopSource(root)
+    (root / "test" / "000001" / "rgb" / "000001.png").unlink()  # gone after listing
     with pytest.raises(InputError, match=r"000001/rgb/000001.png: image not found"):
         src.frame(1)
+
+
+def test_bop_frames_without_images_are_skipped_or_refused(tmp_path, caplog):
+    root = make_bop(tmp_path / "lm", n=3)
+    (root / "test" / "000001" / "rgb" / "000001.png").unlink()
+    with caplog.at_level("WARNING"):
+        src = player.BopSource(root)
+    assert len(src) == 2 and src.skipped == 1 and [src.frame(i).key for i in range(2)] == ["scene 000001 im 000000", "scene 000001 im 000002"]
+    assert "000001/rgb/000001.png" in caplog.text
+    with pytest.raises(InputError, match=r"000001/rgb/000001.png: image not found \(1 frame"):
+        player.BopSource(root, strict=True)
+    for i in (0, 2):
+        (root / "test" / "000001" / "rgb" / f"{i:06d}.png").unlink()
+    with pytest.raises(InputError, match="image not found"):
+        player.BopSource(root)
 
 
 def test_nyu_source_frames(tmp_path):

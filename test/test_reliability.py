@@ -221,7 +221,7 @@ def test_corrupt_bop_files_are_named(tmp_path, capsys, damage, where):
     else:
         (scene / "rgb" / "000001.png").unlink()
     out = tmp_path / "bag"
-    assert featmap(["bag", "bop", str(root), "--out", str(out), "--no-progress"]) == 2
+    assert featmap(["bag", "bop", str(root), "--out", str(out), "--no-progress", "--strict"]) == 2
     err = capsys.readouterr().err
     assert where in err, err
     assert not out.exists()

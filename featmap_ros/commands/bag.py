@@ -42,6 +42,8 @@ def register(sub) -> None:
                                                          "frames without them are skipped (default all)")
             k.add_argument("--dataset", default="lm", help="dataset spec for object names (default lm)")
             k.add_argument("--no-depth", action="store_true", help="leave the depth images out")
+            k.add_argument("--strict", action="store_true", help="a frame listed in scene_camera.json without its image is "
+                                                                "an error (default: skipped with a warning)")
         else:
             k.add_argument("--synthetic", action="store_true", help="write synthdepth_* instead of the real depth_*")
         k.add_argument("--no-progress", action="store_true")
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         scenes = _ints(args.scene, "--scene") if args.scene else None
         objects = _ints(args.object, "--object") if args.object else None
-        src = player.BopSource(args.dataset_root, args.split, scenes, objects, args.dataset, depth=not args.no_depth)
+        src = player.BopSource(args.dataset_root, args.split, scenes, objects, args.dataset, depth=not args.no_depth,
+                               strict=args.strict)
     positions = player.parse_range(args.frame_range, len(src))
     s = write_bag(src, positions, args.out, args.storage, args.distro, step_ns=player.period_ns(args.rate),
                   progress=not args.no_progress,
