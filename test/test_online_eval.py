@@ -286,3 +286,13 @@ def test_rows_table_across_chunks():
     for r in ref:
         t.append(r)
     assert t.n == len(ref) and np.array_equal(t.data, ref)
+
+
+def test_evaluator_node_reads_only_declared_parameters():
+    from pathlib import Path
+
+    from test_player import _param_keys_used
+
+    used = _param_keys_used(Path(online_eval.__file__).parent / "ros" / "evaluator_node.py")
+    declared = {s.name for s in online_eval.EVALUATOR_NODE_PARAMS}
+    assert used and used <= declared, used - declared

@@ -201,3 +201,22 @@ def test_embedded_sample_is_reused_once_generated(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "main", lambda argv: 1)
     with pytest.raises(InputError, match="embedded lm sample failed"):
         player.embedded_sample("lm", tmp_path, frames=3)
+
+
+def _param_keys_used(path: Path) -> set[str]:
+    """String keys read as ``v[...]`` / ``self.values[...]`` in a node file (without importing rclpy)."""
+    import ast
+
+    keys = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+            base = node.value
+            if (isinstance(base, ast.Name) and base.id == "v") or (isinstance(base, ast.Attribute) and base.attr == "values"):
+                keys.add(node.slice.value)
+    return keys
+
+
+def test_player_node_reads_only_declared_parameters():
+    used = _param_keys_used(Path(player.__file__).parent / "ros" / "dataset_player_node.py")
+    declared = {s.name for s in player.PLAYER_NODE_PARAMS}
+    assert used and used <= declared, used - declared
