@@ -560,7 +560,10 @@ class MessageEvaluator:
         self._accept(topic)
         waiting, self._waiting = self._waiting, []
         for s, poses in waiting:
-            self.evaluator.add_ground_truth(s, poses, self._K.get(s, K))
+            try:
+                self.evaluator.add_ground_truth(s, poses, self._K.get(s, K))
+            except InputError as e:
+                self._reject("ground_truth", e)
         return None
 
     def on_ground_truth(self, msg: Any, topic: str = "ground_truth") -> str | None:

@@ -296,3 +296,15 @@ def test_evaluator_node_reads_only_declared_parameters():
     used = _param_keys_used(Path(online_eval.__file__).parent / "ros" / "evaluator_node.py")
     declared = {s.name for s in online_eval.EVALUATOR_NODE_PARAMS}
     assert used and used <= declared, used - declared
+
+
+def test_held_ground_truth_of_an_unknown_object_is_rejected_not_raised(tmp_path, msgs):
+    root = make_bop(tmp_path / "lm", n=1)
+    me = online_eval.make_evaluator("object", "lm", root)
+    fr = player.BopSource(root).frame(0)
+    out = dict(frame_messages(msgs, fr, 5))
+    ghost = conv.object_poses_to_detection3d_array(msgs, [ObjectPose("ghost", 99, np.eye(3), np.array([0, 0, 1.0]), 1.0)],
+                                                   out[player.TOPICS["gt_objects"]].header)
+    assert me.on_ground_truth(ghost) is None  # held: no camera_info yet
+    assert me.on_camera_info(out[player.TOPICS["colour_info"]]) is None
+    assert me.rejected == {"ground_truth": 1}
