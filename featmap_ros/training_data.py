@@ -32,6 +32,19 @@ log = logging.getLogger(__name__)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
+def preload_torch_compiler() -> None:
+    """Import torch's compiler stack (torch._dynamo, triton and its LLVM) before Mesa's llvmpipe.
+
+    Seen here: a process that renders with pyrender (software Mesa, libLLVM) and then builds its
+    first optimiser (AdamW imports torch._dynamo -> triton) segfaults in libLLVM; importing the
+    compiler stack first avoids it. Called by every entry point that renders and then trains.
+    """
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # an optional part of torch; training works without it
+        pass
+
+
 def bundled_weights(task: str) -> Path:
     """Path of the bundled demo checkpoint of ``task`` (object | hand)."""
     p = WEIGHTS_DIR / f"demo_{task}.pt"
@@ -290,6 +303,7 @@ def ablation_cache(cfg, cache_dir: str | Path, progress: bool = True) -> TaskCac
         cfg: :class:`featmap_ros.train.TrainConfig` (model.task, model.input_size, data counts).
         cache_dir: where caches live.
     """
+    preload_torch_compiler()
     d = cfg.data
     size = cfg.model.input_size
     if cfg.model.task == "hand":
@@ -556,6 +570,7 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
     from featmap_ros.data.specs import object_dataset
     from featmap_ros.train import IterableSource
 
+    preload_torch_compiler()
     d = cfg.data
     cache_dir = Path(d.cache_dir) if d.cache_dir else Path(out_dir) / "cache"
     size = cfg.model.input_size
@@ -694,9 +709,10 @@ def train_and_attach_localiser(cfg, loc_data: dict, checkpoint: Path, device: st
     """Render localiser frames (cached), train the localiser, add it to ``checkpoint``."""
     from featmap_ros.train import attach_localiser, train_localiser
 
+    preload_torch_compiler()
     lcfg = cfg.localiser
     lcfg.n_objects = len(loc_data["meshes"])
-    count = max(2 * cfg.localiser_steps, 500)
+    count = max(2 * cfg.localiser_steps, 64)
     key = {"v": 1, "n": count, "wh": [lcfg.input_width, lcfg.input_height], "seed": cfg.seed,
            "meshes": [m.name for m in loc_data["meshes"]], "nv": [int(len(m.vertices_m)) for m in loc_data["meshes"]],
            "real": len(real_frames or [])}

@@ -1,4 +1,8 @@
 """Tests of ``featmap demo`` and the bundled weights (small runs; the real demo uses more frames)."""
+from featmap_ros.training_data import preload_torch_compiler
+
+preload_torch_compiler()  # at collection, before any test renders (Mesa then triton segfaults)
+
 import json
 
 import numpy as np

@@ -1,4 +1,8 @@
 """Tests of featmap_ros.estimators: crop/PnP round trip, batching, bad input, checkpoints."""
+from featmap_ros.training_data import preload_torch_compiler
+
+preload_torch_compiler()  # at collection, before any test renders (Mesa then triton segfaults)
+
 import numpy as np
 import pytest
 import torch

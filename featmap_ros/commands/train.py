@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     data = training_data.prepare(cfg, out, object_name=mesh_name)
     if data.pairs is None and cfg.mapping:
         print("note: no real training frames (data.real_root / --real): stage 2 has no pairs, so no mapping g is trained; "
-              "real images will go through f and h directly (see README, 'Training without real frames').")
+              "real images will go through f and h directly (see README, 'Your own object').")
         cfg.mapping = False
     result = train(cfg, data.synthetic, data.pairs, out, meta=data.meta, resume=not args.fresh, stop_after=args.stop_after,
                    validate=data.validate, device=args.device, pca_targets=data.pca_targets)
