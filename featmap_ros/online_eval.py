@@ -309,9 +309,11 @@ class OnlineObjectEvaluator:
         R = t = None
         if e is not None and np.all(np.isfinite(e.R_m2c)) and np.all(np.isfinite(e.t_m2c_m)):
             R, t = e.R_m2c, e.t_m2c_m
-            est_px = geometry.project_model_points(m.corners_m, R, t, K)
-        r = model_eval.object_record(g.object_name, R, t, g.R_m2c, g.t_m2c_m, K, m.points_m, m.diameter_m,
-                                     m.symmetric, est_px, m.corners_m)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                est_px = geometry.project_model_points(m.corners_m, R, t, K)
+        with np.errstate(over="ignore", invalid="ignore"):  # absurd (finite) poses score inf: a failure
+            r = model_eval.object_record(g.object_name, R, t, g.R_m2c, g.t_m2c_m, K, m.points_m, m.diameter_m,
+                                         m.symmetric, est_px, m.corners_m)
         return [r.proj2d_px, r.add_m, r.add_frac, r.rot_deg, r.trans_m, r.corner_px, float(r.found), float(stamp_ns),
                 float(self._code[g.object_name])]
 
@@ -429,7 +431,8 @@ class OnlineHandEvaluator:
             E = E[gi]
         else:
             return np.full(len(names), MISSED_JOINT_MM)
-        err = np.linalg.norm(E - G, axis=1) * 1000.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            err = np.linalg.norm(E - G, axis=1) * 1000.0
         return np.where(np.isfinite(err), err, MISSED_JOINT_MM)
 
     def _score(self, settled: list[Settled]) -> int:

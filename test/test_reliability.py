@@ -148,6 +148,7 @@ class _FakeHandEstimator:
         return HandPose([f"j{i}" for i in range(14)], J, 0.9)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # overflow/NaN warnings count as unhandled too
 def test_fuzz_conversions_and_callbacks(msgs, tmp_path):
     from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
 
