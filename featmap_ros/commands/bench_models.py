@@ -41,7 +41,8 @@ def register(sub) -> None:
     e.add_argument("--checkpoint", default=None, help="object checkpoint trained with mapping (default: the bundled demo weights)")
     e.add_argument("--cache", type=Path, default=Path("featmap_out/cache"))
     e.add_argument("--config-object", default="config/ablation_object.yaml")
-    e.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    e.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 6000, 10000, 100000],
+                   help="exemplar counts; beyond the rendered crops in the cache, random features (timing only)")
     e.add_argument("--json", type=Path, default=Path("featmap_out/bench_exemplar.json"))
     e.set_defaults(func=run_exemplar_cmd)
 
@@ -151,7 +152,8 @@ def run_exemplar_cmd(args: argparse.Namespace) -> int:
                 sc = cache.score(cache.test, pred.double().numpy()[:, None])
                 row.update({k: float(np.mean(v)) for k, v in sc.items()})
             rows.append(row)
-    print(f"test: {n_test} real-like crops; checkpoint {ck_path}; rendered exemplars available: {real_count}")
+    print(f"test: {n_test} real-like crops; checkpoint {ck_path}; rendered exemplars available: {real_count}; "
+          f"times per frame with all test crops in one batch, {torch.get_num_threads()} CPU threads")
     keys = [k for k in rows[0] if k not in ("method", "exemplars", "ms_per_frame")]
     print(f"{'method':32s}{'exemplars':>10s}{'ms/frame':>10s}" + "".join(f"{k:>16s}" for k in keys))
     for r in rows:
