@@ -124,6 +124,35 @@ def run_hand_detector_bench(frames: int = 300, seed: int = 1, progress: bool = T
     }
 
 
+def run_hand_centre_bench(frames: int = 300, seed: int = 1, refiner=None, iterations: int = 3, progress: bool = True) -> dict:
+    """Run-time hand centre on real-like frames: the localiser alone vs with the learned refinement.
+
+    Same frames and error as :func:`run_hand_detector_bench` (``sample_pair`` from
+    ``np.random.default_rng(seed)``, 3D distance to the palm-centre joint), measured for
+    ``crops.localise_hand`` and for ``hand_centre.HandCentreRefiner.refine`` started from it.
+
+    Args:
+        frames: real-like frames.
+        seed: their seed; the refiner's training seeds (``train_config.seed`` and ``+ 1``) are refused.
+        refiner: a ``HandCentreRefiner`` or a weights path; None = the bundled weights.
+        iterations: refinement rounds.
+        progress: show a tqdm bar.
+
+    Returns:
+        dict: frames, seed, found, iterations, ``unrefined`` and ``refined``, each with mean /
+        median / p90 error in mm (mean over found frames) and fractions within 15 / 25 mm.
+    """
+    from featmap_ros.hand_centre import BUNDLED_WEIGHTS, HandCentreRefiner, check_eval_seed, evaluate_centres
+
+    if refiner is None or not isinstance(refiner, HandCentreRefiner):
+        refiner = HandCentreRefiner.from_file(BUNDLED_WEIGHTS if refiner is None else refiner)
+    check_eval_seed(refiner, seed)
+    t0 = time.perf_counter()
+    out = evaluate_centres(refiner, frames, seed, iterations, progress)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -131,8 +160,14 @@ if __name__ == "__main__":
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--detector-frames", type=int, default=300)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--refiner", default=None, help="also compare unrefined vs refined centres with these hand-centre weights ('bundled' = featmap_ros/weights/hand_centre.pt)")
     a = ap.parse_args()
     for k, v in run_hand_render_bench(a.seconds).items():
         print(f"{k:32s} {v:.1f}")
     for k, v in run_hand_detector_bench(a.detector_frames, a.seed).items():
         print(f"{k:32s} {v:.3f}" if isinstance(v, float) else f"{k:32s} {v}")
+    if a.refiner:
+        r = run_hand_centre_bench(a.detector_frames, a.seed, None if a.refiner == "bundled" else a.refiner)
+        for part in ("unrefined", "refined"):
+            for k, v in r[part].items():
+                print(f"{part + ' ' + k:32s} {v:.3f}")

@@ -1,0 +1,173 @@
+"""Learned hand-centre refinement: shapes, bundled weights, checkpoints, bad input."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+
+from featmap_ros.crops import localise_hand
+from featmap_ros.data.nyu import nyu_K
+from featmap_ros.errors import InputError
+from featmap_ros.hand_centre import (
+    BUNDLED_WEIGHTS,
+    CHECKPOINT_FORMAT,
+    HandCentreNet,
+    HandCentreNetConfig,
+    HandCentreRefiner,
+    HandCentreTrainConfig,
+    centre_error_stats,
+    check_eval_seed,
+    crop_for_refiner,
+    localise_and_refine,
+    train,
+)
+from featmap_ros.render.depth_sensor import sample_pair
+from featmap_ros.render.hand import PALM_CENTER
+
+
+@pytest.fixture(scope="module")
+def refiner() -> HandCentreRefiner:
+    return HandCentreRefiner.from_file(BUNDLED_WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    # seed 7: neither the refiner's training (1000) nor validation (1001) stream
+    K = nyu_K()
+    rng = np.random.default_rng(7)
+    return K, [sample_pair(rng, K) for _ in range(10)]
+
+
+def _write(path, ck):
+    torch.save(ck, path)
+    return path
+
+
+def _checkpoint(cfg: HandCentreNetConfig, state_cfg: HandCentreNetConfig | None = None) -> dict:
+    net = HandCentreNet(state_cfg or cfg)
+    return {"format": CHECKPOINT_FORMAT, "net_config": {**asdict(cfg), "channels": list(cfg.channels)}, "state_dict": net.state_dict()}
+
+
+def test_shapes():
+    cfg = HandCentreNetConfig()
+    net = HandCentreNet(cfg).eval()
+    assert net(torch.zeros(2, 1, cfg.crop_size, cfg.crop_size)).shape == (2, 3)
+    depth = np.full((480, 640), 0.6, np.float32)
+    crop = crop_for_refiner(depth, nyu_K(), np.array([0.0, 0.0, 0.6]), cfg)
+    assert crop.shape == (cfg.crop_size, cfg.crop_size) and crop.dtype == np.float32
+    assert np.allclose(crop, 0.0)  # the plane at the centre's depth is the middle of the cube
+
+
+def test_bundled_weights_small_and_self_describing(refiner):
+    assert BUNDLED_WEIGHTS.stat().st_size < 1_000_000
+    ck = torch.load(BUNDLED_WEIGHTS, map_location="cpu", weights_only=True)
+    assert ck["format"] == CHECKPOINT_FORMAT
+    assert ck["train_config"]["seed"] == HandCentreTrainConfig(**ck["train_config"]).seed
+    assert HandCentreNetConfig(**{**ck["net_config"], "channels": tuple(ck["net_config"]["channels"])}) == refiner.cfg
+    assert "validation" in ck["metrics"]
+
+
+def test_refinement_improves_the_localiser(refiner, frames):
+    K, pairs = frames
+    e0, e1 = [], []
+    for hand, _, real in pairs:
+        palm = hand.joints_c_m()[PALM_CENTER]
+        c = localise_hand(real, K)
+        assert c is not None
+        r = refiner.refine(real, K, c, iterations=3)
+        assert r.shape == (3,) and r.dtype == np.float64
+        e0.append(np.linalg.norm(c - palm) * 1000)
+        e1.append(np.linalg.norm(r - palm) * 1000)
+        assert np.allclose(localise_and_refine(real, K, refiner), r)
+    e0, e1 = np.array(e0), np.array(e1)
+    msg = f"unrefined {np.round(e0, 1)} mm, refined {np.round(e1, 1)} mm"
+    assert np.median(e1) < np.median(e0), msg
+    assert np.mean(e1) < np.mean(e0), msg
+    assert np.median(e1) <= 15.0, msg
+
+
+def test_zero_iterations_is_the_start(refiner, frames):
+    K, pairs = frames
+    c = np.array([0.01, -0.02, 0.7])
+    assert np.array_equal(refiner.refine(pairs[0][2], K, c, iterations=0), c)
+
+
+def test_bad_input(refiner):
+    K = nyu_K()
+    empty = np.zeros((480, 640), np.float32)
+    assert localise_and_refine(empty, K, refiner) is None
+    assert localise_and_refine(np.full((480, 640), np.nan), K, refiner) is None
+    # no hand in the crop: a finite answer, never a crash
+    assert np.all(np.isfinite(refiner.refine(empty, K, np.array([0.0, 0.0, 0.5]))))
+    with pytest.raises(InputError, match="center_c_m"):
+        refiner.refine(empty, K, np.array([0.0, np.nan, 0.5]))
+    with pytest.raises(InputError, match="center_c_m"):
+        refiner.refine(empty, K, np.array([0.0, 0.0, -0.5]))
+    with pytest.raises(InputError, match="center_c_m"):
+        refiner.refine(empty, K, np.array([0.0, 0.5]))
+    with pytest.raises(InputError, match="depth_m"):
+        refiner.refine(np.zeros((480, 640, 3)), K, np.array([0.0, 0.0, 0.5]))
+    with pytest.raises(InputError, match="iterations"):
+        refiner.refine(empty, K, np.array([0.0, 0.0, 0.5]), iterations=-1)
+    with pytest.raises(InputError):
+        localise_and_refine(np.zeros((4,)), K, refiner)
+
+
+def test_weights_of_another_architecture(tmp_path):
+    cfg = HandCentreNetConfig()
+    other = HandCentreNetConfig(channels=(4, 8, 16))
+    p = _write(tmp_path / "a.pt", _checkpoint(cfg, state_cfg=other))
+    with pytest.raises(InputError, match=r"state_dict\.features\.0\.weight"):
+        HandCentreRefiner.from_file(p)
+    p = _write(tmp_path / "b.pt", _checkpoint(cfg, state_cfg=HandCentreNetConfig(channels=(8, 16, 32, 32), crop_size=64)))
+    with pytest.raises(InputError, match=r"state_dict\.head\.1\.weight"):
+        HandCentreRefiner.from_file(p)
+    ck = _checkpoint(cfg)
+    ck["net_config"]["depth_layers"] = 5
+    with pytest.raises(InputError, match=r"net_config\.depth_layers"):
+        HandCentreRefiner.from_file(_write(tmp_path / "c.pt", ck))
+    ck = _checkpoint(cfg)
+    ck["net_config"]["crop_size"] = 60
+    with pytest.raises(InputError, match=r"net_config\.crop_size"):
+        HandCentreRefiner.from_file(_write(tmp_path / "d.pt", ck))
+    ck = _checkpoint(cfg)
+    ck["format"] = "featmap_ros.checkpoint/1"
+    with pytest.raises(InputError, match="'format'"):
+        HandCentreRefiner.from_file(_write(tmp_path / "e.pt", ck))
+    with pytest.raises(InputError, match="'format'"):
+        HandCentreRefiner.from_file(_write(tmp_path / "f.pt", [1, 2, 3]))
+    (tmp_path / "g.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="g.pt"):
+        HandCentreRefiner.from_file(tmp_path / "g.pt")
+    with pytest.raises(InputError, match="missing.pt"):
+        HandCentreRefiner.from_file(tmp_path / "missing.pt")
+
+
+def test_train_writes_loadable_weights(tmp_path):
+    tc = HandCentreTrainConfig(seed=5000, frames=2, crops_per_frame=3, val_frames=0, epochs=1, batch_size=2)
+    out = tmp_path / "w" / "hc.pt"
+    metrics = train(out, tc, progress=False)
+    assert metrics["train_crops"] >= 2 and np.isfinite(metrics["final_train_loss"])
+    assert [p.name for p in out.parent.iterdir()] == ["hc.pt"]  # no temporary left behind
+    r = HandCentreRefiner.from_file(out)
+    assert r.meta["train_config"] == asdict(tc)
+    crops = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        want = r.net(torch.from_numpy(crops)[:, None]).numpy()
+    assert np.allclose(r.predict_offsets(crops), np.clip(want, -1, 1), atol=1e-6)
+    with pytest.raises(InputError, match="seed"):
+        check_eval_seed(r, 5000)
+    with pytest.raises(InputError, match="seed"):
+        check_eval_seed(r, 5001)
+    check_eval_seed(r, 1)
+
+
+def test_centre_error_stats_known_values():
+    s = centre_error_stats(np.array([10.0, 20.0, np.inf, 5.0]))
+    assert s["found"] == 3
+    assert s["mean_error_mm"] == pytest.approx(35.0 / 3)
+    assert s["median_error_mm"] == pytest.approx(15.0)
+    assert s["within_15mm"] == pytest.approx(0.5)
+    assert s["within_25mm"] == pytest.approx(0.75)
