@@ -152,3 +152,24 @@ def test_silhouette_keeps_the_part_outside_the_image(renderer):
     np.testing.assert_allclose(shift, (-0.5, -0.5), atol=0.1)
     with pytest.raises(InputError):
         render_silhouette(renderer, mesh, R, t_in, K_SMALL, supersample=2)
+
+
+def test_optimiser_after_rendering_does_not_crash():
+    """Mesa's llvmpipe and Triton both load LLVM: an optimiser built after a render used to segfault."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, torch\n"
+        "from featmap_ros.render.renderer import MeshRenderer\n"
+        "from featmap_ros.render.toy_object import make_toy_object\n"
+        "mesh, _ = make_toy_object()\n"
+        "out = MeshRenderer(64, 64).render(mesh, np.eye(3), np.array([0, 0, 0.5]), "
+        "np.array([[200.0, 0, 32], [0, 200.0, 32], [0, 0, 1]]))\n"
+        "assert out.mask.any()\n"
+        "torch.optim.AdamW([torch.nn.Parameter(torch.zeros(3))])\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("ok")

@@ -34,9 +34,24 @@ from featmap_ros.errors import InputError
 CV_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
+def _preload_triton() -> None:
+    """Load Triton's LLVM before Mesa's.
+
+    Mesa's software EGL (llvmpipe) and Triton each bring their own LLVM. Once a Mesa context
+    exists, a later ``import triton`` (which ``torch._dynamo`` does, e.g. when an optimiser
+    is built) crashes the process with a segmentation fault; loaded the other way round,
+    both work.
+    """
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pass
+
+
 def _pyrender():
     """Import pyrender lazily, choosing EGL (headless) unless the user chose a platform."""
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    _preload_triton()
     import pyrender
 
     return pyrender
