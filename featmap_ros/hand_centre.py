@@ -60,7 +60,7 @@ class HandCentreNetConfig:
     crop_size: int = 64
     cube_m: float = 0.3
     first_stride: int = 2
-    channels: tuple[int, ...] = (8, 16, 32)
+    channels: tuple[int, ...] = (16, 32, 32, 64)
     hidden: int = 64
 
     def __post_init__(self) -> None:

@@ -121,7 +121,7 @@ def test_weights_of_another_architecture(tmp_path):
     p = _write(tmp_path / "a.pt", _checkpoint(cfg, state_cfg=other))
     with pytest.raises(InputError, match=r"state_dict\.features\.0\.weight"):
         HandCentreRefiner.from_file(p)
-    p = _write(tmp_path / "b.pt", _checkpoint(cfg, state_cfg=HandCentreNetConfig(channels=(8, 16, 32, 32), crop_size=64)))
+    p = _write(tmp_path / "b.pt", _checkpoint(cfg, state_cfg=HandCentreNetConfig(hidden=32)))
     with pytest.raises(InputError, match=r"state_dict\.head\.1\.weight"):
         HandCentreRefiner.from_file(p)
     ck = _checkpoint(cfg)
