@@ -218,21 +218,36 @@ class HandPoseEstimator(_Base):
         device: ``auto`` | ``cpu`` | ``cuda``.
     """
 
-    def __init__(self, model: FeatureMappingNet, meta: dict, use_mapping: bool = True, device: str = "auto") -> None:
+    def __init__(self, model: FeatureMappingNet, meta: dict, use_mapping: bool = True, device: str = "auto",
+                 centre_refiner=None) -> None:
         if model.cfg.task != "hand":
             raise InputError(f"model.task is {model.cfg.task!r}; HandPoseEstimator needs a hand model")
         super().__init__(model, meta, use_mapping, device)
         self.joint_names = list(meta.get("joint_names", [f"joint_{i}" for i in range(model.cfg.n_joints)]))
         self.cube_mm = float(meta.get("cube_mm", 300.0))
+        #: Optional learned centre refinement (featmap_ros.hand_centre.HandCentreRefiner) applied
+        #: after the closest-blob localiser: its centre lies ~25 mm (mean) from the palm, the
+        #: refined one ~13 mm (featmap bench hand-centre).
+        self.centre_refiner = centre_refiner
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "HandPoseEstimator":
-        """Load a hand checkpoint (``featmap train hand`` or bundled); InputError on a wrong task."""
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", refine_centre: bool = True) -> "HandPoseEstimator":
+        """Load a hand checkpoint (``featmap train hand`` or bundled); InputError on a wrong task.
+
+        Args:
+            refine_centre: also load the bundled hand-centre refiner (featmap_ros/weights/hand_centre.pt).
+        """
         from featmap_ros.train import load_checkpoint, model_from_checkpoint
 
         ck = load_checkpoint(path, task="hand")
         model = model_from_checkpoint(ck, str(path))
-        return cls(model, ck.get("meta", {}), use_mapping=bool(ck.get("config", {}).get("mapping", True)), device=device)
+        refiner = None
+        if refine_centre:
+            from featmap_ros.hand_centre import HandCentreRefiner
+
+            refiner = HandCentreRefiner.from_file()
+        return cls(model, ck.get("meta", {}), use_mapping=bool(ck.get("config", {}).get("mapping", True)),
+                   device=device, centre_refiner=refiner)
 
     def warmup(self) -> None:
         """One dummy pass so the first real frame is not slow."""
@@ -270,6 +285,11 @@ class HandPoseEstimator(_Base):
             c = None if centers_m is None else centers_m[n]
             if c is None:
                 c = _localise_hand(d, K, self.meta)
+                if c is not None and self.centre_refiner is not None:
+                    try:
+                        c = self.centre_refiner.refine(d, K, c)
+                    except InputError as e:
+                        log.debug("centre refinement failed, keeping the blob centre: %s", e)
             if c is None:
                 prepared.append(None)
                 continue

@@ -171,3 +171,21 @@ def test_centre_error_stats_known_values():
     assert s["median_error_mm"] == pytest.approx(15.0)
     assert s["within_15mm"] == pytest.approx(0.5)
     assert s["within_25mm"] == pytest.approx(0.75)
+
+
+def test_hand_estimator_crops_at_the_refined_centre(refiner, frames):
+    """HandPoseEstimator localises, then refines: the crop centre is the refiner's answer."""
+    from featmap_ros.estimators import HandPoseEstimator
+    from featmap_ros.nets import ModelConfig, build_model
+
+    model = build_model(ModelConfig(task="hand", backbone="small", input_size=32, feature_dim=16,
+                                    small_channels=[4, 8], pretrained=False))
+    meta = {"cube_mm": 300.0, "joint_names": [f"j{i}" for i in range(14)]}
+    plain = HandPoseEstimator(model, meta, device="cpu")
+    refined = HandPoseEstimator(model, meta, device="cpu", centre_refiner=refiner)
+    K, pairs = frames
+    _, _, real_m = pairs[0]
+    start = localise_hand(real_m, K)
+    assert start is not None
+    np.testing.assert_allclose(plain.estimate(real_m, K).crop_center_m, start, atol=1e-9)
+    np.testing.assert_allclose(refined.estimate(real_m, K).crop_center_m, refiner.refine(real_m, K, start), atol=1e-9)
