@@ -57,3 +57,20 @@ def test_suffix_is_kept_for_format_inference(tmp_path):
         assert tmp.name.endswith(".png")
         tmp.write_bytes(b"\x89PNG")
     assert (tmp_path / "plot.png").exists()
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from featmap_ros import atomic as A
+
+    mask = os.umask(0o022)
+    try:
+        A.write_text(tmp_path / "r.txt", "x")
+        with A.atomic_dir(tmp_path / "d") as d:
+            (d / "f").write_text("y")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "r.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
