@@ -627,7 +627,7 @@ def _evaluator_params():
     return (
         ParamSpec("task", "object", "what is evaluated: object (Detection3DArray) or hand (featmap_ros/HandPose)",
                   choices=("object", "hand")),
-        ParamSpec("dataset", "lm", "BOP dataset name for object names (objects)", choices=("lm", "lmo", "bop", "nyu")),
+        ParamSpec("dataset", "lm", "BOP dataset name for object names (objects)", choices=("lm", "lmo", "toy", "bop", "nyu")),
         ParamSpec("dataset_root", "", "dataset folder (objects: models/ for points and diameters); empty = the embedded sample"),
         ParamSpec("objects", "", "object names to evaluate, comma-separated; empty = every ground-truth instance"),
         ParamSpec("camera_info_topic", "/camera/color/camera_info", "camera_info giving K for the 2D projection error (objects)"),
@@ -662,11 +662,11 @@ def make_evaluator(task: str, dataset: str, dataset_root: str | os.PathLike, obj
     if task != "object":
         raise InputError(f"parameter 'task': {task!r} is not one of ['object', 'hand']")
     from featmap_ros.data import bop
-    from featmap_ros.data.specs import object_dataset
+    from featmap_ros.data.specs import OBJECT_DATASETS, object_dataset
 
     root = Path(dataset_root)
     infos = bop.load_models_info(root / "models" / "models_info.json")
-    spec_names = object_dataset(dataset if dataset in ("lm", "lmo") else "lm").object_names
+    spec_names = object_dataset(dataset if dataset in OBJECT_DATASETS else "lm").object_names
     names = {oid: spec_names.get(oid, f"obj_{oid:06d}") for oid in infos}
     models = load_object_models(root, names)
     ev = OnlineObjectEvaluator(models, objects or None, max_pending, max_lag_ns)

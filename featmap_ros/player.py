@@ -30,6 +30,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from featmap_ros.data.specs import OBJECT_DATASETS
 from featmap_ros.errors import InputError
 from featmap_ros.results import HandPose, ObjectPose
 from featmap_ros.ros.params import ParamSpec
@@ -386,9 +387,9 @@ def open_source(kind: str, root: str | os.PathLike, split: str = "test", scenes:
     """:class:`BopSource` for ``kind`` ``bop`` (or a BOP dataset name), :class:`NyuSource` for ``nyu``."""
     if kind == "nyu":
         return NyuSource(root, split, synthetic=synthetic)
-    if kind in ("bop", "lm", "lmo"):
+    if kind == "bop" or kind in OBJECT_DATASETS:
         return BopSource(root, split, scenes, objects, dataset if kind == "bop" else kind, depth=depth, strict=strict)
-    raise InputError(f"dataset: {kind!r} is not one of ['bop', 'lm', 'lmo', 'nyu']")
+    raise InputError(f"dataset: {kind!r} is not one of {['bop', *sorted(OBJECT_DATASETS), 'nyu']}")
 
 
 def embedded_sample(kind: str, cache_dir: str | os.PathLike | None = None, frames: int = 24, seed: int = 0) -> Path:
@@ -427,7 +428,7 @@ def embedded_sample(kind: str, cache_dir: str | os.PathLike | None = None, frame
 
 #: dataset_player_node's parameters (declared once by the node; checked by the tests).
 PLAYER_NODE_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("dataset", "lm", "dataset kind: lm / lmo / bop (BOP layout) or nyu (NYU layout)", choices=("lm", "lmo", "bop", "nyu")),
+    ParamSpec("dataset", "lm", "dataset kind: lm / lmo / bop (BOP layout) or nyu (NYU layout)", choices=("lm", "lmo", "toy", "bop", "nyu")),
     ParamSpec("dataset_root", "", "dataset folder; empty = the embedded sample the project generates (cached)"),
     ParamSpec("split", "test", "split folder"),
     ParamSpec("scenes", "", "BOP scene ids, comma-separated; empty = all", pattern=r"[0-9, ]*"),

@@ -220,3 +220,12 @@ def test_player_node_reads_only_declared_parameters():
     used = _param_keys_used(Path(player.__file__).parent / "ros" / "dataset_player_node.py")
     declared = {s.name for s in player.PLAYER_NODE_PARAMS}
     assert used and used <= declared, used - declared
+
+
+def test_dataset_names_its_objects(tmp_path):
+    """Ground truth carries the names the estimators use: LINEMOD's for lm, the toy's for the embedded sample."""
+    root = make_bop(tmp_path / "bop", obj_ids=(1,))
+    assert player.open_source("lm", root).object_names() == {1: "ape"}
+    assert player.open_source("toy", root).object_names() == {1: "toy"}
+    with pytest.raises(InputError, match="dataset"):
+        player.open_source("nope", root)

@@ -86,6 +86,13 @@ OBJECT_DATASETS = {
     ),
 }
 
+# The project's own object (featmap_ros/render/toy_object.py): the embedded sample and the
+# bundled demo weights; LINEMOD's camera and distances.
+OBJECT_DATASETS["toy"] = ObjectDatasetSpec(
+    "toy", 572.4114, 573.57043, 325.2611, 242.04899, 640, 480, {1: "toy"},
+    eval_obj_ids=(1,), symmetric_obj_ids=(),
+)
+
 NYU_EVAL_JOINTS = (0, 3, 6, 9, 12, 15, 18, 21, 24, 25, 27, 30, 31, 32)
 
 HAND_DATASETS = {

@@ -35,8 +35,10 @@ class DatasetPlayerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NAME, **kwargs)
         v = self.values = declare_params(self, player.PLAYER_NODE_PARAMS)
-        kind = v["dataset"]
-        root = v["dataset_root"] or str(player.embedded_sample("nyu" if kind == "nyu" else "lm"))
+        kind, root = v["dataset"], v["dataset_root"]
+        if not root:  # the embedded sample: the project's toy object, or generated hands
+            root = str(player.embedded_sample("nyu" if kind == "nyu" else "lm"))
+            kind = "nyu" if kind == "nyu" else "toy"
         self.source = player.open_source(kind, root, v["split"], _ids(v["scenes"]), _ids(v["objects"]),
                                          synthetic=v["synthetic"])
         self.frames = player.parse_range(v["range"], len(self.source), "parameter 'range'")
@@ -47,6 +49,7 @@ class DatasetPlayerNode(Node):
         self.msgs = conv.RclpyMessages()
         self.log = ThrottledLog(self, 5.0)
         self.k = 0
+        self.pending = None  # frame index taken from the schedule but not published yet
         self.done = False
         self.t0 = time.monotonic() + v["start_delay_s"]
 
@@ -85,17 +88,23 @@ class DatasetPlayerNode(Node):
         now = time.monotonic()
         if self.done or now < self.t0 or not self.pacer.due(now):
             return
-        i = next(self.order, None)
-        if i is None:
-            self._finish()
-            return
+        if self.pending is None:
+            self.pending = next(self.order, None)
+            if self.pending is None:
+                self._finish()
+                return
+        i = self.pending
         stamp = player.stamp_ns(self.k, self.start_ns, self.step_ns)
         try:
             frame = self.source.frame(i)
             out = frame_messages(self.msgs, frame, stamp)
         except InputError as e:  # a corrupt file: say which, skip the frame, keep playing
+            self.pending = None
             self.log.warn("frame:" + str(e).split(":", 1)[0], f"skipped frame {i}: {e}")
             return
+        if not self._consumers_ready(out, now):
+            return
+        self.pending = None
         if self.k == 0:
             self.pub_tf_static.publish(tf_static_message(self.msgs, [frame.frame_id], stamp))
         if self.pub_clock is not None:
@@ -104,6 +113,18 @@ class DatasetPlayerNode(Node):
             self._publisher(topic, msg).publish(msg)
         self.pacer.on_published(stamp, now)
         self.k += 1
+
+    def _consumers_ready(self, out, now: float) -> bool:
+        """Lossless replay holds the first frame until the images have a subscriber (the estimator
+        node may start after the player), at most ``ack_timeout_s``; otherwise it would be lost."""
+        if self.k > 0 or not self.values["wait_for_ack"]:
+            return True
+        pubs = [self._publisher(topic, msg) for topic, msg in out if "image" in topic]
+        if all(p.get_subscription_count() > 0 for p in pubs) or now - self.t0 > self.values["ack_timeout_s"]:
+            return True
+        self.get_logger().info("waiting for a subscriber to the images before the first frame",
+                               throttle_duration_sec=5.0)
+        return False
 
     def _finish(self) -> None:
         self.done = True

@@ -33,11 +33,11 @@ class EvaluatorNode(Node):
         super().__init__(NAME, **kwargs)
         v = self.values = declare_params(self, online_eval.EVALUATOR_NODE_PARAMS)
         task = v["task"]
-        root = v["dataset_root"]
-        if not root and task == "object":
-            root = str(player.embedded_sample("lm"))
+        root, dataset = v["dataset_root"], v["dataset"]
+        if not root and task == "object":  # the embedded sample: the project's toy object
+            root, dataset = str(player.embedded_sample("lm")), "toy"
         objects = [o.strip() for o in v["objects"].split(",") if o.strip()]
-        self.core = online_eval.make_evaluator(task, v["dataset"], root, objects, v["max_pending"], int(v["max_lag_s"] * 1e9))
+        self.core = online_eval.make_evaluator(task, dataset, root, objects, v["max_pending"], int(v["max_lag_s"] * 1e9))
         self.lock = threading.Lock()
         self.log = ThrottledLog(self, 5.0)
         self.out_dir = Path(v["output_dir"])

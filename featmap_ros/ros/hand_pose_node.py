@@ -30,7 +30,7 @@ class HandPoseNode(PoseNode):
         self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10)
         self.start([("depth", Image), ("camera_info", CameraInfo)])
 
-    def handle(self, msgs):
+    def handle_frame(self, msgs):
         """One synchronised frame (worker thread): estimate, then publish every output."""
         depth, info = msgs
         out = self.pipeline.process(depth, info, want_debug=self.debug_wanted)

@@ -1,6 +1,6 @@
 """The skeleton both pose nodes share: parameters, synchronised inputs, a worker that drops
 frames while busy, throttled warnings, diagnostics. A node adds its estimator, its publishers
-and ``handle`` (one frame: run its pipeline, publish)."""
+and ``handle_frame`` (one frame: run its pipeline, publish)."""
 from __future__ import annotations
 
 import threading
@@ -48,7 +48,7 @@ class PoseNode(Node):
     """Base of object_pose_node and hand_pose_node.
 
     Subclasses call :meth:`start` with their inputs once their publishers exist, implement
-    :meth:`handle` (called in the worker thread with the synchronised messages; returns the
+    :meth:`handle_frame` (called in the worker thread with the synchronised messages; returns the
     pipeline's stage timings and warnings) and may override :meth:`apply_params` and
     :meth:`diagnostic_values`.
     """
@@ -86,7 +86,7 @@ class PoseNode(Node):
         self.get_logger().info(f"inputs {[self.resolve_topic_name(t) for t, _ in inputs]}")
 
     # to override ------------------------------------------------------------------------
-    def handle(self, msgs: tuple) -> tuple[dict[str, float], list[str]]:
+    def handle_frame(self, msgs: tuple) -> tuple[dict[str, float], list[str]]:
         raise NotImplementedError
 
     def apply_params(self, changed: dict[str, Any]) -> None:
@@ -131,7 +131,7 @@ class PoseNode(Node):
     # worker thread ----------------------------------------------------------------------
     def _process(self, frame) -> None:
         t_in, msgs = frame
-        timings, warnings = self.handle(msgs)
+        timings, warnings = self.handle_frame(msgs)
         for w in warnings:
             if w not in self.warned:
                 self.warned.add(w)

@@ -5,6 +5,7 @@ module only connects them to rclpy.
 """
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import traceback
@@ -143,6 +144,10 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = 
         get_logger(name).fatal(f"{e}")
         rc = 2
     finally:
+        # a second Ctrl-C (the terminal signals the whole process group, and ros2 launch forwards one more)
+        # must not interrupt the cleanup below: it would end the process with -SIGINT ("process has died")
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             close = getattr(node, "close", None)
             if close is not None:

@@ -56,7 +56,7 @@ class ObjectPoseNode(PoseNode):
         self.start(inputs)
         self.get_logger().info(f"estimating {list(settings.objects)}, image windows from {settings.roi_source}")
 
-    def handle(self, msgs):
+    def handle_frame(self, msgs):
         """One synchronised frame (worker thread): estimate, then publish every output."""
         image, info, extra = msgs[0], msgs[1], (msgs[2] if len(msgs) > 2 else None)
         roi = self.pipeline.settings.roi_source
