@@ -73,6 +73,10 @@ class DataConfig:
             ``cache_dir``, reused across runs); 0 renders online in DataLoader workers.
         cache_dir: where pre-rendered sets are kept ('' = none).
         backgrounds: folder of background images for synthetic renders ('' = procedural).
+        domain_preset: the ablation's real-like domain: '' = the default real-like domain;
+            ``harsh`` = a far domain (``render.real_like.harsh_crop_domain`` /
+            ``render.depth_sensor.harsh_crop_depth``) on the real-like crops, used by the ablation
+            configs only.
         num_workers: DataLoader workers for online rendering.
         val_count: real-like validation crops of the ablation/demo caches (never trained on).
         test_count: real-like test crops of the ablation/demo caches (never trained on).
@@ -92,6 +96,7 @@ class DataConfig:
     num_workers: int = 2
     val_count: int = 200
     test_count: int = 500
+    domain_preset: str = ""
 
 
 @dataclass

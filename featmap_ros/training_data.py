@@ -307,8 +307,48 @@ def ablation_cache(cfg, cache_dir: str | Path, progress: bool = True) -> TaskCac
     d = cfg.data
     size = cfg.model.input_size
     if cfg.model.task == "hand":
-        return hand_cache(Path(cache_dir), size, d.synthetic_count, d.max_real, d.val_count, d.test_count)
-    return object_cache(Path(cache_dir), cfg, progress=progress)
+        cache = hand_cache(Path(cache_dir), size, d.synthetic_count, d.max_real, d.val_count, d.test_count)
+    else:
+        cache = object_cache(Path(cache_dir), cfg, progress=progress)
+    preset = getattr(d, "domain_preset", "")
+    if preset in ("", "default"):
+        return cache
+    if preset != "harsh":
+        raise InputError(f"data.domain_preset: unknown preset {preset!r} (expected '' or 'harsh')")
+    return harsh_domain_cache(cache, progress=progress)
+
+
+def harsh_domain_cache(cache: TaskCache, seed: int = 12345, progress: bool = True) -> TaskCache:
+    """The cache with every real-like crop (pairs, validation, test) moved to the harsh domain.
+
+    Objects: ``render.real_like.harsh_crop_domain`` (another colour response, strong colour cast,
+    heavy blur/noise/JPEG); hands: ``render.depth_sensor.harsh_crop_depth`` (missing edges and
+    holes, flying pixels, strong noise, quantisation, lower resolution). The synthetic crops and
+    the pairs' synthetic halves are unchanged. Deterministic for a seed; fast (no rendering).
+    """
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(seed)
+
+    def move(x: torch.Tensor, desc: str) -> torch.Tensor:
+        out = torch.empty_like(x)
+        for i in tqdm(range(x.shape[0]), desc=desc, disable=not progress, dynamic_ncols=True):
+            if cache.task == "object":
+                from featmap_ros.render.real_like import harsh_crop_domain
+
+                img = x[i].permute(1, 2, 0).contiguous().numpy()
+                out[i] = torch.from_numpy(harsh_crop_domain(img, rng)).permute(2, 0, 1)
+            else:
+                from featmap_ros.render.depth_sensor import harsh_crop_depth
+
+                out[i, 0] = torch.from_numpy(harsh_crop_depth(x[i, 0].float().numpy(), rng)).to(x.dtype)
+        return out
+
+    pairs = dict(cache.pairs, real=move(cache.pairs["real"], "harsh pairs"))
+    val = dict(cache.val, real=move(cache.val["real"], "harsh validation"))
+    test = dict(cache.test, real=move(cache.test["real"], "harsh test"))
+    info = dict(cache.info, domain_preset="harsh", harsh_seed=seed)
+    return TaskCache(cache.task, cache.synth, pairs, val, test, cache.meta, info)
 
 
 # ============================================================================= objects

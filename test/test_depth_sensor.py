@@ -79,3 +79,25 @@ def test_pair_same_pose():
     # synthetic: hand only; real-like: a scene around it
     assert (synth > 0).mean() < 0.2 and (real > 0).mean() > 0.5
     assert real.max() > c[2] + 0.4
+
+
+def test_harsh_crop_depth():
+    from featmap_ros.render.depth_sensor import HarshCropSensor, harsh_crop_depth
+
+    crop = np.ones((48, 48), np.float32)
+    crop[12:36, 12:36] = -0.2  # a flat foreground square inside the cube
+    a = harsh_crop_depth(crop, np.random.default_rng(3))
+    b = harsh_crop_depth(crop, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.float32 and a.shape == crop.shape and np.all(np.abs(a) <= 1.0)
+    assert crop[20, 20] == np.float32(-0.2)  # input untouched
+    fg = a[14:34, 16:34]
+    assert 0.01 < float(np.std(fg)) < 0.2  # strong noise
+    # the left edge of the square is lost (shadow), the right edge is not
+    valid = a < 0.99
+    assert valid[14:34, 10:15].sum() < valid[14:34, 33:38].sum()
+    assert np.mean(valid[16:32, 18:30]) > 0.9  # the inside survives (few random holes)
+    # quantised to the step (before the back value of missing pixels)
+    q = HarshCropSensor().quant_step
+    vals = fg[fg < 0.99]
+    np.testing.assert_allclose(vals / q, np.round(vals / q), atol=1e-4)

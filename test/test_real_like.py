@@ -90,3 +90,20 @@ def test_real_like_is_deterministic(written, tmp_path):
     with pytest.raises(InputError):
         write_object_dataset(tmp_path / "bad", mesh, info, 1, spec=SPEC, domain="cartoon", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_harsh_crop_domain_moves_colours_and_is_seeded():
+    from featmap_ros.render.real_like import harsh_crop_domain
+
+    img = np.zeros((48, 48, 3), np.uint8)
+    img[8:40, 8:40] = (220, 40, 30)  # a red object on black
+    a = harsh_crop_domain(img, np.random.default_rng(1))
+    b = harsh_crop_domain(img, np.random.default_rng(1))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == img.shape and a.dtype == np.uint8
+    centre = a[16:32, 16:32].reshape(-1, 3).mean(axis=0)
+    # the fixed colour response turns the red object into a mostly green-blue one
+    assert centre[0] < max(centre[1], centre[2])
+    assert img[20, 20, 0] == 220  # input untouched
+    with pytest.raises(InputError):
+        harsh_crop_domain(img[..., 0], np.random.default_rng(0))

@@ -241,3 +241,83 @@ def sample_pair(rng: np.random.Generator, K: np.ndarray, width: int = 640, heigh
     hand = sample_hand(rng, K, width, height, **hand_kwargs)
     synth, real = render_pair(hand, K, width, height, rng, sensor, scene)
     return hand, synth, real
+
+
+# ============================================================================= harsh crop domain (ablation only)
+
+
+@dataclass(frozen=True)
+class HarshCropSensor:
+    """A harsher sensor for the ablation's harsh domain (``data.domain_preset: harsh``), applied to
+    normalised depth crops (``crops.crop_depth``: [-1, 1] over the cube, +1 = back or invalid).
+
+    Not used by the defaults the bundled weights were trained on. Values in cube units (the
+    ablation's cube is 300 mm, so 0.01 = 1.5 mm).
+
+    Attributes:
+        shadow_px: (low, high) width of the structured-light shadow: foreground pixels missing along
+            its left edges (the projector side), as thin parts vanish in NYU's Kinect frames.
+        hole_prob: fraction of random missing blobs (seed density).
+        hole_radius_px: (low, high) radius of those blobs.
+        flying_prob: probability that an edge pixel takes a depth between fore- and background.
+        noise_sigma: (low, high) per-frame std of the depth noise.
+        quant_step: depth quantisation step.
+        block: the sensor's effective resolution divisor (nearest down/up sampling).
+    """
+
+    shadow_px: tuple[int, int] = (1, 2)
+    hole_prob: float = 0.004
+    hole_radius_px: tuple[float, float] = (1.0, 3.0)
+    flying_prob: float = 0.6
+    noise_sigma: tuple[float, float] = (0.03, 0.07)
+    quant_step: float = 0.04
+    block: int = 2
+
+
+def harsh_crop_depth(crop_n: np.ndarray, rng: np.random.Generator, sensor: HarshCropSensor = HarshCropSensor()) -> np.ndarray:
+    """The ablation's harsh sensor on one normalised depth crop.
+
+    Args:
+        crop_n: (S, S) float depth crop in [-1, 1] (+1 = back of the cube or invalid).
+        rng: random generator.
+        sensor: parameters.
+
+    Returns:
+        (S, S) float32 crop in [-1, 1], a new array.
+    """
+    x = np.asarray(crop_n, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"harsh_crop_depth: expected (S, S), got {x.shape}")
+    s = x.shape[0]
+    fg = x < 0.99
+    # flying pixels at depth edges: a mix of the two sides
+    dil = cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    ero = cv2.erode(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    edge = dil & ~ero
+    near = cv2.erode(np.where(fg, x, 1.0).astype(np.float32), np.ones((3, 3), np.uint8))
+    fly = edge & (rng.random(x.shape) < sensor.flying_prob)
+    a = rng.random(x.shape).astype(np.float32)
+    y = np.where(fly, a * near + (1 - a) * 1.0, x)
+    # noise and quantisation (noise grows with depth within the cube)
+    sig = float(rng.uniform(*sensor.noise_sigma))
+    y = y + rng.standard_normal(x.shape).astype(np.float32) * sig * (1.0 + 0.5 * (y + 1.0) / 2.0)
+    y = np.round(y / sensor.quant_step) * sensor.quant_step
+    # lower effective resolution
+    if sensor.block > 1:
+        small = y[::sensor.block, ::sensor.block]
+        y = np.repeat(np.repeat(small, sensor.block, 0), sensor.block, 1)[:s, :s]
+    # structured-light shadow: the foreground loses a band along its left edges
+    w = int(rng.integers(sensor.shadow_px[0], sensor.shadow_px[1] + 1))
+    fg2 = y < 0.99
+    bg_left = np.zeros_like(fg2)
+    for k in range(1, w + 1):
+        bg_left[:, k:] |= ~fg2[:, :-k]
+    missing = fg2 & bg_left
+    # random holes
+    seeds = rng.random(x.shape) < sensor.hole_prob
+    if seeds.any():
+        r = int(round(rng.uniform(*sensor.hole_radius_px)))
+        holes = cv2.dilate(seeds.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
+        missing |= holes
+    y = np.where(missing, 1.0, y)
+    return np.clip(y, -1.0, 1.0).astype(np.float32)

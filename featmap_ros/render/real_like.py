@@ -362,3 +362,58 @@ def write_object_dataset(
         writer.write_split("train.txt", train)
         writer.write_split("test.txt", test)
     return Path(out)
+
+
+# ============================================================================= harsh crop domain (ablation only)
+
+#: A far camera preset for the ablation's harsh domain (``data.domain_preset: harsh``), applied to
+#: 48-128 px crops of the real-like frames. Not used by the defaults the bundled weights were
+#: trained on.
+HARSH_CROP_CAMERA = RealLikeConfig(
+    wb_gain=(0.6, 1.5),
+    saturation=(0.5, 1.4),
+    gamma=(0.55, 1.7),
+    s_curve=(0.2, 0.6),
+    vignetting=(0.2, 0.6),
+    defocus_sigma_px=(0.6, 1.3),
+    motion_blur_prob=0.4,
+    motion_blur_px=(1.5, 3.5),
+    downsample_prob=0.5,
+    downsample=(0.45, 0.7),
+    shot_gain=(2.0, 6.0),
+    read_noise=(4.0, 10.0),
+    jpeg_quality=(15, 40),
+)
+
+#: The harsh domain's material/albedo response: a fixed colour mixing (rows: output R, G, B) that
+#: turns the object's colours into others, as a different material under a different light would
+#: (the first study's real-like domain had "other material and light", DESIGN §1).
+HARSH_COLOUR_RESPONSE = np.array([[0.15, 0.35, 0.70],
+                                  [0.65, 0.20, 0.25],
+                                  [0.25, 0.75, 0.10]], dtype=np.float32)
+
+
+def harsh_crop_domain(rgb: np.ndarray, rng: np.random.Generator, camera: RealLikeConfig = HARSH_CROP_CAMERA,
+                      response: np.ndarray = HARSH_COLOUR_RESPONSE) -> np.ndarray:
+    """The ablation's harsh real-like domain, applied to an already real-like crop.
+
+    A fixed colour response (``response``, another material/albedo response), a strong random
+    colour cast, then :func:`camera_effects` with the heavy blur/noise/JPEG ``camera`` preset.
+
+    Args:
+        rgb: (H, W, 3) uint8 RGB crop.
+        rng: random generator.
+        camera: camera preset (default :data:`HARSH_CROP_CAMERA`).
+        response: (3, 3) float colour mixing applied to linear RGB.
+
+    Returns:
+        (H, W, 3) uint8 RGB, a new image.
+    """
+    img = np.asarray(rgb)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise InputError(f"harsh_crop_domain: expected (H, W, 3) uint8, got {img.shape} {img.dtype}")
+    lin = (img.astype(np.float32) / 255.0) ** 2.2
+    lin = lin @ np.asarray(response, dtype=np.float32).T
+    cast = rng.uniform(0.5, 1.5, 3).astype(np.float32)
+    x = np.clip(lin * cast, 0.0, 1.0) ** (1 / 2.2)
+    return camera_effects(np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8), rng, camera)
