@@ -121,6 +121,10 @@ class TrainConfig:
         detach_synth_features: stop the matching loss's gradient into f(x_s).
         feature_match_norm: divide the matching term by the mean squared synthetic feature
             (a relative error), so that it cannot be lowered by shrinking all features.
+        feature_match_centered: with ``feature_match_norm``, divide by the synthetic features'
+            batch variance instead of their mean square, so that the term cannot be lowered by
+            growing a constant feature component either (seen at lambda >= 1 on the hand
+            ablation: the mean-square version let f collapse to a near-constant).
         baseline_pair_synth: without mapping, also give the pairs' synthetic halves (control).
         augment: photometric augmentation of synthetic (and real) crops: none|photometric|strong.
         augment_real: also augment the real crops.
@@ -147,6 +151,7 @@ class TrainConfig:
     lambda_map: float = 10.0
     detach_synth_features: bool = True
     feature_match_norm: bool = True
+    feature_match_centered: bool = False
     baseline_pair_synth: bool = False
     augment: Literal["none", "photometric", "strong"] = "photometric"
     augment_real: bool = False
@@ -507,7 +512,11 @@ def train(
                     if cfg.detach_synth_features:
                         f_pair = f_pair.detach()
                     fm = torch.mean((f_real.float() - f_pair.float()) ** 2)
-                    if cfg.feature_match_norm:
+                    if cfg.feature_match_norm and cfg.feature_match_centered:
+                        # relative to the synthetic features' batch variance: neither shrinking f
+                        # nor adding a constant to every feature lowers the matching term
+                        fm = fm / (torch.mean(f_pair.detach().float().var(dim=0, unbiased=False)) + 1e-6)
+                    elif cfg.feature_match_norm:
                         # relative error: shrinking every feature no longer lowers the matching term
                         fm = fm / (torch.mean(f_pair.detach().float() ** 2) + 1e-6)
                     losses["feature_match"] = fm

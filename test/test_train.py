@@ -154,3 +154,15 @@ def test_train_own_mesh_end_to_end(tmp_path):
     est = ObjectPoseEstimator.from_checkpoint(node["checkpoint"], device="cpu")
     assert est.object_names == ["my_part"] and not est.use_mapping and est.localiser is not None
     assert np.allclose(np.ptp(est.corners_m[0], axis=0), np.ptp(mesh.vertices_m, axis=0), atol=1e-6)
+
+
+def test_centered_feature_match_divides_by_the_variance(tmp_path):
+    # same weights and batches up to the first stage-2 step: the two relative losses differ only by
+    # their denominators, and the batch variance is below the mean square (features have a mean)
+    runs = {}
+    for centered in (False, True):
+        s, p = sources()
+        r = train(tiny_cfg(log_every=1, feature_match_centered=centered), s, p, tmp_path / str(centered), progress=False, device="cpu")
+        runs[centered] = [h for h in r.metrics["history"] if "feature_match" in h][0]
+    assert runs[True]["pose_synth"] == pytest.approx(runs[False]["pose_synth"], rel=1e-5)
+    assert runs[True]["feature_match"] > 1.05 * runs[False]["feature_match"]
