@@ -20,7 +20,7 @@ from featmap_ros import metrics
 from featmap_ros.atomic import write_json
 from featmap_ros.data import hand_predictions
 from featmap_ros.data.specs import HAND_DATASETS, OBJECT_DATASETS, hand_dataset, object_dataset
-from featmap_ros.errors import InputError
+from featmap_ros.errors import InputError, read_text
 
 #: Thresholds (mm) of the curve reported in tables and JSON.
 HAND_TABLE_THRESHOLDS_MM = tuple(range(0, 81, 10))
@@ -181,12 +181,7 @@ def read_bop_results(path: str | Path) -> list[BopEstimate]:
             count of R/t values, NaN or inf; the message names the file, line and field.
     """
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise InputError(f"{p}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{p}: cannot read: {e}") from None
+    text = read_text(p)
     out = []
     names = ("scene_id", "im_id", "obj_id", "score", "R", "t", "time")
     for lineno, line in enumerate(text.splitlines(), 1):

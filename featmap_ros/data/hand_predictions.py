@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featmap_ros.errors import InputError
+from featmap_ros.errors import InputError, read_text
 from featmap_ros.geometry import uvd_to_xyz
 from featmap_ros.data.specs import HandDatasetSpec
 
@@ -33,12 +33,7 @@ def read_uvd_file(path: str | Path, num_joints: int | None = None) -> np.ndarray
             that is not a number, NaN or inf; the message names the file and the line.
     """
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise InputError(f"{p}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{p}: cannot read: {e}") from None
+    text = read_text(p)
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
