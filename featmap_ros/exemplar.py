@@ -67,7 +67,11 @@ class ExemplarIndex:
 
 
 @torch.no_grad()
-def extract_features(f: torch.nn.Module, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """f over (N, C, S, S) crops in batches: (N, D) float32 (module put in eval mode by the caller)."""
+def extract_features(f: torch.nn.Module, images: torch.Tensor, batch: int = 256, flatten: bool = True) -> torch.Tensor:
+    """f over (N, C, S, S) crops in batches (module put in eval mode by the caller): (N, D)
+    float32 vectors, conv-level features (``map_level: conv``) flattened unless ``flatten`` is False."""
     out = [f(images[i:i + batch]).float() for i in range(0, images.shape[0], batch)]
-    return torch.cat(out) if out else torch.zeros(0)
+    if not out:
+        return torch.zeros(0)
+    feats = torch.cat(out)
+    return feats.flatten(1) if flatten else feats

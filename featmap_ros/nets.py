@@ -51,6 +51,9 @@ class ModelConfig:
         n_joints: joints the depth head predicts (3 numbers each).
         pca_dim: 0 for a plain FC head; > 0 for the PCA prior layer of that size (hand only).
         dropout: dropout after each FC of f (0 disables).
+        map_level: where f ends and g maps: ``fc`` (the paper: f = trunk + two FC layers, g
+            = residual FC blocks on the ``feature_dim`` vector) or ``conv`` (f = the conv trunk,
+            g = residual 3x3 conv blocks on its feature maps, h = the two FC layers + head).
     """
 
     task: Literal["object", "hand"] = "object"
@@ -67,6 +70,7 @@ class ModelConfig:
     n_joints: int = 14
     pca_dim: int = 0
     dropout: float = 0.0
+    map_level: Literal["fc", "conv"] = "fc"
 
     def check(self, where: str = "model") -> None:
         """Raise InputError naming the field if the combination cannot be built."""
@@ -179,7 +183,7 @@ class FeatureExtractor(nn.Module):
     depth in [-1, 1]. Output (B, feature_dim) float32.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, with_fc: bool = True) -> None:
         super().__init__()
         if cfg.backbone in ("vgg16", "resnet18", "resnet34", "resnet50"):
             trunk, ch, stride = _torchvision_trunk(cfg.backbone, cfg.pretrained)
@@ -189,7 +193,8 @@ class FeatureExtractor(nn.Module):
             trunk, ch, stride = _deepprior_trunk(cfg.deepprior_widths, cfg.deepprior_blocks)
         self.trunk = trunk
         side = max(cfg.input_size // stride, 1)
-        self.fc = _fc_features(ch * side * side, cfg.feature_dim, cfg.dropout)
+        self.out_channels, self.out_side = ch, side
+        self.fc = _fc_features(ch * side * side, cfg.feature_dim, cfg.dropout) if with_fc else nn.Identity()
         self.normalise = cfg.task == "object"
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
@@ -214,12 +219,28 @@ class ResidualFC(nn.Module):
         return x + self.fc2(torch.relu(self.fc1(x)))
 
 
+class ResidualConv(nn.Module):
+    """x + conv3x3(ReLU(conv3x3(x))): one block of g at the conv level (identity at init)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(torch.relu(self.conv1(x)))
+
+
 class PoseHead(nn.Module):
     """h: feature -> pose numbers (B, out_dim); optional PCA prior (FC -> pca_dim -> fixed basis)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, in_dim: int = 0) -> None:
         super().__init__()
         self.pca_dim = cfg.pca_dim
+        # conv-level mapping: the FC layers of f become the first layers of h
+        self.pre = _fc_features(in_dim, cfg.feature_dim, cfg.dropout) if in_dim else nn.Identity()
         if cfg.pca_dim > 0:
             self.fc = nn.Linear(cfg.feature_dim, cfg.pca_dim)
             self.register_buffer("pca_basis", torch.eye(cfg.pca_dim, cfg.out_dim))
@@ -241,7 +262,7 @@ class PoseHead(nn.Module):
         self.pca_mean.copy_(mean)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        y = self.fc(feat)
+        y = self.fc(self.pre(feat))
         if self.pca_dim > 0:
             y = y @ self.pca_basis + self.pca_mean
         return y
@@ -258,9 +279,15 @@ class FeatureMappingNet(nn.Module):
         super().__init__()
         cfg.check()
         self.cfg = cfg
-        self.f = FeatureExtractor(cfg)
-        self.g = nn.Sequential(*[ResidualFC(cfg.feature_dim) for _ in range(cfg.mapping_blocks)])
-        self.h = PoseHead(cfg)
+        if cfg.map_level == "conv":
+            self.f = FeatureExtractor(cfg, with_fc=False)
+            ch, side = self.f.out_channels, self.f.out_side
+            self.g = nn.Sequential(*[ResidualConv(ch) for _ in range(cfg.mapping_blocks)])
+            self.h = PoseHead(cfg, in_dim=ch * side * side)
+        else:
+            self.f = FeatureExtractor(cfg)
+            self.g = nn.Sequential(*[ResidualFC(cfg.feature_dim) for _ in range(cfg.mapping_blocks)])
+            self.h = PoseHead(cfg)
 
     def shape_output(self, y: torch.Tensor) -> torch.Tensor:
         if self.cfg.task == "object":
@@ -275,8 +302,8 @@ class FeatureMappingNet(nn.Module):
 
         With ``n_synth`` (the training step of stage 2), ``x`` holds synthetic crops first and
         real crops after them; one pass of f over both keeps BatchNorm statistics shared, and
-        the return value is ``(pose_synth, pose_real, f_synth, f_real_mapped)`` where real
-        features go through g only when ``mapping``. (A single forward keeps DDP's gradient
+        the return value is ``(pose_synth, pose_real, f_synth, f_real_mapped, f_real)`` where
+        real features go through g only when ``mapping``. (A single forward keeps DDP's gradient
         synchronisation intact.)
         """
         feat = self.f(x)
@@ -284,10 +311,9 @@ class FeatureMappingNet(nn.Module):
             if real:
                 feat = self.g(feat)
             return self.pose_from_features(feat)
-        f_syn, f_real = feat[:n_synth], feat[n_synth:]
-        if mapping:
-            f_real = self.g(f_real)
-        return self.pose_from_features(f_syn), self.pose_from_features(f_real), f_syn, f_real
+        f_syn, f_raw = feat[:n_synth], feat[n_synth:]
+        f_real = self.g(f_raw) if mapping else f_raw
+        return self.pose_from_features(f_syn), self.pose_from_features(f_real), f_syn, f_real, f_raw
 
 
 @dataclass

@@ -31,6 +31,7 @@ metrics and the resolved config. DDP starts when ``WORLD_SIZE > 1`` (``torchrun`
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -125,6 +126,12 @@ class TrainConfig:
             batch variance instead of their mean square, so that the term cannot be lowered by
             growing a constant feature component either (seen at lambda >= 1 on the hand
             ablation: the mean-square version let f collapse to a near-constant).
+        match_target: the synthetic features the real ones are mapped onto: ``current`` = f(x_s)
+            of the f being trained (the paper's joint loss); ``stage1`` = a frozen copy of f as it
+            was at the end of stage 1 (a fixed synthetic feature space the matching cannot move;
+            kept in checkpoints as ``teacher_f``).
+        match_grad: what the matching term trains: ``f_and_g`` (the paper) or ``g`` only (f
+            then learns from the pose losses alone).
         baseline_pair_synth: without mapping, also give the pairs' synthetic halves (control).
         augment: photometric augmentation of synthetic (and real) crops: none|photometric|strong.
         augment_real: also augment the real crops.
@@ -152,6 +159,8 @@ class TrainConfig:
     detach_synth_features: bool = True
     feature_match_norm: bool = True
     feature_match_centered: bool = False
+    match_target: Literal["current", "stage1"] = "current"
+    match_grad: Literal["f_and_g", "g"] = "f_and_g"
     baseline_pair_synth: bool = False
     augment: Literal["none", "photometric", "strong"] = "photometric"
     augment_real: bool = False
@@ -311,8 +320,9 @@ def load_checkpoint(path: str | Path, task: str | None = None, model_cfg: ModelC
         raise InputError(f"{p}: field model.task is {saved.get('task')!r}, expected {task!r} (a checkpoint for the other task)")
     if model_cfg is not None:
         want = to_dict(model_cfg)
+        defaults = to_dict(ModelConfig())  # fields added after a checkpoint was written take their defaults
         for key in want:
-            if saved.get(key) != want[key] and key not in ("pretrained",):
+            if saved.get(key, defaults[key]) != want[key] and key not in ("pretrained",):
                 raise InputError(f"{p}: field model.{key} is {saved.get(key)!r} in the checkpoint but {want[key]!r} in the config")
     return ck
 
@@ -439,6 +449,10 @@ def train(
         step = int(ck["step"])
         metrics = ck.get("metrics", metrics)
         log.info("resumed %s at step %d/%d", ckpt_path, step, total)
+    teacher: nn.Module | None = None  # f as it was at the end of stage 1 (match_target: stage1)
+    if resume and ckpt_path.exists() and ck.get("teacher_f") is not None:
+        teacher = _frozen_copy(model.f)
+        teacher.load_state_dict(ck["teacher_f"])
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True)
@@ -471,6 +485,7 @@ def train(
             "step": step,
             "metrics": metrics,
             "meta": meta or {},
+            "teacher_f": None if teacher is None else teacher.state_dict(),
         })
 
     in_key, tgt_key = _input_key(task), _target_key(task)
@@ -489,6 +504,8 @@ def train(
         ys = sb[tgt_key].to(dev)
         os_idx = sb.get("obj_index")
         stage2 = step >= cfg.steps_stage1 and pairs is not None
+        if stage2 and cfg.mapping and cfg.match_target == "stage1" and teacher is None:
+            teacher = _frozen_copy(model.f)  # before this step's forward updates BatchNorm statistics
         with torch.autocast(dev.type, enabled=use_amp):
             losses: dict[str, torch.Tensor] = {}
             if stage2:
@@ -500,7 +517,7 @@ def train(
                 op_idx = pb.get("obj_index")
                 use_pair_synth = cfg.mapping or cfg.baseline_pair_synth
                 synth_in = torch.cat([xs, xp]) if use_pair_synth else xs
-                pose_syn, pose_real, f_syn, f_real = net(torch.cat([synth_in, xr]), n_synth=synth_in.shape[0], mapping=cfg.mapping)
+                pose_syn, pose_real, f_syn, f_real, f_real_raw = net(torch.cat([synth_in, xr]), n_synth=synth_in.shape[0], mapping=cfg.mapping)
                 syn_targets = torch.cat([ys, yp]) if use_pair_synth else ys
                 syn_idx = None
                 if os_idx is not None:
@@ -509,8 +526,14 @@ def train(
                 losses["pose_real"] = pose_loss(pose_real, yp, op_idx)
                 if cfg.mapping:
                     f_pair = f_syn[xs.shape[0]:]
+                    if cfg.match_target == "stage1":
+                        with torch.no_grad():
+                            f_pair = teacher(xp)
                     if cfg.detach_synth_features:
                         f_pair = f_pair.detach()
+                    if cfg.match_grad == "g":
+                        # the matching term trains g only; f learns from the pose losses
+                        f_real = model.g(f_real_raw.detach())
                     fm = torch.mean((f_real.float() - f_pair.float()) ** 2)
                     if cfg.feature_match_norm and cfg.feature_match_centered:
                         # relative to the synthetic features' batch variance: neither shrinking f
@@ -562,6 +585,12 @@ def train(
         writer.close()
     model.eval()
     return TrainResult(model=model, checkpoint=ckpt_path, metrics=metrics)
+
+
+def _frozen_copy(f: nn.Module) -> nn.Module:
+    """A frozen copy of f in eval mode (BatchNorm on its running statistics): the fixed synthetic
+    feature space of ``match_target: stage1``."""
+    return copy.deepcopy(f).eval().requires_grad_(False)
 
 
 def _validate(model: FeatureMappingNet, validate: Callable[[FeatureMappingNet], dict]) -> dict:
@@ -636,6 +665,6 @@ def export_checkpoint(src: str | Path, dst: str | Path) -> None:
     """A slim copy of a checkpoint for inference (weights, configs, metadata, metrics; half the
     size or less: no optimiser, scaler or RNG state). Written atomically."""
     ck = load_checkpoint(src)
-    slim = {k: v for k, v in ck.items() if k not in ("optimizer", "scaler", "rng")}
+    slim = {k: v for k, v in ck.items() if k not in ("optimizer", "scaler", "rng", "teacher_f")}
     slim["exported_from_step"] = ck.get("step")
     save_checkpoint(dst, slim)

@@ -24,8 +24,9 @@ def test_object_shapes_and_g_identity_at_init():
     assert y.shape == (3, 2, 8, 2)
     # g is initialised to the identity, so real and synthetic paths agree before training
     assert torch.allclose(m(x, real=True), y, atol=1e-6)
-    ps, pr, fs, fr = m(torch.cat([x, x]), n_synth=3)
-    assert ps.shape == pr.shape == (3, 2, 8, 2) and fs.shape == fr.shape == (3, 64)
+    ps, pr, fs, fr, fraw = m(torch.cat([x, x]), n_synth=3)
+    assert ps.shape == pr.shape == (3, 2, 8, 2) and fs.shape == fr.shape == fraw.shape == (3, 64)
+    assert torch.allclose(fr, fraw, atol=1e-6)  # g = identity at init
 
 
 def test_hand_deepprior_shapes_and_pca_prior():
@@ -67,3 +68,20 @@ def test_bad_configs_name_the_field():
         from_dict(ModelConfig, {"backbon": "small"}, "model")
     with pytest.raises(InputError, match="backbone"):
         from_dict(ModelConfig, {"backbone": "vgg19"}, "model")
+
+
+def test_conv_level_mapping_shapes_and_same_function_as_fc_level():
+    # map_level conv: f = conv trunk (feature maps), g = residual conv blocks (identity at init),
+    # h = the FC layers + head; the network computes what the fc-level one computes with the same weights
+    torch.manual_seed(0)
+    conv = build_model(small_object(map_level="conv")).eval()
+    fc = build_model(small_object()).eval()
+    renamed = {k.replace("h.pre.", "f.fc."): v for k, v in conv.state_dict().items() if not k.startswith("g.")}
+    renamed.update({k: v for k, v in fc.state_dict().items() if k.startswith("g.")})
+    fc.load_state_dict(renamed)
+    x = torch.rand(3, 3, 32, 32)
+    assert conv.f(x).shape == (3, 16, 8, 8)
+    assert torch.allclose(conv(x), fc(x), atol=1e-6)
+    assert torch.allclose(conv(x, real=True), conv(x), atol=1e-6)
+    ps, pr, fs, fr, fraw = conv(torch.cat([x, x]), n_synth=3)
+    assert fs.shape == fr.shape == (3, 16, 8, 8) and pr.shape == (3, 2, 8, 2)

@@ -166,3 +166,41 @@ def test_centered_feature_match_divides_by_the_variance(tmp_path):
         runs[centered] = [h for h in r.metrics["history"] if "feature_match" in h][0]
     assert runs[True]["pose_synth"] == pytest.approx(runs[False]["pose_synth"], rel=1e-5)
     assert runs[True]["feature_match"] > 1.05 * runs[False]["feature_match"]
+
+
+@pytest.mark.parametrize("level", ["fc", "conv"])
+def test_stage1_teacher_resume_and_fixed_target(tmp_path, level):
+    # match_target stage1: the target extractor is f as it was at the end of stage 1; it is kept in
+    # the checkpoint, so a run killed inside stage 2 resumes to the uninterrupted run's weights
+    model = ModelConfig(task="object", backbone="small", input_size=16, feature_dim=16, small_channels=[4, 8], pretrained=False, map_level=level)
+    cfg = tiny_cfg(model=model, match_target="stage1")
+    s, p = sources()
+    full = train(cfg, s, p, tmp_path / "full", progress=False, device="cpu")
+    s, p = sources()
+    train(cfg, s, p, tmp_path / "cut", stop_after=6, progress=False, device="cpu")
+    s, p = sources()
+    resumed = train(cfg, s, p, tmp_path / "cut", progress=False, device="cpu")
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the teacher is the stage-1 f: equal to f of a run stopped at the end of stage 1, not to the final f
+    s, p = sources()
+    s1 = train(cfg, s, p, tmp_path / "s1", stop_after=cfg.steps_stage1, progress=False, device="cpu")
+    teacher = load_checkpoint(full.checkpoint)["teacher_f"]
+    f1 = {k[2:]: v for k, v in s1.model.state_dict().items() if k.startswith("f.")}
+    assert all(torch.equal(teacher[k], f1[k]) for k in teacher)
+    assert any(not torch.equal(teacher[k], v) for k, v in full.model.f.state_dict().items())
+    assert load_checkpoint(s1.checkpoint)["teacher_f"] is None
+
+
+def test_match_grad_g_keeps_the_matching_term_out_of_f(tmp_path):
+    # with match_grad g, the matching term's weight cannot change f: after a stage-2 step, f is the
+    # same for lambda 0 and lambda 50 while g differs
+    out = {}
+    for lam in (0.0, 50.0):
+        s, p = sources()
+        out[lam] = train(tiny_cfg(lambda_map=lam, match_grad="g", steps_stage2=1, augment="none", augment_real=False),
+                         s, p, tmp_path / str(lam), progress=False, device="cpu").model.state_dict()
+    f_keys = [k for k in out[0.0] if k.startswith("f.") and "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(out[0.0][k], out[50.0][k]) for k in f_keys)
+    assert not torch.equal(out[0.0]["g.0.fc2.weight"], out[50.0]["g.0.fc2.weight"])  # fc2 (zero at init) gets the first gradients

@@ -120,9 +120,9 @@ def run_exemplar_cmd(args: argparse.Namespace) -> int:
     test_x = as_float(cache.test["real"])
     n_test = test_x.shape[0]
     t0 = time.perf_counter()
-    f_real = extract_features(model.f, test_x)
+    f_real_raw = extract_features(model.f, test_x, flatten=False)
     t_f = (time.perf_counter() - t0) / n_test
-    mapped = model.g(f_real)
+    f_real, mapped = f_real_raw.flatten(1), model.g(f_real_raw).flatten(1)
     rows = []
     # Feature Mapping itself
     t0 = time.perf_counter()
