@@ -13,7 +13,12 @@ validation split and a real-like test split never seen in training), and for eac
    - ``no_mapping_strong_aug``: the baseline with strong photometric augmentation of all crops
      in stage 2 (stage 1 is the shared one, with the default photometric augmentation);
    - ``mapping_lambda0``: g trained with the pose loss only (lambda = 0);
-   - ``mapping_lambda<L>`` for every L of the grid.
+   - ``mapping_lambda<L>`` for every L of the grid;
+   - ``mapping_joint_target`` (lambda = ``control_lambda``): the matching target is f(x_s) of the
+     f being trained (the paper's joint loss) instead of the frozen stage-1 f;
+   - ``mapping_fc_level`` (lambda = ``control_lambda``): g on the FC feature vector (the paper's
+     layer) instead of the conv feature maps; its stage 1 is the shared one, re-labelled
+     (:func:`featmap_ros.train.convert_map_level`: the same function, FC layers moved from f to h).
 
 3. lambda is chosen on the validation split (mean over seeds of the primary metric), never on
    the test split; the test figures of the chosen lambda are compared with ``no_mapping``;
@@ -36,7 +41,7 @@ import numpy as np
 import torch
 
 from featmap_ros import atomic
-from featmap_ros.train import TrainConfig, train
+from featmap_ros.train import TrainConfig, convert_map_level, train
 from featmap_ros.training_data import CachedSource, as_float
 
 log = logging.getLogger(__name__)
@@ -50,11 +55,14 @@ class AblationPlan:
         seeds: training seeds.
         lambdas: the lambda grid of the mapping (lambda = 0 is always run as a control).
         variants: the variants to run (default all).
+        control_lambda: lambda of the ``mapping_joint_target`` and ``mapping_fc_level`` variants.
     """
 
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     lambdas: list[float] = field(default_factory=lambda: [1.0, 10.0])
-    variants: list[str] = field(default_factory=lambda: ["synthetic_only", "no_mapping", "no_mapping_pair_synth", "no_mapping_strong_aug", "mapping_lambda0", "mapping"])
+    variants: list[str] = field(default_factory=lambda: ["synthetic_only", "no_mapping", "no_mapping_pair_synth", "no_mapping_strong_aug", "mapping_lambda0", "mapping",
+                                                         "mapping_joint_target", "mapping_fc_level"])
+    control_lambda: float = 1.0
 
 
 def variant_configs(base: TrainConfig, plan: AblationPlan) -> dict[str, TrainConfig]:
@@ -73,6 +81,11 @@ def variant_configs(base: TrainConfig, plan: AblationPlan) -> dict[str, TrainCon
         out["no_mapping_pair_synth"] = _with(base, mapping=False, baseline_pair_synth=True)
     if "no_mapping_strong_aug" in v:
         out["no_mapping_strong_aug"] = _with(base, mapping=False, augment="strong", augment_real=True)
+    if "mapping_joint_target" in v and base.match_target != "current":
+        out["mapping_joint_target"] = _with(base, mapping=True, lambda_map=plan.control_lambda, match_target="current")
+    if "mapping_fc_level" in v and base.model.map_level != "fc":
+        out["mapping_fc_level"] = _with(base, mapping=True, lambda_map=plan.control_lambda)
+        out["mapping_fc_level"].model.map_level = "fc"
     return out
 
 
@@ -147,7 +160,10 @@ def run_ablation(cache, base: TrainConfig, plan: AblationPlan, work_dir: str | P
             vdir = work / f"seed{seed}" / name
             vdir.mkdir(parents=True, exist_ok=True)
             if not (vdir / "last.pt").exists():
-                shutil.copyfile(s1_dir / "last.pt", vdir / "last.pt")
+                if vcfg.model.map_level != base.model.map_level:
+                    convert_map_level(s1_dir / "last.pt", vdir / "last.pt", vcfg.model.map_level)
+                else:
+                    shutil.copyfile(s1_dir / "last.pt", vdir / "last.pt")
             t0 = time.perf_counter()
             r = train(_with(vcfg, seed=seed), CachedSource(cache.synth, seed=seed, stream=0), CachedSource(cache.pairs, seed=seed, stream=1),
                       vdir, meta=cache.meta, progress=progress, device="cpu")

@@ -661,6 +661,37 @@ def attach_localiser(checkpoint: str | Path, loc: nn.Module, metrics: dict | Non
     save_checkpoint(checkpoint, ck)
 
 
+def convert_map_level(src: str | Path, dst: str | Path, level: str) -> None:
+    """Re-label a checkpoint for the other ``map_level`` (written atomically to ``dst``).
+
+    The two levels compute the same h(f(x)) from the same weights; only the FC layers move
+    between f (``f.fc.*``, level ``fc``) and h (``h.pre.*``, level ``conv``). g cannot be
+    carried over (it maps a different space): the new g starts at its identity initialisation,
+    so this is meant for stage-1 checkpoints (g untrained). Optimiser moments follow their
+    parameters; those of g are dropped.
+    """
+    ck = load_checkpoint(src)
+    old_cfg = from_dict(ModelConfig, dict(ck["model_config"], pretrained=False), f"{src}: model_config")
+    new_cfg = from_dict(ModelConfig, dict(ck["model_config"], pretrained=False, map_level=level), f"{src}: model_config")
+    old_model, new_model = build_model(old_cfg), build_model(new_cfg)
+    to_new = {"conv": ("f.fc.", "h.pre."), "fc": ("h.pre.", "f.fc.")}[level]
+    rename = lambda n: n.replace(*to_new)  # noqa: E731
+    state = {rename(k): v for k, v in ck["model"].items() if not k.startswith("g.")}
+    state.update({k: v for k, v in new_model.state_dict().items() if k.startswith("g.")})
+    new_model.load_state_dict(state)
+    old_names = [n for n, _ in old_model.named_parameters()]
+    new_names = [n for n, _ in new_model.named_parameters()]
+    opt = copy.deepcopy(ck["optimizer"])
+    opt["state"] = {new_names.index(rename(old_names[i])): st for i, st in opt["state"].items() if not old_names[i].startswith("g.")}
+    if len(opt["param_groups"]) != 1:
+        raise InputError(f"{src}: expected one optimiser parameter group, found {len(opt['param_groups'])}")
+    opt["param_groups"][0]["params"] = list(range(len(new_names)))
+    out = dict(ck, model=new_model.state_dict(), optimizer=opt, teacher_f=None,
+               model_config=dict(ck["model_config"], map_level=level))
+    out["config"] = dict(ck.get("config", {}), model=out["model_config"])
+    save_checkpoint(dst, out)
+
+
 def export_checkpoint(src: str | Path, dst: str | Path) -> None:
     """A slim copy of a checkpoint for inference (weights, configs, metadata, metrics; half the
     size or less: no optimiser, scaler or RNG state). Written atomically."""

@@ -204,3 +204,27 @@ def test_match_grad_g_keeps_the_matching_term_out_of_f(tmp_path):
     f_keys = [k for k in out[0.0] if k.startswith("f.") and "running" not in k and "num_batches" not in k]
     assert all(torch.equal(out[0.0][k], out[50.0][k]) for k in f_keys)
     assert not torch.equal(out[0.0]["g.0.fc2.weight"], out[50.0]["g.0.fc2.weight"])  # fc2 (zero at init) gets the first gradients
+
+
+def test_convert_map_level_keeps_the_function_and_resumes(tmp_path):
+    from featmap_ros.ablation import AblationPlan, variant_configs
+    from featmap_ros.train import convert_map_level
+
+    model = ModelConfig(task="object", backbone="small", input_size=16, feature_dim=16, small_channels=[4, 8], pretrained=False, map_level="conv")
+    cfg = tiny_cfg(model=model, match_target="stage1")
+    s, p = sources()
+    s1 = train(cfg, s, p, tmp_path / "s1", stop_after=cfg.steps_stage1, progress=False, device="cpu")
+    convert_map_level(s1.checkpoint, tmp_path / "fc" / "last.pt", "fc")
+    fc = model_from_checkpoint(load_checkpoint(tmp_path / "fc" / "last.pt")).eval()
+    x = torch.rand(5, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(fc(x), s1.model.eval()(x), atol=1e-6)
+    # the converted checkpoint resumes stage 2 at the fc level (optimiser moments carried over)
+    v = variant_configs(cfg, AblationPlan(lambdas=[1.0]))
+    assert v["mapping_fc_level"].model.map_level == "fc" and v["mapping_joint_target"].match_target == "current"
+    assert cfg.model.map_level == "conv"  # the base config is not modified
+    s, p = sources()
+    r = train(v["mapping_fc_level"], s, p, tmp_path / "fc", progress=False, device="cpu")
+    assert load_checkpoint(r.checkpoint)["step"] == cfg.steps_stage1 + cfg.steps_stage2
+    with pytest.raises(InputError, match="map_level"):
+        load_checkpoint(tmp_path / "fc" / "last.pt", model_cfg=cfg.model)
