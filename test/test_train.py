@@ -228,3 +228,31 @@ def test_convert_map_level_keeps_the_function_and_resumes(tmp_path):
     assert load_checkpoint(r.checkpoint)["step"] == cfg.steps_stage1 + cfg.steps_stage2
     with pytest.raises(InputError, match="map_level"):
         load_checkpoint(tmp_path / "fc" / "last.pt", model_cfg=cfg.model)
+
+
+def test_run_ablation_end_to_end_on_a_tiny_hand_cache(tmp_path):
+    # every variant (incl. the re-labelled fc-level stage 1) trains, is scored, and the report
+    # chooses lambda on validation and compares it with the baseline
+    from featmap_ros.ablation import AblationPlan, format_table, run_ablation
+    from featmap_ros.training_data import TaskCache
+
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):
+        joints = torch.rand(n, 14, 3, generator=g) * 0.1
+        return {"real": torch.rand(n, 1, 16, 16, generator=g) * 2 - 1, "joints_n": joints / 0.15,
+                "center_c_m": torch.zeros(n, 3), "joints_c_m": joints}
+
+    pairs = split(12)
+    pairs["synth"] = pairs["real"] * 0.5
+    cache = TaskCache("hand", {"depth": torch.rand(24, 1, 16, 16, generator=g) * 2 - 1, "joints_n": torch.rand(24, 14, 3, generator=g)},
+                      pairs, split(6), split(8), {"cube_mm": 300.0}, {"size": 16})
+    model = ModelConfig(task="hand", backbone="small", input_size=16, feature_dim=16, small_channels=[4, 8], pretrained=False, map_level="conv")
+    base = tiny_cfg(model=model, match_target="stage1", augment="photometric", augment_real=False)
+    rep = run_ablation(cache, base, AblationPlan(seeds=[0, 1], lambdas=[1.0, 3.0]), tmp_path)
+    assert set(rep["table"]) == {"synthetic_only", "no_mapping", "no_mapping_pair_synth", "no_mapping_strong_aug", "mapping_lambda0",
+                                 "mapping_lambda1", "mapping_lambda3", "mapping_joint_target", "mapping_fc_level"}
+    assert rep["chosen_lambda_variant"] in ("mapping_lambda1", "mapping_lambda3")
+    assert rep["seeds_done"] == [0, 1] and rep["comparison"]["primary"] == "mean_mm"
+    assert load_checkpoint(tmp_path / "seed0" / "mapping_fc_level" / "last.pt")["model_config"]["map_level"] == "fc"
+    assert "mapping_fc_level" in format_table(rep)
