@@ -14,7 +14,7 @@ import sys
 
 from featmap_ros.errors import InputError
 
-GROUPS = ("demo", "eval", "render", "train", "bag", "bench")
+GROUPS = ("demo", "eval", "render", "train", "bag", "bench", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

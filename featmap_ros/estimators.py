@@ -44,9 +44,22 @@ def _check_K(K: np.ndarray) -> np.ndarray:
     return geometry.check_K(K)
 
 
+RUNTIMES = ("torch", "onnxruntime")
+
+
 class _Base:
-    def __init__(self, model: FeatureMappingNet, meta: dict, use_mapping: bool, device: str) -> None:
+    def __init__(self, model: FeatureMappingNet, meta: dict, use_mapping: bool, device: str,
+                 runtime: str = "torch") -> None:
+        if runtime not in RUNTIMES:
+            raise InputError(f"runtime: must be one of {list(RUNTIMES)}, got {runtime!r}")
         self.device = resolve_device(device)
+        #: ``torch`` or ``onnxruntime``: what runs f, g, h (crops, PnP, localiser stay torch/numpy)
+        self.runtime = runtime
+        self._ort = None
+        if runtime == "onnxruntime":  # export before the model is cast to fp16 below
+            from featmap_ros.onnx_export import OrtRunner
+
+            self._ort = OrtRunner.from_model(model, use_mapping=use_mapping, device=self.device.type)
         self.half = self.device.type == "cuda"
         self.model = model.eval().to(self.device)
         if self.half:
@@ -57,6 +70,8 @@ class _Base:
 
     @torch.no_grad()
     def _infer(self, crops_chw: np.ndarray) -> np.ndarray:
+        if self._ort is not None:
+            return self._ort.run(crops_chw)
         x = torch.from_numpy(np.ascontiguousarray(crops_chw)).to(self.device)
         x = x.half() if self.half else x.float()
         y = self.model(x, real=self.use_mapping)
@@ -74,13 +89,14 @@ class ObjectPoseEstimator(_Base):
         localiser: the built-in localiser or None (then boxes are required).
         use_mapping: pass real features through g.
         device: ``auto`` | ``cpu`` | ``cuda``.
+        runtime: ``torch`` or ``onnxruntime`` (f, g, h exported to ONNX and run by ONNX Runtime).
     """
 
     def __init__(self, model: FeatureMappingNet, meta: dict, localiser: Localiser | None = None,
-                 use_mapping: bool = True, device: str = "auto") -> None:
+                 use_mapping: bool = True, device: str = "auto", runtime: str = "torch") -> None:
         if model.cfg.task != "object":
             raise InputError(f"model.task is {model.cfg.task!r}; ObjectPoseEstimator needs an object model")
-        super().__init__(model, meta, use_mapping, device)
+        super().__init__(model, meta, use_mapping, device, runtime)
         names = list(meta.get("object_names", []))
         if len(names) != model.cfg.n_objects:
             raise InputError(f"meta.object_names has {len(names)} names but the model predicts {model.cfg.n_objects} objects")
@@ -96,7 +112,7 @@ class ObjectPoseEstimator(_Base):
             self.localiser = localiser.eval().to(self.device)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "ObjectPoseEstimator":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", runtime: str = "torch") -> "ObjectPoseEstimator":
         """Load an object checkpoint written by ``featmap train object`` (or a bundled one).
 
         Raises:
@@ -113,7 +129,8 @@ class ObjectPoseEstimator(_Base):
             lcfg = from_dict(LocaliserConfig, ck["localiser"]["config"], f"{path}: localiser.config")
             loc = Localiser(lcfg)
             loc.load_state_dict(ck["localiser"]["state"])
-        return cls(model, ck.get("meta", {}), localiser=loc, use_mapping=bool(ck.get("config", {}).get("mapping", True)), device=device)
+        return cls(model, ck.get("meta", {}), localiser=loc, use_mapping=bool(ck.get("config", {}).get("mapping", True)), device=device,
+                   runtime=runtime)
 
     @property
     def object_names(self) -> list[str]:
@@ -216,13 +233,14 @@ class HandPoseEstimator(_Base):
             ((near, far) for hand localisation).
         use_mapping: pass real features through g.
         device: ``auto`` | ``cpu`` | ``cuda``.
+        runtime: ``torch`` or ``onnxruntime`` (f, g, h exported to ONNX and run by ONNX Runtime).
     """
 
     def __init__(self, model: FeatureMappingNet, meta: dict, use_mapping: bool = True, device: str = "auto",
-                 centre_refiner=None) -> None:
+                 centre_refiner=None, runtime: str = "torch") -> None:
         if model.cfg.task != "hand":
             raise InputError(f"model.task is {model.cfg.task!r}; HandPoseEstimator needs a hand model")
-        super().__init__(model, meta, use_mapping, device)
+        super().__init__(model, meta, use_mapping, device, runtime)
         self.joint_names = list(meta.get("joint_names", [f"joint_{i}" for i in range(model.cfg.n_joints)]))
         self.cube_mm = float(meta.get("cube_mm", 300.0))
         #: Optional learned centre refinement (featmap_ros.hand_centre.HandCentreRefiner) applied
@@ -231,11 +249,13 @@ class HandPoseEstimator(_Base):
         self.centre_refiner = centre_refiner
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", refine_centre: bool = True) -> "HandPoseEstimator":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", refine_centre: bool = True,
+                        runtime: str = "torch") -> "HandPoseEstimator":
         """Load a hand checkpoint (``featmap train hand`` or bundled); InputError on a wrong task.
 
         Args:
             refine_centre: also load the bundled hand-centre refiner (featmap_ros/weights/hand_centre.pt).
+            runtime: ``torch`` or ``onnxruntime`` (see the class).
         """
         from featmap_ros.train import load_checkpoint, model_from_checkpoint
 
@@ -247,7 +267,7 @@ class HandPoseEstimator(_Base):
 
             refiner = HandCentreRefiner.from_file()
         return cls(model, ck.get("meta", {}), use_mapping=bool(ck.get("config", {}).get("mapping", True)),
-                   device=device, centre_refiner=refiner)
+                   device=device, centre_refiner=refiner, runtime=runtime)
 
     def warmup(self) -> None:
         """One dummy pass so the first real frame is not slow."""
