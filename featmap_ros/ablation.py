@@ -262,6 +262,64 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+METRIC_LABELS = {
+    "proj2d_5px": "2D proj ≤ 5 px", "add_10": "ADD ≤ 10 %", "corner_px": "corner error (px)",
+    "mean_mm": "mean joint error (mm)", "max_le_20mm": "frames, all joints ≤ 20 mm", "max_le_40mm": "frames, all joints ≤ 40 mm",
+}
+
+
+def format_markdown(report: dict) -> str:
+    """The report as a Markdown table (mean ± std over seeds) and the comparison as bullets."""
+    metrics = [m for m in next(iter(report["table"].values())) if not m.startswith("val_")]
+    primary = report["primary_metric"]
+    lab = lambda m: METRIC_LABELS.get(m, m)  # noqa: E731
+    lines = [f"**{report['task']}** ({report['data']}; seeds {report['seeds_done']}; mean ± std over seeds; "
+             f"{report['seconds'] / 60:.0f} min)", "",
+             "| variant | " + " | ".join(lab(m) for m in metrics) + f" | validation {lab(primary)} |",
+             "|---" * (len(metrics) + 2) + "|"]
+    for name, row in report["table"].items():
+        label = f"`{name}`" + (" (λ chosen on validation)" if name == report.get("chosen_lambda_variant") else "")
+        cells = " | ".join(f"{_fmt(row[m]['mean'], m)} ± {_fmt(row[m]['std'], m)}" for m in metrics)
+        lines.append(f"| {label} | {cells} | {_fmt(row['val_' + primary]['mean'], primary)} |")
+    c = report.get("comparison")
+    if c:
+        lines.append("")
+        for k, v in c["metrics"].items():
+            per = ", ".join(_fmt(x, k) for x in v["per_seed_difference"])
+            lines.append(f"- `{c['mapping']}` − `no_mapping`, {lab(k)}: {_fmt(v['difference'], k)} (95 % paired bootstrap "
+                         f"{_fmt(v['ci95'][0], k)} … {_fmt(v['ci95'][1], k)}; per seed {per})")
+        lines.append(f"- mapping beats the baseline by more than the seed spread ({_fmt(c['seed_spread'], c['primary'])}): "
+                     f"**{'yes' if c['mapping_beats_baseline_beyond_seed_spread'] else 'no'}**; same sign on every seed: "
+                     f"{'yes' if c['all_seeds_agree'] else 'no'}")
+    return "\n".join(lines)
+
+
+def plot_report(report: dict, path: str | Path) -> Path:
+    """A PNG of the primary metric per variant: bars = mean over seeds, dots = seeds (atomic write)."""
+    from matplotlib.figure import Figure
+
+    primary = report["primary_metric"]
+    names = list(report["table"])
+    scale = 1.0 if primary.endswith(("_mm", "_px")) else 100.0
+    fig = Figure(figsize=(max(6.0, 0.9 * len(names) + 2), 4.5), dpi=120)
+    ax = fig.subplots()
+    for i, n in enumerate(names):
+        row = report["table"][n][primary]
+        colour = "tab:orange" if n == report.get("chosen_lambda_variant") else ("tab:blue" if n.startswith("mapping") else "tab:gray")
+        ax.bar(i, scale * row["mean"], color=colour, alpha=0.8)
+        ax.plot([i] * len(row["per_seed"]), [scale * v for v in row["per_seed"]], "k.", markersize=6)
+    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+    unit = "" if scale == 1.0 else " (%)"
+    ax.set_ylabel(METRIC_LABELS.get(primary, primary) + unit + ("  — lower is better" if not report["higher_is_better"] else ""))
+    ax.set_title(f"{report['task']}: test split, seeds {report['seeds_done']} (orange: λ chosen on validation)", fontsize=9)
+    ax.grid(True, axis="y", alpha=0.4)
+    fig.tight_layout()
+    out = Path(path)
+    with atomic.atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return out
+
+
 def _fmt(v: float, metric: str) -> str:
     if metric.endswith("_mm") or metric.endswith("_px"):
         return f"{v:.2f}"

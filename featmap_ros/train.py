@@ -19,6 +19,13 @@ collapsed: at lambda = 10 the matching term dominated the pose loss and the chea
 it was to shrink every feature of f towards zero, which took the pose estimates down with it
 (synthetic pose loss 0.004 -> 0.14 within 100 steps).
 
+Where g maps and onto what (``model.map_level``, ``match_target``): the paper maps the FC
+feature vector onto f(x_s) of the f being trained (``fc``, ``current``). With a CNN trained from
+scratch on pose alone those FC features hold little besides the pose, and the matching term
+adds nothing the pose loss does not; mapping the conv feature maps (``conv``: pixel-aligned pairs,
+far more to match) onto a frozen copy of the stage-1 f (``stage1``: a target the matching term
+cannot move) is what gave the gain in the ablation (README, "Does the mapping help?").
+
 Stage 2 without mapping (``mapping: false``, the paper's baseline): the same f, h trained on
 real + synthetic crops, no g: ``L = pose(h(f(x_s))) + pose(h(f(x_r)))``. Controls for the
 ablation: ``baseline_pair_synth`` (the baseline also gets the pairs' synthetic halves),

@@ -256,3 +256,9 @@ def test_run_ablation_end_to_end_on_a_tiny_hand_cache(tmp_path):
     assert rep["seeds_done"] == [0, 1] and rep["comparison"]["primary"] == "mean_mm"
     assert load_checkpoint(tmp_path / "seed0" / "mapping_fc_level" / "last.pt")["model_config"]["map_level"] == "fc"
     assert "mapping_fc_level" in format_table(rep)
+    from featmap_ros.ablation import format_markdown, plot_report
+
+    md = format_markdown(rep)
+    assert md.count("\n| `") == 9 and "(λ chosen on validation)" in md and "per seed" in md
+    png = plot_report(rep, tmp_path / "ablation.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

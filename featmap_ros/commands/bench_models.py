@@ -5,7 +5,9 @@
   :mod:`featmap_ros.ablation`); prints a table and writes JSON.
 - ``featmap bench exemplar``: nearest neighbours among synthetic exemplar features vs Feature
   Mapping: accuracy and time per frame for growing exemplar sets.
-- ``featmap bench infer``: estimator latency p50/p95 and throughput, batch 1 and batched.
+- ``featmap bench infer [--runtime torch onnxruntime]``: estimator latency p50/p95 and
+  throughput, batch 1 and batched, per runtime of f, g, h (torch, or the network exported to
+  ONNX and run by ONNX Runtime), whole estimator calls and the network alone.
 """
 from __future__ import annotations
 
@@ -53,6 +55,8 @@ def register(sub) -> None:
     i.add_argument("--iters", type=int, default=50)
     i.add_argument("--batch", type=int, default=16, help="instances / frames per batched call")
     i.add_argument("--json", type=Path, default=Path("featmap_out/bench_infer.json"))
+    i.add_argument("--runtime", nargs="+", choices=("torch", "onnxruntime"), default=["torch"],
+                   help="what runs f, g, h (onnxruntime: the network exported to ONNX); several = side by side")
     i.set_defaults(func=run_infer_cmd)
 
 
@@ -91,6 +95,11 @@ def run_ablation_cmd(args: argparse.Namespace) -> int:
         reports.append(rep)
         print(ablation.format_table(rep))
         ablation.write_report(args.json, reports)  # after each task, so a late failure keeps the first
+        if rep.get("seeds_done"):
+            png = ablation.plot_report(rep, args.json.with_name(f"{args.json.stem}_{task}.png"))
+            md = args.json.with_name(f"{args.json.stem}_{task}.md")
+            atomic.write_text(md, ablation.format_markdown(rep) + "\n")
+            print(f"wrote {png} and {md}")
     rep_all = {"machine": _machine(), "reports": reports}
     atomic.write_json(args.json, rep_all)
     print(f"wrote {args.json}")
@@ -174,19 +183,52 @@ def _cell(v) -> str:
 
 
 def run_infer_cmd(args: argparse.Namespace) -> int:
+    report = {"machine": _machine(), "device": args.device, "iters": args.iters, "runtimes": {}}
+    for runtime in args.runtime:
+        report["runtimes"][runtime] = _infer_runtime(args, runtime)
+    if "torch" in report["runtimes"]:  # the keys of the torch-only report, as before
+        report["object"], report["hand"] = report["runtimes"]["torch"]["object"], report["runtimes"]["torch"]["hand"]
+    print(f"({report['machine']['processor']}, {report['machine']['torch_threads']} threads, cuda {report['machine']['cuda']}; "
+          "net = f, g, h alone on random crops; the other rows are whole estimator calls)")
+    for runtime, rep in report["runtimes"].items():
+        print(f"runtime {runtime}, device {rep['device']}")
+        for task in ("object", "hand"):
+            for label, r in rep[task].items():
+                rate = r.get("instances_per_s", r.get("frames_per_s"))
+                unit = "instances/s" if "instances_per_s" in r else "frames/s"
+                print(f"  {task:6s} {label:18s} p50 {r['p50_ms']:8.2f} ms  p95 {r['p95_ms']:8.2f} ms  {rate:8.1f} {unit}")
+    atomic.write_json(args.json, report)
+    print(f"wrote {args.json}")
+    return 0
+
+
+def _net_latency(est, channels: int, batch: int, iters: int) -> dict:
+    """Latency of the estimator's network alone (``_infer``: f, g, h) on a random crop batch."""
+    from featmap_ros.estimators import latency_ms
+
+    S = est.input_size
+    x = np.random.default_rng(0).uniform(0, 1, (batch, channels, S, S)).astype(np.float32)
+    t = latency_ms(lambda: est._infer(x), iters)
+    return {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "instances_per_s": batch * 1000.0 / float(np.mean(t))}
+
+
+def _infer_runtime(args: argparse.Namespace, runtime: str) -> dict:
+    """Latencies of both estimators with f, g, h run by ``runtime`` (torch | onnxruntime)."""
     from featmap_ros import training_data
     from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator, latency_ms
 
-    report = {"machine": _machine(), "device": args.device, "iters": args.iters}
+    report = {}
     rng = np.random.default_rng(0)
-    obj = ObjectPoseEstimator.from_checkpoint(args.object_checkpoint or training_data.bundled_weights("object"), device=args.device)
+    obj = ObjectPoseEstimator.from_checkpoint(args.object_checkpoint or training_data.bundled_weights("object"), device=args.device,
+                                              runtime=runtime)
+    report["device"] = str(obj.device)
     obj.warmup()
     img = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
     K = np.array([[572.4114, 0, 325.2611], [0, 573.57043, 242.04899], [0, 0, 1]])
     name = obj.object_names[0]
     one = [(name, np.array([280.0, 190.0, 90.0, 90.0]))]
     many = [(name, np.array([40.0 + 35 * k, 60.0 + 20 * (k % 5), 90.0, 90.0])) for k in range(args.batch)]
-    res = {}
+    res = {"net_batch1": _net_latency(obj, 3, 1, args.iters), f"net_batch{args.batch}": _net_latency(obj, 3, args.batch, args.iters)}
     for label, boxes in (("batch1", one), (f"batch{args.batch}", many)):
         t = latency_ms(lambda: obj.estimate(img, K, boxes), args.iters)
         res[label] = {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "instances_per_s": len(boxes) * 1000.0 / float(np.mean(t))}
@@ -194,22 +236,15 @@ def run_infer_cmd(args: argparse.Namespace) -> int:
         t = latency_ms(lambda: obj.estimate(img, K), args.iters)
         res["localiser_batch1"] = {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "frames_per_s": 1000.0 / float(np.mean(t))}
     report["object"] = res
-    hand = HandPoseEstimator.from_checkpoint(args.hand_checkpoint or training_data.bundled_weights("hand"), device=args.device)
+    hand = HandPoseEstimator.from_checkpoint(args.hand_checkpoint or training_data.bundled_weights("hand"), device=args.device,
+                                             runtime=runtime)
     hand.warmup()
     depth, Kh = training_data.sample_hand_frame(seed=0)
-    hres = {}
+    hres = {"net_batch1": _net_latency(hand, 1, 1, args.iters), f"net_batch{args.batch}": _net_latency(hand, 1, args.batch, args.iters)}
     t = latency_ms(lambda: hand.estimate(depth, Kh), args.iters)
     hres["batch1"] = {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "frames_per_s": 1000.0 / float(np.mean(t))}
     depths = [depth] * args.batch
     t = latency_ms(lambda: hand.estimate_batch(depths, Kh), max(3, args.iters // 4))
     hres[f"batch{args.batch}"] = {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "frames_per_s": args.batch * 1000.0 / float(np.mean(t))}
     report["hand"] = hres
-    print(f"device {obj.device}  ({report['machine']['processor']}, {report['machine']['torch_threads']} threads, cuda {report['machine']['cuda']})")
-    for task in ("object", "hand"):
-        for label, r in report[task].items():
-            rate = r.get("instances_per_s", r.get("frames_per_s"))
-            unit = "instances/s" if "instances_per_s" in r else "frames/s"
-            print(f"  {task:6s} {label:18s} p50 {r['p50_ms']:8.2f} ms  p95 {r['p95_ms']:8.2f} ms  {rate:8.1f} {unit}")
-    atomic.write_json(args.json, report)
-    print(f"wrote {args.json}")
-    return 0
+    return report
