@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import importlib
 import io
+import logging
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -34,6 +35,8 @@ from torch import nn
 from featmap_ros import atomic
 from featmap_ros.errors import InputError
 from featmap_ros.nets import FeatureMappingNet
+
+log = logging.getLogger(__name__)
 
 #: ONNX operator set of the exported graphs (ONNX Runtime >= 1.16 runs it).
 OPSET = 17
@@ -136,6 +139,9 @@ def ort_providers(device: str = "cpu") -> list[str]:
     ort = require("onnxruntime")
     available = ort.get_available_providers()
     providers = ["CUDAExecutionProvider"] if device.startswith("cuda") and "CUDAExecutionProvider" in available else []
+    if device.startswith("cuda") and not providers:
+        log.warning("device %s: this ONNX Runtime has no CUDAExecutionProvider (install onnxruntime-gpu); "
+                    "the network runs on the CPU", device)
     return providers + ["CPUExecutionProvider"]
 
 
@@ -160,6 +166,9 @@ class OrtRunner:
         opts.intra_op_num_threads = int(threads if threads is not None else torch.get_num_threads())
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no busy-waiting pool threads between calls: the crops, PnP and localiser that run
+        # after the network (and a ROS node's other callbacks) need those cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(model_onnx, sess_options=opts, providers=ort_providers(device))
         except Exception as e:  # ORT raises its own exception types for unreadable graphs
