@@ -23,8 +23,8 @@ from featmap_ros.ros.worker import FrameWorker
 
 
 def load_estimator(values: dict[str, Any], kind: str):
-    """The ``ObjectPoseEstimator`` / ``HandPoseEstimator`` the ``weights``, ``device`` and ``warmup``
-    parameters ask for.
+    """The ``ObjectPoseEstimator`` / ``HandPoseEstimator`` the ``weights``, ``device``, ``runtime``
+    and ``warmup`` parameters ask for.
 
     Raises:
         InputError: ``parameter 'weights': ...`` (missing file, wrong task, unreadable).
@@ -34,9 +34,10 @@ def load_estimator(values: dict[str, Any], kind: str):
     cls = estimators.ObjectPoseEstimator if kind == "object" else estimators.HandPoseEstimator
     path = resolve_weights(values["weights"], kind)
     try:
-        est = cls.from_checkpoint(path, device=values["device"])
+        est = cls.from_checkpoint(path, device=values["device"], runtime=values["runtime"])
     except InputError as e:
-        raise InputError(f"parameter 'weights': {e}") from None
+        where = "runtime" if str(e).startswith("runtime:") else "weights"
+        raise InputError(f"parameter '{where}': {e}") from None
     except Exception as e:  # noqa: BLE001 - any load failure is a configuration error here
         raise InputError(f"parameter 'weights': cannot load {path}: {e}") from None
     if values["warmup"]:
