@@ -92,6 +92,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        if value is None:  # `key:` in YAML or `KEY=` on the command line: the empty string
+            return ""
         raise InputError(f"{where}: expected a string, got {value!r}")
     return value
 

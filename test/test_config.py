@@ -87,3 +87,14 @@ def test_bad_files(tmp_path):
 def test_to_dict_round_trip():
     c = config.load(Cfg, None, ["optim.lr=0.5"])
     assert config.from_dict(Cfg, config.to_dict(c)) == c
+
+
+def test_empty_value_of_a_string_field_is_the_empty_string(tmp_path):
+    from featmap_ros.train import TrainConfig
+
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  domain_preset: harsh\n  backgrounds:\n")
+    c = config.load(TrainConfig, p, ["data.domain_preset="])
+    assert c.data.domain_preset == "" and c.data.backgrounds == ""
+    with pytest.raises(InputError, match="data.max_real"):
+        config.load(TrainConfig, p, ["data.max_real="])  # an empty value is still no integer
