@@ -308,6 +308,15 @@ def plot_report(report: dict, path: str | Path) -> Path:
         colour = "tab:orange" if n == report.get("chosen_lambda_variant") else ("tab:blue" if n.startswith("mapping") else "tab:gray")
         ax.bar(i, scale * row["mean"], color=colour, alpha=0.8)
         ax.plot([i] * len(row["per_seed"]), [scale * v for v in row["per_seed"]], "k.", markersize=6)
+        ax.annotate(f"{scale * row['mean']:.1f}", (i, scale * row["mean"]), ha="center", va="bottom", fontsize=7,
+                    xytext=(0, 2), textcoords="offset points")
+    if "no_mapping" in report["table"]:
+        ax.axhline(scale * report["table"]["no_mapping"][primary]["mean"], color="k", linestyle="--", linewidth=1, label="no_mapping")
+        ax.legend(loc="upper right", fontsize=8)
+    if scale == 1.0:  # errors: zoom on the range the variants span (the differences are a few per cent)
+        vals = [scale * v for n in names for v in report["table"][n][primary]["per_seed"]]
+        lo, hi = min(vals), max(vals)
+        ax.set_ylim(max(0.0, lo - 0.15 * (hi - lo) - 0.5), hi + 0.1 * (hi - lo) + 0.5)
     ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
     unit = "" if scale == 1.0 else " (%)"
     ax.set_ylabel(METRIC_LABELS.get(primary, primary) + unit + ("  — lower is better" if not report["higher_is_better"] else ""))
