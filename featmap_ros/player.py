@@ -441,6 +441,8 @@ PLAYER_NODE_PARAMS: tuple[ParamSpec, ...] = (
               "(its output on ack_topic carries the frame's stamp) or ack_timeout_s passed: lossless evaluation"),
     ParamSpec("ack_topic", "", "estimator output to pace on; empty = /object_pose_node/detections or /hand_pose_node/hand_pose"),
     ParamSpec("ack_timeout_s", 5.0, "longest wait for an ack, seconds (a missed frame then counts as a failure)", min=0.001, max=3600.0),
+    ParamSpec("startup_timeout_s", 120.0, "lossless replay (wait_for_ack): longest wait for a subscriber to the images before the "
+              "first frame, seconds (an estimator node loading its networks)", min=0.001, max=86400.0),
     ParamSpec("publish_clock", True, "publish /clock with each frame's stamp (for use_sim_time)"),
     ParamSpec("start_time_s", 1.0, "stamp of the first frame, seconds", min=0.0, max=1e9),
     ParamSpec("start_delay_s", 1.0, "wait this long before the first frame (subscribers connect)", min=0.0, max=3600.0),

@@ -27,6 +27,8 @@ def generate_launch_description():
         DeclareLaunchArgument("camera_info", default_value="/camera/depth/camera_info", description="its camera_info"),
         DeclareLaunchArgument("weights", default_value="", description="hand checkpoint; empty = bundled weights"),
         DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda"),
+        DeclareLaunchArgument("runtime", default_value="torch", choices=["torch", "onnxruntime"],
+                              description="what runs the networks: torch, or onnxruntime (needs pip install onnxruntime)"),
         DeclareLaunchArgument("fixed_frame", default_value="camera_depth_optical_frame",
                               description="RViz fixed frame (the depth camera's optical frame)"),
     ]
@@ -34,7 +36,7 @@ def generate_launch_description():
         package="featmap_ros", executable="hand_pose_node", name="hand_pose_node", output="screen",
         parameters=[os.path.join(share, "config", "hand_pose_node.yaml"),
                     {"weights": ParameterValue(arg("weights"), value_type=str),
-                     "device": ParameterValue(arg("device"), value_type=str)}],
+                     "device": ParameterValue(arg("device"), value_type=str), "runtime": ParameterValue(arg("runtime"), value_type=str)}],
         remappings=[("depth", arg("depth")), ("camera_info", arg("camera_info"))],
     )
     rviz = Node(

@@ -32,6 +32,8 @@ def generate_launch_description():
                               description="where the image windows come from"),
         DeclareLaunchArgument("weights", default_value="", description="object checkpoint; empty = bundled weights"),
         DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda"),
+        DeclareLaunchArgument("runtime", default_value="torch", choices=["torch", "onnxruntime"],
+                              description="what runs the networks: torch, or onnxruntime (needs pip install onnxruntime)"),
         DeclareLaunchArgument("fixed_frame", default_value="camera_color_optical_frame",
                               description="RViz fixed frame (the camera's optical frame)"),
     ]
@@ -40,7 +42,7 @@ def generate_launch_description():
         parameters=[os.path.join(share, "config", "object_pose_node.yaml"),
                     {"weights": ParameterValue(arg("weights"), value_type=str),
                      "roi_source": ParameterValue(arg("roi_source"), value_type=str),
-                     "device": ParameterValue(arg("device"), value_type=str)}],
+                     "device": ParameterValue(arg("device"), value_type=str), "runtime": ParameterValue(arg("runtime"), value_type=str)}],
         remappings=[("image", arg("image")), ("camera_info", arg("camera_info")), ("detections_2d", arg("detections_2d"))],
     )
     rviz = Node(

@@ -39,6 +39,8 @@ def generate_launch_description():
                                           "player's boxes (pose accuracy alone); localiser/tracking = the "
                                           "checkpoint's built-in localiser (full pipeline)"),
         DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda"),
+        DeclareLaunchArgument("runtime", default_value="torch", choices=["torch", "onnxruntime"],
+                              description="what runs the networks: torch, or onnxruntime (needs pip install onnxruntime)"),
         DeclareLaunchArgument("output_dir", default_value="featmap_linemod_eval",
                               description="where the evaluator writes its metrics at shutdown"),
         DeclareLaunchArgument("use_sim_time", default_value="true", choices=["true", "false"],
@@ -59,7 +61,7 @@ def generate_launch_description():
         parameters=[os.path.join(share, "config", "object_pose_node.yaml"),
                     {"weights": ParameterValue(arg("weights"), value_type=str),
                      "roi_source": ParameterValue(arg("roi_source"), value_type=str),
-                     "device": ParameterValue(arg("device"), value_type=str), "use_sim_time": sim_time}],
+                     "device": ParameterValue(arg("device"), value_type=str), "runtime": ParameterValue(arg("runtime"), value_type=str), "use_sim_time": sim_time}],
         remappings=[("image", "/camera/color/image_raw"), ("camera_info", "/camera/color/camera_info"),
                     ("detections_2d", "/detections_2d"), ("ground_truth/detections", "/ground_truth/detections")],
     )

@@ -32,6 +32,8 @@ def generate_launch_description():
                               description="NYU hand dataset folder (train/, test/); empty = the embedded sample"),
         DeclareLaunchArgument("weights", default_value="", description="hand checkpoint; empty = bundled weights"),
         DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda"),
+        DeclareLaunchArgument("runtime", default_value="torch", choices=["torch", "onnxruntime"],
+                              description="what runs the networks: torch, or onnxruntime (needs pip install onnxruntime)"),
         DeclareLaunchArgument("output_dir", default_value="featmap_nyu_eval",
                               description="where the evaluator writes its metrics at shutdown"),
         DeclareLaunchArgument("use_sim_time", default_value="true", choices=["true", "false"],
@@ -50,7 +52,7 @@ def generate_launch_description():
         package="featmap_ros", executable="hand_pose_node", name="hand_pose_node", output="screen",
         parameters=[os.path.join(share, "config", "hand_pose_node.yaml"),
                     {"weights": ParameterValue(arg("weights"), value_type=str),
-                     "device": ParameterValue(arg("device"), value_type=str), "use_sim_time": sim_time}],
+                     "device": ParameterValue(arg("device"), value_type=str), "runtime": ParameterValue(arg("runtime"), value_type=str), "use_sim_time": sim_time}],
         remappings=[("depth", "/camera/depth/image_raw"), ("camera_info", "/camera/depth/camera_info")],
     )
     evaluator = Node(

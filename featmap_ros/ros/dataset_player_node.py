@@ -21,6 +21,8 @@ from featmap_ros import player
 from featmap_ros.data.bag import frame_messages, tf_static_message
 from featmap_ros.errors import InputError
 from featmap_ros.ros import conversions as conv
+
+_SETTLE_S = 1.0  # lossless replay: seconds the topics' matched subscriber counts must be stable before the first frame
 from featmap_ros.ros.node_common import ThrottledLog, declare_params, run_node
 
 NAME = "dataset_player_node"
@@ -52,6 +54,8 @@ class DatasetPlayerNode(Node):
         self.pending = None  # frame index taken from the schedule but not published yet
         self.done = False
         self.t0 = time.monotonic() + v["start_delay_s"]
+        self._counts: tuple = ()
+        self._counts_since = 0.0
 
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=v["qos.depth"], durability=DurabilityPolicy.VOLATILE,
                          reliability=ReliabilityPolicy.RELIABLE if v["qos.reliability"] == "reliable" else ReliabilityPolicy.BEST_EFFORT)
@@ -115,12 +119,24 @@ class DatasetPlayerNode(Node):
         self.k += 1
 
     def _consumers_ready(self, out, now: float) -> bool:
-        """Lossless replay holds the first frame until the images have a subscriber (the estimator
-        node may start after the player), at most ``ack_timeout_s``; otherwise it would be lost."""
+        """Lossless replay holds the first frame until an image stream has a subscriber and the ack
+        topic a publisher (the estimator node may start after the player and load its networks), at
+        most ``startup_timeout_s``; otherwise it would be lost."""
         if self.k > 0 or not self.values["wait_for_ack"]:
             return True
-        pubs = [self._publisher(topic, msg) for topic, msg in out if "image" in topic]
-        if all(p.get_subscription_count() > 0 for p in pubs) or now - self.t0 > self.values["ack_timeout_s"]:
+        if now - self.t0 > self.values["startup_timeout_s"]:
+            return True
+        # Ready when an image stream has a subscriber (the estimator reads one: colour for objects, depth
+        # for hands), the ack topic has a publisher (the estimate of the first frame must reach us and the
+        # evaluator), and the matched subscriber counts of every topic of the frame have not changed for
+        # _SETTLE_S (the estimator's other inputs, camera_info and boxes, are matched moments later; a
+        # first frame sent before that is dropped by its synchroniser).
+        counts = tuple(self._publisher(topic, msg).get_subscription_count() for topic, msg in out)
+        counts += (self.ack_sub.get_publisher_count(),)
+        if counts != self._counts:
+            self._counts, self._counts_since = counts, now
+        image_read = any(n > 0 for (topic, _), n in zip(out, counts) if "image" in topic)
+        if image_read and counts[-1] > 0 and now - self._counts_since >= _SETTLE_S:
             return True
         self.get_logger().info("waiting for a subscriber to the images before the first frame",
                                throttle_duration_sec=5.0)
