@@ -46,6 +46,8 @@ def register(sub) -> None:
     e.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 6000, 10000, 100000],
                    help="exemplar counts; beyond the rendered crops in the cache, random features (timing only)")
     e.add_argument("--json", type=Path, default=Path("featmap_out/bench_exemplar.json"))
+    e.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="overrides of the data config, e.g. data.domain_preset= for the default (near) real-like domain")
     e.set_defaults(func=run_exemplar_cmd)
 
     i = sub.add_parser("infer", help="estimator latency p50/p95 and throughput, batch 1 and batched")
@@ -120,7 +122,7 @@ def run_exemplar_cmd(args: argparse.Namespace) -> int:
     ck_path = args.checkpoint or str(training_data.bundled_weights("object"))
     ck = load_checkpoint(ck_path, task="object")
     model = model_from_checkpoint(ck, ck_path).eval()
-    cfg = load(TrainConfig, args.config_object, [])
+    cfg = load(TrainConfig, args.config_object, list(args.overrides))
     cfg.model = model.cfg
     cache = training_data.ablation_cache(cfg, args.cache)
     torch.set_grad_enabled(False)
