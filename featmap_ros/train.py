@@ -532,10 +532,11 @@ def train(
                 losses["pose_synth"] = pose_loss(pose_syn, syn_targets, syn_idx)
                 losses["pose_real"] = pose_loss(pose_real, yp, op_idx)
                 if cfg.mapping:
-                    f_pair = f_syn[xs.shape[0]:]
                     if cfg.match_target == "stage1":
                         with torch.no_grad():
                             f_pair = teacher(xp)
+                    else:
+                        f_pair = f_syn[xs.shape[0]:]
                     if cfg.detach_synth_features:
                         f_pair = f_pair.detach()
                     if cfg.match_grad == "g":

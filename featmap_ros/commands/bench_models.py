@@ -204,6 +204,12 @@ def run_infer_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(t_ms: np.ndarray, n_per_call: int, rate_key: str) -> dict:
+    """p50/p95 of per-call latencies (ms) and the throughput ``rate_key`` (items per second)."""
+    return {"p50_ms": float(np.percentile(t_ms, 50)), "p95_ms": float(np.percentile(t_ms, 95)),
+            rate_key: n_per_call * 1000.0 / float(np.mean(t_ms))}
+
+
 def _net_latency(est, channels: int, batch: int, iters: int) -> dict:
     """Latency of the estimator's network alone (``_infer``: f, g, h) on a random crop batch."""
     from featmap_ros.estimators import latency_ms
@@ -211,7 +217,7 @@ def _net_latency(est, channels: int, batch: int, iters: int) -> dict:
     S = est.input_size
     x = np.random.default_rng(0).uniform(0, 1, (batch, channels, S, S)).astype(np.float32)
     t = latency_ms(lambda: est._infer(x), iters)
-    return {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "instances_per_s": batch * 1000.0 / float(np.mean(t))}
+    return _summary(t, batch, "instances_per_s")
 
 
 def _infer_runtime(args: argparse.Namespace, runtime: str) -> dict:
@@ -233,10 +239,10 @@ def _infer_runtime(args: argparse.Namespace, runtime: str) -> dict:
     res = {"net_batch1": _net_latency(obj, 3, 1, args.iters), f"net_batch{args.batch}": _net_latency(obj, 3, args.batch, args.iters)}
     for label, boxes in (("batch1", one), (f"batch{args.batch}", many)):
         t = latency_ms(lambda: obj.estimate(img, K, boxes), args.iters)
-        res[label] = {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "instances_per_s": len(boxes) * 1000.0 / float(np.mean(t))}
+        res[label] = _summary(t, len(boxes), "instances_per_s")
     if obj.localiser is not None:
         t = latency_ms(lambda: obj.estimate(img, K), args.iters)
-        res["localiser_batch1"] = {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "frames_per_s": 1000.0 / float(np.mean(t))}
+        res["localiser_batch1"] = _summary(t, 1, "frames_per_s")
     report["object"] = res
     hand = HandPoseEstimator.from_checkpoint(args.hand_checkpoint or training_data.bundled_weights("hand"), device=args.device,
                                              runtime=runtime)
@@ -244,9 +250,9 @@ def _infer_runtime(args: argparse.Namespace, runtime: str) -> dict:
     depth, Kh = training_data.sample_hand_frame(seed=0)
     hres = {"net_batch1": _net_latency(hand, 1, 1, args.iters), f"net_batch{args.batch}": _net_latency(hand, 1, args.batch, args.iters)}
     t = latency_ms(lambda: hand.estimate(depth, Kh), args.iters)
-    hres["batch1"] = {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "frames_per_s": 1000.0 / float(np.mean(t))}
+    hres["batch1"] = _summary(t, 1, "frames_per_s")
     depths = [depth] * args.batch
     t = latency_ms(lambda: hand.estimate_batch(depths, Kh), max(3, args.iters // 4))
-    hres[f"batch{args.batch}"] = {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "frames_per_s": args.batch * 1000.0 / float(np.mean(t))}
+    hres[f"batch{args.batch}"] = _summary(t, args.batch, "frames_per_s")
     report["hand"] = hres
     return report
