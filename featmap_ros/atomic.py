@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from featmap_ros.errors import InputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
@@ -27,8 +29,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         The temporary path to write to. It is removed if the block raises.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    make_dir(final.parent, what=str(final))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    except OSError as e:
+        raise InputError(f"{final}: cannot write here ({e.strerror or e})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
@@ -40,6 +45,24 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def make_dir(path: str | os.PathLike, what: str | None = None) -> Path:
+    """Create an output folder (and its parents) or raise an error naming it.
+
+    Args:
+        path: the folder.
+        what: the output the folder is for, named in the error (default: the folder).
+
+    Raises:
+        InputError: the folder cannot be created or is a file (e.g. a read-only parent).
+    """
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{what or p}: cannot create output folder {p} ({e.strerror or e})") from None
+    return p
 
 
 def _umask() -> int:
@@ -55,8 +78,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     An existing ``path`` is replaced only after the new one is complete.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    make_dir(final.parent, what=str(final))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    except OSError as e:
+        raise InputError(f"{final}: cannot write here ({e.strerror or e})") from None
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp

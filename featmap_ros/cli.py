@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"featmap: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an output (or input) path the OS refused: name it, no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"featmap: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("featmap: interrupted", file=sys.stderr)
         return 130

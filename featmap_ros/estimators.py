@@ -13,7 +13,6 @@ Real images go through g (the mapping) when the model was trained with it (check
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -21,23 +20,15 @@ import cv2
 import numpy as np
 import torch
 
-from featmap_ros import crops, geometry
+from featmap_ros import geometry
+from featmap_ros import crops
 from featmap_ros.errors import InputError
 from featmap_ros.nets import FeatureMappingNet, Localiser, LocaliserConfig
 from featmap_ros.results import HandPose, ObjectPose
+from featmap_ros import hand_localiser
+from featmap_ros.checkpoint import resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU -> InputError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise InputError(f"device: must be auto, cpu or cuda, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device: {device!r} requested but no CUDA device is available")
-    return torch.device(device)
 
 
 def _check_K(K: np.ndarray) -> np.ndarray:
@@ -120,7 +111,7 @@ class ObjectPoseEstimator(_Base):
                 weights that do not fit the saved architecture.
         """
         from featmap_ros.config import from_dict
-        from featmap_ros.train import load_checkpoint, model_from_checkpoint
+        from featmap_ros.checkpoint import load_checkpoint, model_from_checkpoint
 
         ck = load_checkpoint(path, task="object")
         model = model_from_checkpoint(ck, str(path))
@@ -257,13 +248,13 @@ class HandPoseEstimator(_Base):
             refine_centre: also load the bundled hand-centre refiner (featmap_ros/weights/hand_centre.pt).
             runtime: ``torch`` or ``onnxruntime`` (see the class).
         """
-        from featmap_ros.train import load_checkpoint, model_from_checkpoint
+        from featmap_ros.checkpoint import load_checkpoint, model_from_checkpoint
 
         ck = load_checkpoint(path, task="hand")
         model = model_from_checkpoint(ck, str(path))
         refiner = None
         if refine_centre:
-            from featmap_ros.hand_centre import HandCentreRefiner
+            from featmap_ros.hand_localiser import HandCentreRefiner
 
             refiner = HandCentreRefiner.from_file()
         return cls(model, ck.get("meta", {}), use_mapping=bool(ck.get("config", {}).get("mapping", True)),
@@ -346,7 +337,7 @@ def _localise_hand(depth_m: np.ndarray, K: np.ndarray, meta: dict) -> np.ndarray
     if "cube_mm" in meta:
         kw["cube_m"] = float(meta["cube_mm"]) / 1000.0
     try:
-        c = crops.localise_hand(depth_m, K, **kw)
+        c = hand_localiser.localise_hand(depth_m, K, **kw)
     except InputError as e:
         log.debug("no hand: %s", e)
         return None
@@ -387,17 +378,3 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return img[..., :3]
 
 
-def latency_ms(fn, n: int, warmup: int = 3) -> np.ndarray:
-    """Wall-clock milliseconds of ``n`` calls of ``fn()`` after ``warmup`` calls (for benchmarks)."""
-    for _ in range(warmup):
-        fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t) * 1000.0)
-    return np.asarray(times)

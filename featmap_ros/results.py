@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from featmap_ros.geometry import BOX_CORNER_SIGNS
+
 
 @dataclass
 class ObjectPose:
@@ -35,6 +37,19 @@ class ObjectPose:
     bbox_xywh: np.ndarray = field(default_factory=lambda: np.zeros(4))
     extents_m: np.ndarray = field(default_factory=lambda: np.zeros(3))
     center_m: np.ndarray = field(default_factory=lambda: np.zeros(3))
+
+    def box_corners_m(self) -> np.ndarray:
+        """The 8 corners of the model's box in the model frame: (8, 3) float64, metres.
+
+        Ordered as :data:`featmap_ros.geometry.BOX_CORNER_SIGNS`.
+        """
+        ext = np.asarray(self.extents_m, np.float64).reshape(3)
+        return np.asarray(self.center_m, np.float64).reshape(3) + (BOX_CORNER_SIGNS - 0.5) * ext
+
+    def box_corners_c_m(self) -> np.ndarray:
+        """The box corners in the camera optical frame: (8, 3) float64, metres."""
+        R = np.asarray(self.R_m2c, np.float64).reshape(3, 3)
+        return self.box_corners_m() @ R.T + np.asarray(self.t_m2c_m, np.float64).reshape(3)
 
 
 @dataclass

@@ -8,9 +8,9 @@ pytest.importorskip("rosbags")
 
 from rosbags.rosbag2 import Reader
 
-from featmap_ros import player
+from featmap_ros.data import player
 from featmap_ros.cli import main as featmap
-from featmap_ros.data.bag import METADATA_VERSION, BagWriter, write_bag
+from featmap_ros.ros.bag import METADATA_VERSION, BagWriter, write_bag
 from featmap_ros.errors import InputError
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.msg_defs import featmap_typestore

@@ -90,7 +90,7 @@ def test_to_dict_round_trip():
 
 
 def test_empty_value_of_a_string_field_is_the_empty_string(tmp_path):
-    from featmap_ros.train import TrainConfig
+    from featmap_ros.training.config import TrainConfig
 
     p = tmp_path / "c.yaml"
     p.write_text("data:\n  domain_preset: harsh\n  backgrounds:\n")

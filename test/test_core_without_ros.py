@@ -56,7 +56,7 @@ def test_every_core_module_imports_with_ros_blocked():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "featmap_ros.metrics" in out["modules"] and "featmap_ros.geometry" in out["modules"]
+    assert "featmap_ros.evaluation.metrics" in out["modules"] and "featmap_ros.geometry" in out["modules"]
     assert out["failed"] == {}
     assert out["loaded_ros"] == []
 

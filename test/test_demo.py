@@ -1,5 +1,5 @@
 """Tests of ``featmap demo`` and the bundled weights (small runs; the real demo uses more frames)."""
-from featmap_ros.training_data import preload_torch_compiler
+from featmap_ros.render.renderer import preload_torch_compiler
 
 preload_torch_compiler()  # at collection, before any test renders (Mesa then triton segfaults)
 
@@ -11,7 +11,7 @@ import pytest
 from featmap_ros.cli import main
 from featmap_ros.errors import InputError
 from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
-from featmap_ros.training_data import WEIGHTS_DIR, bundled_weights
+from featmap_ros.checkpoint import WEIGHTS_DIR, bundled_weights
 
 
 def test_bundled_weights_load_and_are_small():

@@ -9,6 +9,7 @@ from featmap_ros.data.nyu import nyu_K
 from featmap_ros.errors import InputError
 from featmap_ros.render.hand import PALM_CENTER, sample_hand
 from featmap_ros.render.hand_depth import render_capsules_depth, render_hand_depth, render_plane_depth
+from featmap_ros import hand_localiser
 
 K = nyu_K()
 
@@ -98,15 +99,15 @@ def test_bad_input():
     empty = np.zeros((480, 640), np.float32)
     crop, _ = crops.crop_depth(empty, np.array([0.0, 0.0, 0.8]), K)
     assert np.all(crop == 1.0)
-    assert crops.localise_hand(empty, K) is None
-    assert crops.localise_hand(np.full((480, 640), np.nan, np.float32), K) is None
+    assert hand_localiser.localise_hand(empty, K) is None
+    assert hand_localiser.localise_hand(np.full((480, 640), np.nan, np.float32), K) is None
     # hand out of range: everything beyond far_m
-    assert crops.localise_hand(np.full((480, 640), 3.0, np.float32), K, far_m=1.6) is None
+    assert hand_localiser.localise_hand(np.full((480, 640), 3.0, np.float32), K, far_m=1.6) is None
     # centre far outside the image: a valid, empty crop
     crop, _ = crops.crop_depth(d, np.array([5.0, 0.0, 0.8]), K)
     assert np.all(crop == 1.0)
     with pytest.raises(InputError):
-        crops.localise_hand(np.zeros(10), K)
+        hand_localiser.localise_hand(np.zeros(10), K)
 
 
 def test_augmentation_statistics():
@@ -126,7 +127,7 @@ def test_localiser_on_a_simple_scene():
     wall = render_plane_depth([0, 0, 2.0], [0, 0, -1.0], K, 640, 480)
     center = np.array([0.05, -0.05, 0.7])
     depth = render_capsules_depth([center, center + [0, 0.03, 0.03]], [center, center + [0.0, 0.4, 0.5]], [0.05, 0.025], K, 640, 480, depth_m=wall)
-    c = crops.localise_hand(depth, K, surface_offset_m=0.0)
+    c = hand_localiser.localise_hand(depth, K, surface_offset_m=0.0)
     assert c is not None
     # the visible cap of the sphere: its centre of mass is about r/2 in front of the centre
     assert np.linalg.norm(c[:2] - center[:2]) < 0.01
@@ -140,7 +141,7 @@ def test_localiser_on_real_like_frames():
     errs = []
     for _ in range(12):
         hand, _, real = sample_pair(rng, K)
-        c = crops.localise_hand(real, K)
+        c = hand_localiser.localise_hand(real, K)
         errs.append(np.inf if c is None else np.linalg.norm(c - hand.joints_c_m()[PALM_CENTER]))
     # the full figure over hundreds of frames is printed by `featmap bench hand-detector`-style
     # runs (see README); here: most frames land on the hand

@@ -1,5 +1,5 @@
 """Tests of featmap_ros.estimators: crop/PnP round trip, batching, bad input, checkpoints."""
-from featmap_ros.training_data import preload_torch_compiler
+from featmap_ros.render.renderer import preload_torch_compiler
 
 preload_torch_compiler()  # at collection, before any test renders (Mesa then triton segfaults)
 
@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from featmap_ros import crops, geometry
+from featmap_ros import geometry
+from featmap_ros import crops
 from featmap_ros.errors import InputError
 from featmap_ros.estimators import ObjectPoseEstimator
 from featmap_ros.nets import Localiser, LocaliserConfig, ModelConfig, build_model
-from featmap_ros.train import TensorSource, TrainConfig, train
+from featmap_ros.training.sources import TensorSource
+from featmap_ros.training.config import TrainConfig
+from featmap_ros.training.loop import train
 
 K = np.array([[572.4, 0, 325.3], [0, 573.6, 242.0], [0, 0, 1.0]])
 

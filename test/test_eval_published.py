@@ -6,7 +6,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from featmap_ros.cli import main
-from featmap_ros.commands.eval_published import evaluate_bop, read_bop_results
+from featmap_ros.evaluation.published import evaluate_bop, read_bop_results
 from featmap_ros.data import hand_predictions
 from featmap_ros.data.specs import hand_dataset
 from featmap_ros.errors import InputError

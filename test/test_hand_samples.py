@@ -87,7 +87,8 @@ def test_eval_crops(tmp_path):
 
 
 def test_overlay_png(tmp_path):
-    from featmap_ros.draw.skeleton import colorize_crop, draw_hand_skeleton, hand_overlay, write_png
+    from featmap_ros.draw.images import colorize_crop, write_png
+    from featmap_ros.draw.skeleton import draw_hand_skeleton, hand_overlay
 
     rng = np.random.default_rng(0)
     hand, synth, real = sample_pair(rng, K)

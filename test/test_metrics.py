@@ -1,12 +1,13 @@
-"""featmap_ros.metrics: hand-computed cases for object errors, BOP-19 matching/recall, hand metrics."""
+"""featmap_ros.evaluation.metrics: hand-computed cases for object errors, BOP-19 matching/recall, hand metrics."""
 import math
 
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from featmap_ros import metrics as m
+from featmap_ros.evaluation import metrics as m
 from featmap_ros.errors import InputError
+from featmap_ros.evaluation import plots
 
 K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
 I3 = np.eye(3)
@@ -242,6 +243,6 @@ def test_hand_errors_and_curve_hand_computed():
 
 def test_plot_writes_png(tmp_path):
     th = np.arange(81.0)
-    out = m.plot_max_frame_curves({"a": (th, np.clip(th / 40, 0, 1))}, tmp_path / "curve.png", title="t")
+    out = plots.plot_max_frame_curves({"a": (th, np.clip(th / 40, 0, 1))}, tmp_path / "curve.png", title="t")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]

@@ -1,5 +1,5 @@
 """Tests of featmap_ros.nets: shapes, g starts as identity, PCA prior, bad configs."""
-from featmap_ros.training_data import preload_torch_compiler
+from featmap_ros.render.renderer import preload_torch_compiler
 
 preload_torch_compiler()  # at collection, before any test renders (Mesa then triton segfaults)
 

@@ -5,7 +5,8 @@ import torch
 from matplotlib.path import Path as MPath
 from scipy.spatial import ConvexHull
 
-from featmap_ros import crops, geometry
+from featmap_ros import geometry
+from featmap_ros import crops
 from featmap_ros.data.backgrounds import BackgroundSource, procedural_background
 from featmap_ros.data.object_samples import (
     BopCropDataset, PoseSampling, RealSynthPairs, SyntheticObjectDataset, collect_frames, object_window, sample_pose,

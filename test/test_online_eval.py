@@ -1,4 +1,4 @@
-"""featmap_ros/online_eval.py: stamp matching, metrics with known values, and equality with
+"""featmap_ros/evaluation/online.py: stamp matching, metrics with known values, and equality with
 ``featmap eval object|hand`` on a replay of the same frames (in process, through CDR messages)."""
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ import torch
 
 pytest.importorskip("rosbags")
 
-from featmap_ros import geometry, online_eval, player
+from featmap_ros import geometry
+from featmap_ros.evaluation import online as online_eval
+from featmap_ros.data import player
 from featmap_ros.data import nyu
-from featmap_ros.data.bag import frame_messages
+from featmap_ros.ros.bag import frame_messages
 from featmap_ros.errors import InputError
 from featmap_ros.results import HandPose, ObjectPose
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.msg_defs import featmap_typestore
 from test_player import make_bop, make_nyu
+from featmap_ros.ros.params import EVALUATOR_NODE_PARAMS
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +187,7 @@ def _object_estimator(root):
 
 
 def test_replay_equals_featmap_eval_object(tmp_path, store, msgs):
-    from featmap_ros.commands.eval_models import evaluate_object_dataset
+    from featmap_ros.evaluation.datasets import evaluate_object_dataset
 
     root = make_bop(tmp_path / "lm", n=6, w=96, h=72)
     est = _object_estimator(root)
@@ -244,7 +247,7 @@ def _hand_depths(root):
 
 
 def test_replay_equals_featmap_eval_hand(tmp_path, store, msgs):
-    from featmap_ros.commands.eval_models import evaluate_hand_dataset
+    from featmap_ros.evaluation.datasets import evaluate_hand_dataset
     from featmap_ros.ros.pipeline import HandPipeline, HandSettings
 
     root = make_nyu(tmp_path / "nyu", n=5)
@@ -273,7 +276,7 @@ def test_replay_equals_featmap_eval_hand(tmp_path, store, msgs):
 
 
 def test_evaluator_parameters_are_valid_specs():
-    for s in online_eval.EVALUATOR_NODE_PARAMS:
+    for s in EVALUATOR_NODE_PARAMS:
         assert s.check(s.default) == s.default
     with pytest.raises(InputError, match="task"):
         online_eval.make_evaluator("car", "lm", "")
@@ -293,8 +296,8 @@ def test_evaluator_node_reads_only_declared_parameters():
 
     from test_player import _param_keys_used
 
-    used = _param_keys_used(Path(online_eval.__file__).parent / "ros" / "evaluator_node.py")
-    declared = {s.name for s in online_eval.EVALUATOR_NODE_PARAMS}
+    used = _param_keys_used(Path(online_eval.__file__).parents[1] / "ros" / "evaluator_node.py")
+    declared = {s.name for s in EVALUATOR_NODE_PARAMS}
     assert used and used <= declared, used - declared
 
 

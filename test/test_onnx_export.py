@@ -1,5 +1,5 @@
 """Tests of featmap_ros.onnx_export and the estimators' ``runtime="onnxruntime"``."""
-from featmap_ros.training_data import preload_torch_compiler
+from featmap_ros.render.renderer import preload_torch_compiler
 
 preload_torch_compiler()  # as the other estimator tests: before anything renders
 
@@ -12,7 +12,8 @@ import torch
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from featmap_ros import crops, geometry
+from featmap_ros import geometry
+from featmap_ros import crops
 from featmap_ros.errors import InputError
 from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
 from featmap_ros.nets import ModelConfig, build_model

@@ -1,4 +1,4 @@
-"""featmap_ros/player.py: BOP/NYU frame sources, range/loop/stamps, pacing.
+"""featmap_ros/data/player.py: BOP/NYU frame sources, range/loop/stamps, pacing.
 
 The fixture builders here (``make_bop``, ``make_nyu``) write tiny datasets in the exact on-disk
 formats with the project's own writers; test_bag/test_online_eval/test_reliability reuse them.
@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featmap_ros import geometry, player
+from featmap_ros import geometry
+from featmap_ros.data import player
 from featmap_ros.data import bop, nyu
 from featmap_ros.errors import InputError
+from featmap_ros.ros.params import PLAYER_NODE_PARAMS
 
 K_SMALL = np.array([[60.0, 0.0, 32.0], [0.0, 61.0, 24.0], [0.0, 0.0, 1.0]])
 
@@ -169,11 +171,11 @@ def test_pacer_bad_arguments():
 
 
 def test_player_parameters_are_valid_specs():
-    names = [s.name for s in player.PLAYER_NODE_PARAMS]
+    names = [s.name for s in PLAYER_NODE_PARAMS]
     assert len(names) == len(set(names)) and {"rate", "loop", "range", "qos.reliability", "wait_for_ack"} <= set(names)
-    for s in player.PLAYER_NODE_PARAMS:
+    for s in PLAYER_NODE_PARAMS:
         assert s.check(s.default) == s.default
-    spec = {s.name: s for s in player.PLAYER_NODE_PARAMS}
+    spec = {s.name: s for s in PLAYER_NODE_PARAMS}
     with pytest.raises(InputError, match="parameter 'rate'"):
         spec["rate"].check(-1.0)
     with pytest.raises(InputError, match="parameter 'range'"):
@@ -188,19 +190,24 @@ def test_depth_conversion_refuses_overflow():
 
 
 def test_embedded_sample_is_reused_once_generated(tmp_path, monkeypatch):
-    from featmap_ros import cli
+    from featmap_ros.render import depth_sensor, real_like
 
     calls = []
-    monkeypatch.setattr(cli, "main", lambda argv: calls.append(argv) or 0)
+    monkeypatch.setattr(depth_sensor, "write_hand_dataset", lambda *a, **k: calls.append(a))
     root = player.embedded_sample("nyu", tmp_path, frames=3)
-    assert root == tmp_path / "sample_nyu_3_0" and calls and calls[0][:2] == ["render", "hand"]
+    assert root == tmp_path / "sample_nyu_3_0" and calls == [(root, 3, 0, "test")]
     (root / "test").mkdir(parents=True)
     (root / "test" / "joint_data.mat").write_bytes(b"x")
     calls.clear()
     assert player.embedded_sample("nyu", tmp_path, frames=3) == root and calls == []
-    monkeypatch.setattr(cli, "main", lambda argv: 1)
-    with pytest.raises(InputError, match="embedded lm sample failed"):
+
+    def broken(*a, **k):
+        raise InputError("render failed")
+
+    monkeypatch.setattr(real_like, "write_object_dataset", broken)
+    with pytest.raises(InputError, match="render failed"):
         player.embedded_sample("lm", tmp_path, frames=3)
+    assert not (tmp_path / "sample_lm_3_0" / "models" / "models_info.json").exists()
 
 
 def _param_keys_used(path: Path) -> set[str]:
@@ -217,8 +224,8 @@ def _param_keys_used(path: Path) -> set[str]:
 
 
 def test_player_node_reads_only_declared_parameters():
-    used = _param_keys_used(Path(player.__file__).parent / "ros" / "dataset_player_node.py")
-    declared = {s.name for s in player.PLAYER_NODE_PARAMS}
+    used = _param_keys_used(Path(player.__file__).parents[1] / "ros" / "dataset_player_node.py")
+    declared = {s.name for s in PLAYER_NODE_PARAMS}
     assert used and used <= declared, used - declared
 
 

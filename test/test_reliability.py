@@ -21,7 +21,8 @@ import pytest
 
 pytest.importorskip("rosbags")
 
-from featmap_ros import online_eval, player
+from featmap_ros.evaluation import online as online_eval
+from featmap_ros.data import player
 from featmap_ros.cli import main as featmap
 from featmap_ros.errors import InputError
 from featmap_ros.results import HandPose, ObjectPose
@@ -307,7 +308,7 @@ def test_killed_bag_conversion_leaves_no_whole_looking_bag(tmp_path):
 
 _CHECKPOINT_WRITER = r"""
 import sys, numpy as np, torch
-from featmap_ros.train import save_checkpoint
+from featmap_ros.checkpoint import save_checkpoint
 k = 0
 while True:
     save_checkpoint(sys.argv[1], {"step": k, "weights": torch.full((6_000_000,), float(k)), "config": {"k": k}})

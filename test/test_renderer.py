@@ -5,7 +5,8 @@ from matplotlib.path import Path as MPath
 from scipy.spatial import ConvexHull
 from scipy.spatial.transform import Rotation
 
-from featmap_ros import crops, geometry
+from featmap_ros import geometry
+from featmap_ros import crops
 from featmap_ros.errors import InputError
 from featmap_ros.render.renderer import Lighting, MeshRenderer, composite, crop_intrinsics, random_lighting
 from featmap_ros.render.toy_object import box_mesh, make_toy_object

@@ -35,7 +35,7 @@ def tiny_checkpoint(path: Path, task: str) -> Path:
     """A randomly initialised checkpoint in the format featmap train writes (small nets)."""
     from featmap_ros.config import to_dict
     from featmap_ros.nets import ModelConfig, build_model
-    from featmap_ros.train import CHECKPOINT_FORMAT, save_checkpoint
+    from featmap_ros.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 
     torch.manual_seed(0)
     if task == "object":

@@ -1,6 +1,6 @@
-"""Tests of featmap_ros.train: a run killed mid-way and resumed equals an uninterrupted run;
+"""Tests of featmap_ros.training.loop: a run killed mid-way and resumed equals an uninterrupted run;
 checkpoint checks; the mapping losses."""
-from featmap_ros.training_data import preload_torch_compiler
+from featmap_ros.render.renderer import preload_torch_compiler
 
 preload_torch_compiler()  # at collection, before any test renders (Mesa then triton segfaults)
 
@@ -10,9 +10,11 @@ import torch
 
 from featmap_ros.errors import InputError
 from featmap_ros.nets import ModelConfig
-from featmap_ros.train import (
-    TensorSource, TrainConfig, load_checkpoint, model_from_checkpoint, photometric_augment, save_checkpoint, train,
-)
+from featmap_ros.training.sources import TensorSource
+from featmap_ros.training.config import TrainConfig
+from featmap_ros.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from featmap_ros.training.augment import photometric_augment
+from featmap_ros.training.loop import train
 
 
 def tiny_cfg(**kw):
@@ -103,7 +105,7 @@ def test_train_command_bad_input_names_field_or_file(tmp_path, capsys):
 
 def test_localiser_training_learns_a_fixed_target():
     from featmap_ros.nets import LocaliserConfig
-    from featmap_ros.train import train_localiser
+    from featmap_ros.training.localiser import train_localiser
 
     g = torch.Generator().manual_seed(0)
     img = torch.rand(16, 3, 32, 48, generator=g)
@@ -118,7 +120,7 @@ def test_localiser_training_learns_a_fixed_target():
 def test_paired_bootstrap_and_variants():
     import numpy as np
 
-    from featmap_ros.ablation import AblationPlan, paired_bootstrap, variant_configs
+    from featmap_ros.evaluation.ablation import AblationPlan, paired_bootstrap, variant_configs
 
     a = np.array([1.0, 1, 1, 0, 1, 0, 1, 1])
     b = np.array([0.0, 1, 0, 0, 1, 0, 0, 1])
@@ -207,8 +209,8 @@ def test_match_grad_g_keeps_the_matching_term_out_of_f(tmp_path):
 
 
 def test_convert_map_level_keeps_the_function_and_resumes(tmp_path):
-    from featmap_ros.ablation import AblationPlan, variant_configs
-    from featmap_ros.train import convert_map_level
+    from featmap_ros.evaluation.ablation import AblationPlan, variant_configs
+    from featmap_ros.checkpoint import convert_map_level
 
     model = ModelConfig(task="object", backbone="small", input_size=16, feature_dim=16, small_channels=[4, 8], pretrained=False, map_level="conv")
     cfg = tiny_cfg(model=model, match_target="stage1")
@@ -233,8 +235,8 @@ def test_convert_map_level_keeps_the_function_and_resumes(tmp_path):
 def test_run_ablation_end_to_end_on_a_tiny_hand_cache(tmp_path):
     # every variant (incl. the re-labelled fc-level stage 1) trains, is scored, and the report
     # chooses lambda on validation and compares it with the baseline
-    from featmap_ros.ablation import AblationPlan, format_table, run_ablation
-    from featmap_ros.training_data import TaskCache
+    from featmap_ros.evaluation.ablation import AblationPlan, format_table, run_ablation
+    from featmap_ros.evaluation.ablation_data import TaskCache
 
     g = torch.Generator().manual_seed(0)
 
@@ -256,7 +258,8 @@ def test_run_ablation_end_to_end_on_a_tiny_hand_cache(tmp_path):
     assert rep["seeds_done"] == [0, 1] and rep["comparison"]["primary"] == "mean_mm"
     assert load_checkpoint(tmp_path / "seed0" / "mapping_fc_level" / "last.pt")["model_config"]["map_level"] == "fc"
     assert "mapping_fc_level" in format_table(rep)
-    from featmap_ros.ablation import format_markdown, plot_report
+    from featmap_ros.evaluation.ablation import format_markdown
+    from featmap_ros.evaluation.plots import plot_report
 
     md = format_markdown(rep)
     assert md.count("\n| `") == 9 and "(λ chosen on validation)" in md and "per seed" in md

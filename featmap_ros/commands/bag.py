@@ -3,7 +3,7 @@
     featmap bag bop /data/bop/lm --out lm_scene2.bag --scene 2 --range 0:500 --storage mcap
     featmap bag nyu /data/nyu --out nyu_test --split test --distro humble
 
-The bag holds what ``dataset_player_node`` publishes (see :mod:`featmap_ros.data.bag`), so
+The bag holds what ``dataset_player_node`` publishes (see :mod:`featmap_ros.ros.bag`), so
 ``ros2 bag play BAG --clock`` can replace the player in ``linemod.launch.py``/``nyu.launch.py``.
 """
 from __future__ import annotations
@@ -51,8 +51,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from featmap_ros import player
-    from featmap_ros.data.bag import write_bag
+    from featmap_ros.data import player
+    from featmap_ros.ros.bag import write_bag
 
     if args.bag_kind == "nyu":
         src = player.NyuSource(args.dataset_root, args.split, synthetic=args.synthetic)

@@ -14,7 +14,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from featmap_ros import atomic
-    from featmap_ros.render.hand_bench import run_hand_centre_bench
+    from featmap_ros.evaluation.bench import run_hand_centre_bench
 
     r = run_hand_centre_bench(args.frames, args.seed, args.weights, args.iterations)
     print(f"frames {r['frames']} (seed {r['seed']}), found {r['found']}, {r['iterations']} refinement rounds")

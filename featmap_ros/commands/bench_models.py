@@ -2,7 +2,7 @@
 
 - ``featmap bench ablation [--task object|hand|both] [--seeds 0 1 2] [--lambdas 1 10] ...``:
   with vs without mapping on the real-like domains, with the controls (see
-  :mod:`featmap_ros.ablation`); prints a table and writes JSON.
+  :mod:`featmap_ros.evaluation.ablation`); prints a table and writes JSON.
 - ``featmap bench exemplar``: nearest neighbours among synthetic exemplar features vs Feature
   Mapping: accuracy and time per frame for growing exemplar sets.
 - ``featmap bench infer [--runtime torch onnxruntime]``: estimator latency p50/p95 and
@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -22,6 +21,9 @@ import torch
 
 from featmap_ros import atomic
 from featmap_ros.errors import InputError
+from featmap_ros.evaluation import plots
+from featmap_ros import checkpoint
+from featmap_ros.evaluation import ablation_data
 
 
 def register(sub) -> None:
@@ -71,9 +73,9 @@ def _machine() -> dict:
 
 
 def run_ablation_cmd(args: argparse.Namespace) -> int:
-    from featmap_ros import ablation, training_data
+    from featmap_ros.evaluation import ablation
     from featmap_ros.config import load
-    from featmap_ros.train import TrainConfig
+    from featmap_ros.training.config import TrainConfig
 
     tasks = ("object", "hand") if args.task == "both" else (args.task,)
     plan = ablation.AblationPlan(seeds=list(args.seeds), lambdas=list(args.lambdas))
@@ -85,7 +87,7 @@ def run_ablation_cmd(args: argparse.Namespace) -> int:
         cfg = load(TrainConfig, cfg_path, list(args.overrides))
         if cfg.model.task != task:
             raise InputError(f"{cfg_path}: model.task is {cfg.model.task!r}, expected {task!r}")
-        cache = training_data.ablation_cache(cfg, args.cache)
+        cache = ablation_data.ablation_cache(cfg, args.cache)
         print(f"[{task}] data: {cache.describe()}")
         def partial(rep, _task=task):
             if rep.get("seeds_done"):
@@ -98,7 +100,7 @@ def run_ablation_cmd(args: argparse.Namespace) -> int:
         print(ablation.format_table(rep))
         ablation.write_report(args.json, reports)  # after each task, so a late failure keeps the first
         if rep.get("seeds_done"):
-            png = ablation.plot_report(rep, args.json.with_name(f"{args.json.stem}_{task}.png"))
+            png = plots.plot_report(rep, args.json.with_name(f"{args.json.stem}_{task}.png"))
             md = args.json.with_name(f"{args.json.stem}_{task}.md")
             atomic.write_text(md, ablation.format_markdown(rep) + "\n")
             print(f"wrote {png} and {md}")
@@ -112,19 +114,19 @@ def run_ablation_cmd(args: argparse.Namespace) -> int:
 
 
 def run_exemplar_cmd(args: argparse.Namespace) -> int:
-    from featmap_ros import training_data
-    from featmap_ros.ablation import predict
+    from featmap_ros.evaluation.ablation import predict
     from featmap_ros.config import load
-    from featmap_ros.exemplar import ExemplarIndex, extract_features
-    from featmap_ros.train import TrainConfig, load_checkpoint, model_from_checkpoint
-    from featmap_ros.training_data import as_float
+    from featmap_ros.evaluation.exemplar import ExemplarIndex, extract_features
+    from featmap_ros.training.config import TrainConfig
+    from featmap_ros.checkpoint import load_checkpoint, model_from_checkpoint
+    from featmap_ros.training.sources import as_float
 
-    ck_path = args.checkpoint or str(training_data.bundled_weights("object"))
+    ck_path = args.checkpoint or str(checkpoint.bundled_weights("object"))
     ck = load_checkpoint(ck_path, task="object")
     model = model_from_checkpoint(ck, ck_path).eval()
     cfg = load(TrainConfig, args.config_object, list(args.overrides))
     cfg.model = model.cfg
-    cache = training_data.ablation_cache(cfg, args.cache)
+    cache = ablation_data.ablation_cache(cfg, args.cache)
     torch.set_grad_enabled(False)
     feats_syn = extract_features(model.f, as_float(cache.synth["image"]))
     targets_syn = cache.synth["corners_n"].float()
@@ -212,7 +214,7 @@ def _summary(t_ms: np.ndarray, n_per_call: int, rate_key: str) -> dict:
 
 def _net_latency(est, channels: int, batch: int, iters: int) -> dict:
     """Latency of the estimator's network alone (``_infer``: f, g, h) on a random crop batch."""
-    from featmap_ros.estimators import latency_ms
+    from featmap_ros.evaluation.bench import latency_ms
 
     S = est.input_size
     x = np.random.default_rng(0).uniform(0, 1, (batch, channels, S, S)).astype(np.float32)
@@ -222,12 +224,12 @@ def _net_latency(est, channels: int, batch: int, iters: int) -> dict:
 
 def _infer_runtime(args: argparse.Namespace, runtime: str) -> dict:
     """Latencies of both estimators with f, g, h run by ``runtime`` (torch | onnxruntime)."""
-    from featmap_ros import training_data
-    from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator, latency_ms
+    from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
+    from featmap_ros.evaluation.bench import latency_ms
 
     report = {}
     rng = np.random.default_rng(0)
-    obj = ObjectPoseEstimator.from_checkpoint(args.object_checkpoint or training_data.bundled_weights("object"), device=args.device,
+    obj = ObjectPoseEstimator.from_checkpoint(args.object_checkpoint or checkpoint.bundled_weights("object"), device=args.device,
                                               runtime=runtime)
     report["device"] = str(obj.device)
     obj.warmup()
@@ -244,10 +246,10 @@ def _infer_runtime(args: argparse.Namespace, runtime: str) -> dict:
         t = latency_ms(lambda: obj.estimate(img, K), args.iters)
         res["localiser_batch1"] = _summary(t, 1, "frames_per_s")
     report["object"] = res
-    hand = HandPoseEstimator.from_checkpoint(args.hand_checkpoint or training_data.bundled_weights("hand"), device=args.device,
+    hand = HandPoseEstimator.from_checkpoint(args.hand_checkpoint or checkpoint.bundled_weights("hand"), device=args.device,
                                              runtime=runtime)
     hand.warmup()
-    depth, Kh = training_data.sample_hand_frame(seed=0)
+    depth, Kh = ablation_data.sample_hand_frame(seed=0)
     hres = {"net_batch1": _net_latency(hand, 1, 1, args.iters), f"net_batch{args.batch}": _net_latency(hand, 1, args.batch, args.iters)}
     t = latency_ms(lambda: hand.estimate(depth, Kh), args.iters)
     hres["batch1"] = _summary(t, 1, "frames_per_s")

@@ -47,7 +47,7 @@ def _object_estimator(args):
     from featmap_ros.estimators import ObjectPoseEstimator
 
     if args.object_checkpoint or not args.random:
-        from featmap_ros.training_data import bundled_weights
+        from featmap_ros.checkpoint import bundled_weights
 
         path = args.object_checkpoint or bundled_weights("object")
         return ObjectPoseEstimator.from_checkpoint(path, device=args.device), str(path)
@@ -64,7 +64,7 @@ def _hand_estimator(args):
     from featmap_ros.estimators import HandPoseEstimator
 
     if args.hand_checkpoint or not args.random:
-        from featmap_ros.training_data import bundled_weights
+        from featmap_ros.checkpoint import bundled_weights
 
         path = args.hand_checkpoint or bundled_weights("hand")
         return HandPoseEstimator.from_checkpoint(path, device=args.device), str(path)

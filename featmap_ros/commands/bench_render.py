@@ -1,7 +1,6 @@
 """``featmap bench render``: rendering and cropping speed, printed and written as JSON."""
 from __future__ import annotations
 
-import json
 import platform
 
 from featmap_ros import atomic
@@ -19,11 +18,11 @@ def register(sub) -> None:
 def run(args) -> int:
     report: dict = {"machine": platform.processor() or platform.machine(), "seconds_per_measurement": args.seconds}
     if args.only in (None, "object"):
-        from featmap_ros.render.object_bench import run_object_render_bench
+        from featmap_ros.evaluation.render_bench import run_object_render_bench
 
         report["object"] = run_object_render_bench(seconds=args.seconds, size=args.size)
     if args.only in (None, "hand"):
-        from featmap_ros.render.hand_bench import run_hand_render_bench
+        from featmap_ros.evaluation.bench import run_hand_render_bench
 
         report["hand"] = run_hand_render_bench(seconds=args.seconds)
     for part in ("object", "hand"):

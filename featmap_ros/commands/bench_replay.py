@@ -4,10 +4,10 @@
     featmap bench replay --task hand --frames 20000 --dataset-root /data/nyu --json replay.json
 
 Each frame goes the way it goes on ROS, without rclpy: the player's messages
-(:func:`featmap_ros.data.bag.frame_messages`) are serialised to CDR and read back (what a
+(:func:`featmap_ros.ros.bag.frame_messages`) are serialised to CDR and read back (what a
 subscriber gets), the estimator node's own callback logic (:class:`featmap_ros.ros.pipeline.ObjectPipeline`
 with ground-truth windows, or ``HandPipeline``) turns them into output messages, which go through
-CDR again into the evaluator's callbacks (:class:`featmap_ros.online_eval.MessageEvaluator`). The
+CDR again into the evaluator's callbacks (:class:`featmap_ros.evaluation.online.MessageEvaluator`). The
 dataset loops (stamps keep increasing). The process RSS is sampled every ``--sample-every`` frames
 (and Python's traced allocations with ``--tracemalloc``, which is slower); the report gives the
 growth from the end of the warm-up to the end, frames per second, and the evaluator's summary, and
@@ -87,7 +87,7 @@ def load_estimator(task: str, weights: str, source) -> tuple[Any, str]:
     if weights:
         return cls.from_checkpoint(weights, device="cpu"), str(weights)
     try:
-        from featmap_ros.training_data import bundled_weights
+        from featmap_ros.checkpoint import bundled_weights
 
         path = bundled_weights(task)
         est = cls.from_checkpoint(path, device="cpu")
@@ -101,7 +101,7 @@ def load_estimator(task: str, weights: str, source) -> tuple[Any, str]:
 def run_replay(task: str, source, estimator, frames: int, evaluator, warmup: int = 20, sample_every: int = 10,
                trace: bool = False, progress: bool = True) -> dict[str, Any]:
     """Replay ``frames`` frames (looping over ``source``) through CDR, the estimator node's
-    pipeline and ``evaluator`` (a :class:`~featmap_ros.online_eval.MessageEvaluator`).
+    pipeline and ``evaluator`` (a :class:`~featmap_ros.evaluation.online.MessageEvaluator`).
 
     Returns:
         ``{"frames", "seconds", "fps", "samples": [(frame, rss_bytes, traced_bytes)], "rss_growth",
@@ -110,8 +110,8 @@ def run_replay(task: str, source, estimator, frames: int, evaluator, warmup: int
     """
     from tqdm import tqdm
 
-    from featmap_ros import player
-    from featmap_ros.data.bag import frame_messages
+    from featmap_ros.data import player
+    from featmap_ros.ros.bag import frame_messages
     from featmap_ros.ros import conversions as conv
     from featmap_ros.ros.msg_defs import featmap_typestore
     from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
@@ -195,7 +195,8 @@ def _plot(samples, path: Path, title: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from featmap_ros import online_eval, player
+    from featmap_ros.evaluation import online as online_eval
+    from featmap_ros.data import player
 
     kind = "nyu" if args.task == "hand" else "lm"
     root = args.dataset_root or player.embedded_sample(kind)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from featmap_ros import atomic
+from featmap_ros.evaluation import plots
 
 #: Seeds of the demo's test frames (training used other seeds).
 OBJECT_SEED = 90210
@@ -61,10 +62,9 @@ def make_hand_frames(out: Path, count: int, seed: int = HAND_SEED) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from featmap_ros import metrics, model_eval
-    from featmap_ros.commands.eval_models import evaluate_hand_dataset, evaluate_object_dataset
+    from featmap_ros.evaluation.datasets import evaluate_hand_dataset, evaluate_object_dataset
     from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
-    from featmap_ros.training_data import bundled_weights
+    from featmap_ros.checkpoint import bundled_weights
 
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         res["summary"]["seconds_per_frame"] = (time.perf_counter() - t) / max(args.object_frames, 1)
         runs[boxes] = res["summary"]
     labels = {"gt": "crops from ground-truth boxes", "localiser": "built-in localiser (no boxes)"}
-    model_eval.plot_object_curves({labels[k]: v for k, v in runs.items()}, out / "object" / "object_curves.png",
+    plots.plot_object_curves({labels[k]: v for k, v in runs.items()}, out / "object" / "object_curves.png",
                                   title="toy object, real-like frames (bundled weights)")
     summary["object"] = {"checkpoint": str(ck_obj), "frames": args.object_frames,
                          **{f"boxes_{k}": {m: v[m] for m in ("instances", "proj2d_5px", "add_10", "5cm_5deg", "median_proj2d_px", "mean_corner_px", "median_rot_deg", "median_trans_mm", "seconds_per_frame")} for k, v in runs.items()}}
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     hs = evaluate_hand_dataset(hest, data_hand, "test", False, 0, out / "hand", args.overlays)
     hs["seconds_per_frame"] = (time.perf_counter() - t) / max(args.hand_frames, 1)
     c = hs["max_frame_curve"]
-    metrics.plot_max_frame_curves({f"bundled weights ({hs['mean_mm']:.1f} mm)": (np.array(c["thresholds_mm"]), np.array(c["fraction"]))},
+    plots.plot_max_frame_curves({f"bundled weights ({hs['mean_mm']:.1f} mm)": (np.array(c["thresholds_mm"]), np.array(c["fraction"]))},
                                   out / "hand" / "hand_curve.png", title="hands, real-like depth (hand localised, then f, g, h)")
     summary["hand"] = {"checkpoint": str(ck_hand), "frames": args.hand_frames,
                        **{m: hs[m] for m in ("mean_mm", "within_20mm", "within_40mm", "missed", "seconds_per_frame")}}

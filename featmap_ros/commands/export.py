@@ -26,13 +26,12 @@ def register(sub) -> None:
 
 
 def run_onnx_cmd(args: argparse.Namespace) -> int:
-    from featmap_ros import training_data
     from featmap_ros.onnx_export import INPUT_NAME, OUTPUT_NAME, check_onnx, export_onnx, require
-    from featmap_ros.train import load_checkpoint, model_from_checkpoint
+    from featmap_ros.checkpoint import bundled_weights, load_checkpoint, model_from_checkpoint
 
     require("onnx")
     require("onnxruntime")
-    path = args.checkpoint if args.checkpoint is not None else training_data.bundled_weights(args.task or "object")
+    path = args.checkpoint if args.checkpoint is not None else bundled_weights(args.task or "object")
     ck = load_checkpoint(path, task=args.task)
     model = model_from_checkpoint(ck, str(path))
     use_mapping = bool(ck.get("config", {}).get("mapping", True)) and not args.no_mapping

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featmap_ros.errors import InputError
+import cv2
 
 
 def register(sub) -> None:
@@ -29,42 +29,25 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from featmap_ros.data.nyu import nyu_K
+    from featmap_ros.render.depth_sensor import write_hand_dataset
 
-    from featmap_ros.data.nyu import NyuSplitWriter, nyu_K
-    from featmap_ros.data.specs import NYU_EVAL_JOINTS, hand_dataset
-    from featmap_ros.render.depth_sensor import sample_pair
-
-    if args.count < 1:
-        raise InputError(f"--count must be >= 1, got {args.count}")
-    spec = hand_dataset("nyu")
-    K = nyu_K()
-    rng = np.random.default_rng(args.seed)
-    split_dir = Path(args.out) / args.split
-    previews = []
-    with NyuSplitWriter(split_dir, K) as w:
-        for _ in tqdm(range(args.count), desc=f"render hand {args.split}", unit="frame"):
-            hand, synth_m, real_m = sample_pair(rng, K, spec.width, spec.height)
-            J = hand.joints_c_m()
-            w.add(J, depth_mm=real_m * 1000.0, synth_mm=synth_m * 1000.0)
-            if len(previews) < 8 and not args.no_preview:
-                previews.append((real_m, synth_m, J[list(NYU_EVAL_JOINTS)]))
-    print(f"wrote {args.count} frames to {split_dir}")
+    previews = write_hand_dataset(args.out, args.count, args.seed, args.split, previews=0 if args.no_preview else 8)
+    print(f"wrote {args.count} frames to {Path(args.out) / args.split}")
     if previews:
-        _write_preview(Path(args.out) / f"{args.split}_preview.png", previews, K)
+        _write_preview(Path(args.out) / f"{args.split}_preview.png", previews, nyu_K())
     return 0
 
 
 def _write_preview(path: Path, previews: list, K: np.ndarray) -> None:
-    from featmap_ros.draw.skeleton import hand_overlay, write_png
+    from featmap_ros.draw.images import write_png
+    from featmap_ros.draw.skeleton import hand_overlay
 
     tiles = []
     for real_m, synth_m, J in previews:
         c = J[13]
         a = hand_overlay(real_m, K, gt_c_m=J, crop_to=c)
         b = hand_overlay(synth_m, K, gt_c_m=J, crop_to=c)
-        import cv2
-
         a = cv2.resize(a, (200, 200), interpolation=cv2.INTER_AREA)
         b = cv2.resize(b, (200, 200), interpolation=cv2.INTER_AREA)
         tiles.append(np.concatenate([a, b], axis=0))

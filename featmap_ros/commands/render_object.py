@@ -21,10 +21,10 @@ import argparse
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from featmap_ros import atomic
+from featmap_ros.draw.images import write_png
 from featmap_ros.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -79,13 +79,6 @@ def _bbox_iou(a, b) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise InputError(f"{path}: cannot encode PNG")
-    atomic.write_bytes(path, buf.tobytes())
-
-
 def run_gt(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -112,7 +105,7 @@ def run_gt(args: argparse.Namespace) -> int:
     for oid in sorted({g.obj_id for f in frames for g in f.instances}):
         meshes[oid] = bop.load_mesh(bop.model_path(root, oid, args.models), units=args.units)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    atomic.make_dir(out)
     silhouettes: dict[str, list] = {}
     ious, ratios, worst = [], [], []
     n_overlays = 0
@@ -147,7 +140,7 @@ def run_gt(args: argparse.Namespace) -> int:
                     )
             silhouettes[str(f.im_id)] = recs
             if overlay is not None:
-                _write_png(out / f"overlay_{f.im_id:06d}.png", overlay)
+                write_png(out / f"overlay_{f.im_id:06d}.png", overlay)
                 n_overlays += 1
         backend = renderer.backend
     atomic.write_json(out / "silhouettes.json", silhouettes)

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from featmap_ros.crops import DepthCropTransform, augment_depth_crop, crop_depth, depth_crop_transform, joints_to_crop, localise_hand
+from featmap_ros.crops import DepthCropTransform, augment_depth_crop, crop_depth, depth_crop_transform, joints_to_crop
+from featmap_ros.hand_localiser import localise_hand
 from featmap_ros.data.nyu import NyuDataset, eval_joints, load_depth_mm, nyu_K
 from featmap_ros.data.specs import NYU_EVAL_JOINTS
 from featmap_ros.render.hand import PALM_CENTER, sample_hand

@@ -37,7 +37,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from featmap_ros import crops, geometry
+from featmap_ros import geometry
+from featmap_ros import crops
 from featmap_ros.crops import Window
 from featmap_ros.errors import InputError
 

@@ -4,7 +4,8 @@ Code looks a dataset up here by name instead of branching on it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from featmap_ros.errors import InputError
 
@@ -162,3 +163,13 @@ def hand_dataset(name: str) -> HandDatasetSpec:
         return HAND_DATASETS[name]
     except KeyError:
         raise InputError(f"unknown hand dataset {name!r}; valid: {sorted(HAND_DATASETS)}") from None
+
+
+#: The hand skeleton drawn and published (markers, debug images), as pairs of NYU joint names.
+HAND_BONES: tuple[tuple[str, str], ...] = hand_dataset("nyu").bones
+
+
+def skeleton_edges(joint_names: Sequence[str], bones: Sequence[tuple[str, str]] = HAND_BONES) -> list[tuple[int, int]]:
+    """Index pairs of the bones whose two joints are both named in ``joint_names``."""
+    index = {n: i for i, n in enumerate(joint_names)}
+    return [(index[a], index[b]) for a, b in bones if a in index and b in index]

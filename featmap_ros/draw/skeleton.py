@@ -6,53 +6,20 @@ thumb tip, thumb mid, thumb root, wrist ulnar, wrist radial, palm centre).
 """
 from __future__ import annotations
 
-import os
 
 import cv2
 import numpy as np
 
-from featmap_ros import atomic
+from featmap_ros.draw.images import colorize_depth
 from featmap_ros.data.specs import hand_dataset
 from featmap_ros.errors import InputError
+from featmap_ros import geometry
 
 #: Bones of the 14-joint skeleton (indices into the 14 evaluation joints).
 NYU14_EDGES = hand_dataset("nyu").bone_indices()
 #: Finger of each of the 14 joints: 0 pinky, 1 ring, 2 middle, 3 index, 4 thumb, 5 palm.
 NYU14_FINGER = (0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 5, 5, 5)
 FINGER_COLORS = ((230, 60, 60), (240, 170, 40), (80, 200, 80), (60, 140, 240), (190, 80, 220), (240, 240, 240))
-
-
-def colorize_depth(depth_m: np.ndarray, near_m: float | None = None, far_m: float | None = None) -> np.ndarray:
-    """Colour-map a depth map (turbo; near = red end); invalid pixels black.
-
-    Args:
-        depth_m: (H, W) metres, 0 = invalid (any unit works if near/far match).
-        near_m, far_m: colour range (default: 2nd and 98th percentile of valid depth).
-
-    Returns:
-        (H, W, 3) uint8 RGB.
-    """
-    d = np.asarray(depth_m, dtype=np.float64)
-    if d.ndim != 2:
-        raise InputError(f"depth_m: expected (H, W), got {d.shape}")
-    valid = np.isfinite(d) & (d > 0)
-    out = np.zeros(d.shape + (3,), np.uint8)
-    if not valid.any():
-        return out
-    lo = float(np.percentile(d[valid], 2)) if near_m is None else near_m
-    hi = float(np.percentile(d[valid], 98)) if far_m is None else far_m
-    t = np.clip((d - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
-    idx = (255 * (1.0 - t)).astype(np.uint8)
-    bgr = cv2.applyColorMap(idx, cv2.COLORMAP_TURBO)
-    out[valid] = bgr[valid][:, ::-1]
-    return out
-
-
-def colorize_crop(crop_n: np.ndarray) -> np.ndarray:
-    """Colour-map a normalised DeepPrior crop ((S, S) in [-1, 1], +1 = back) to RGB."""
-    c = np.asarray(crop_n, dtype=np.float64)
-    depth = np.where(c < 0.999, c + 2.0, 0.0)  # back of the cube shown black
-    return colorize_depth(depth, 1.0, 3.0)
 
 
 def draw_hand_skeleton(image: np.ndarray, joints_px: np.ndarray, color: tuple[int, int, int] | None = None, radius: int = 3, thickness: int = 2) -> np.ndarray:
@@ -87,9 +54,7 @@ def draw_hand_skeleton(image: np.ndarray, joints_px: np.ndarray, color: tuple[in
 
 def project(joints_c_m: np.ndarray, K: np.ndarray) -> np.ndarray:
     """(J, 3) camera-frame points -> (J, 2) pixels (NaN behind the camera)."""
-    from featmap_ros.geometry import project_points
-
-    return project_points(joints_c_m, K)
+    return geometry.project_points(joints_c_m, K)
 
 
 def hand_overlay(depth_m: np.ndarray, K: np.ndarray, gt_c_m: np.ndarray | None = None, pred_c_m: np.ndarray | None = None, crop_to: np.ndarray | None = None, scale: int = 1) -> np.ndarray:
@@ -127,11 +92,3 @@ def hand_overlay(depth_m: np.ndarray, K: np.ndarray, gt_c_m: np.ndarray | None =
     if pred_c_m is not None:
         img = draw_hand_skeleton(img, (project(pred_c_m, K) - off) * scale)
     return img
-
-
-def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Write an RGB image as PNG, atomically."""
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1]))
-    if not ok:
-        raise InputError(f"{path}: PNG encoding failed")
-    atomic.write_bytes(path, buf.tobytes())

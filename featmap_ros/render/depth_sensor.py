@@ -29,11 +29,14 @@ frame exactly.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from featmap_ros.errors import InputError
 from featmap_ros.geometry import check_K
 from featmap_ros.render.hand import HandInstance, sample_hand
 from featmap_ros.render.hand_depth import composite_nearest, render_capsules_depth, render_plane_depth
@@ -321,3 +324,37 @@ def harsh_crop_depth(crop_n: np.ndarray, rng: np.random.Generator, sensor: Harsh
         missing |= holes
     y = np.where(missing, 1.0, y)
     return np.clip(y, -1.0, 1.0).astype(np.float32)
+
+
+def write_hand_dataset(out: str | os.PathLike, count: int, seed: int, split: str = "test", previews: int = 0) -> list:
+    """Write ``count`` real-like hand frames (with their ``synthdepth_*`` twins) in the NYU layout.
+
+    Args:
+        out: dataset root; frames go to ``out/split`` (``joint_data.mat`` written last).
+        count: frames, >= 1.
+        seed: seed of the frame stream.
+        split: split folder.
+        previews: how many frames to return for a preview picture.
+
+    Returns:
+        Up to ``previews`` tuples (real depth (H, W) m, synthetic depth (H, W) m, (14, 3) joints m).
+    """
+    from tqdm import tqdm
+
+    from featmap_ros.data.nyu import NyuSplitWriter, nyu_K
+    from featmap_ros.data.specs import NYU_EVAL_JOINTS, hand_dataset
+
+    if count < 1:
+        raise InputError(f"--count must be >= 1, got {count}")
+    spec = hand_dataset("nyu")
+    K = nyu_K()
+    rng = np.random.default_rng(seed)
+    shown = []
+    with NyuSplitWriter(Path(out) / split, K) as w:
+        for _ in tqdm(range(count), desc=f"render hand {split}", unit="frame"):
+            hand, synth_m, real_m = sample_pair(rng, K, spec.width, spec.height)
+            J = hand.joints_c_m()
+            w.add(J, depth_mm=real_m * 1000.0, synth_mm=synth_m * 1000.0)
+            if len(shown) < previews:
+                shown.append((real_m, synth_m, J[list(NYU_EVAL_JOINTS)]))
+    return shown

@@ -544,3 +544,16 @@ def composite(render: RenderOutput, background: np.ndarray) -> np.ndarray:
         raise InputError(f"composite: background {bg.shape} differs from render {render.rgb.shape}")
     out = render.rgb.astype(np.float32) + (1.0 - render.alpha[..., None]) * bg.astype(np.float32)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def preload_torch_compiler() -> None:
+    """Import torch's compiler stack (torch._dynamo, triton and its LLVM) before Mesa's llvmpipe.
+
+    Seen here: a process that renders with pyrender (software Mesa, libLLVM) and then builds its
+    first optimiser (AdamW imports torch._dynamo -> triton) segfaults in libLLVM; importing the
+    compiler stack first avoids it. Called by every entry point that renders and then trains.
+    """
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # an optional part of torch; training works without it
+        pass

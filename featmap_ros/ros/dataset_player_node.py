@@ -6,7 +6,7 @@ Out (DESIGN §5): ``/camera/color/image_raw`` + ``camera_info`` (BOP), ``/camera
 frame has the same stamp; that stamp is published on /clock first, so nodes with
 ``use_sim_time`` see the dataset's time. Publishing never blocks (keep-last QoS); with
 ``wait_for_ack`` the next frame waits for the estimator's output of the last one (or a timeout).
-The frame logic lives in :mod:`featmap_ros.player`, the messages in :mod:`featmap_ros.data.bag`.
+The frame logic lives in :mod:`featmap_ros.data.player`, the messages in :mod:`featmap_ros.ros.bag`.
 """
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosgraph_msgs.msg import Clock
 from tf2_msgs.msg import TFMessage
 
-from featmap_ros import player
-from featmap_ros.data.bag import frame_messages, tf_static_message
+from featmap_ros.data import player
+from featmap_ros.ros.bag import frame_messages, tf_static_message
 from featmap_ros.errors import InputError
 from featmap_ros.ros import conversions as conv
 
 _SETTLE_S = 1.0  # lossless replay: seconds the topics' matched subscriber counts must be stable before the first frame
 from featmap_ros.ros.node_common import ThrottledLog, declare_params, run_node
+from featmap_ros.ros.params import PLAYER_NODE_PARAMS
 
 NAME = "dataset_player_node"
 
@@ -36,7 +37,7 @@ def _ids(text: str) -> list[int] | None:
 class DatasetPlayerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NAME, **kwargs)
-        v = self.values = declare_params(self, player.PLAYER_NODE_PARAMS)
+        v = self.values = declare_params(self, PLAYER_NODE_PARAMS)
         kind, root = v["dataset"], v["dataset_root"]
         if not root:  # the embedded sample: the project's toy object, or generated hands
             root = str(player.embedded_sample("nyu" if kind == "nyu" else "lm"))

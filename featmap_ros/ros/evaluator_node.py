@@ -6,7 +6,7 @@ error). Out: ``~/summary`` (std_msgs/String, JSON running summary), ``/diagnosti
 per ``summary_period_s``, and at shutdown (and every ``write_period_s``) ``<output_dir>/``
 ``object_metrics.json``/``hand_metrics.json`` + per-frame CSV + PNG curves, written atomically.
 A ground-truth frame without an estimate counts as a failure. The logic is
-:class:`featmap_ros.online_eval.MessageEvaluator`.
+:class:`featmap_ros.evaluation.online.MessageEvaluator`.
 """
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import String
 
-from featmap_ros import online_eval, player
+from featmap_ros.evaluation import online as online_eval
+from featmap_ros.data import player
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.diagnostics import diagnostic_array
 from featmap_ros.ros.node_common import ThrottledLog, declare_params, run_node
+from featmap_ros.ros.params import EVALUATOR_NODE_PARAMS
 
 NAME = "evaluator_node"
 
@@ -31,7 +33,7 @@ NAME = "evaluator_node"
 class EvaluatorNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NAME, **kwargs)
-        v = self.values = declare_params(self, online_eval.EVALUATOR_NODE_PARAMS)
+        v = self.values = declare_params(self, EVALUATOR_NODE_PARAMS)
         task = v["task"]
         root, dataset = v["dataset_root"], v["dataset"]
         if not root and task == "object":  # the embedded sample: the project's toy object

@@ -17,7 +17,7 @@ from featmap_ros.errors import InputError
 
 #: Where bundled demo weights live inside the installed Python package.
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-DEFAULT_WEIGHTS = {"object": "demo_object.pt", "hand": "demo_hand.pt"}  # as featmap_ros.training_data.bundled_weights
+DEFAULT_WEIGHTS = {"object": "demo_object.pt", "hand": "demo_hand.pt"}  # as featmap_ros.checkpoint.bundled_weights
 
 
 @dataclass(frozen=True)
@@ -223,3 +223,52 @@ def check_objects(requested: tuple[str, ...], available: tuple[str, ...] | list[
     if unknown:
         raise InputError(f"parameter 'objects': {unknown} not in the checkpoint; valid: {list(available)}")
     return tuple(requested) if requested else tuple(available)
+
+
+#: dataset_player_node's parameters (declared once by the node; checked by the tests).
+PLAYER_NODE_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("dataset", "lm", "dataset kind: lm / lmo / bop (BOP layout) or nyu (NYU layout)", choices=("lm", "lmo", "toy", "bop", "nyu")),
+    ParamSpec("dataset_root", "", "dataset folder; empty = the embedded sample the project generates (cached)"),
+    ParamSpec("split", "test", "split folder"),
+    ParamSpec("scenes", "", "BOP scene ids, comma-separated; empty = all", pattern=r"[0-9, ]*"),
+    ParamSpec("objects", "", "BOP obj_ids whose ground truth is published, comma-separated; empty = all", pattern=r"[0-9, ]*"),
+    ParamSpec("range", "", "frame positions A:B (B exclusive) after the selection; empty = all", pattern=r"[0-9 ]*:?[0-9 ]*"),
+    ParamSpec("synthetic", False, "NYU: publish synthdepth_* instead of depth_*"),
+    ParamSpec("rate", 30.0, "frames per second of wall time; 0 = as fast as possible (or as acks come)", min=0.0, max=10000.0),
+    ParamSpec("loop", False, "start again after the last frame (stamps keep increasing)"),
+    ParamSpec("wait_for_ack", False, "publish the next frame only after the estimator answered the last one "
+              "(its output on ack_topic carries the frame's stamp) or ack_timeout_s passed: lossless evaluation"),
+    ParamSpec("ack_topic", "", "estimator output to pace on; empty = /object_pose_node/detections or /hand_pose_node/hand_pose"),
+    ParamSpec("ack_timeout_s", 5.0, "longest wait for an ack, seconds (a missed frame then counts as a failure)", min=0.001, max=3600.0),
+    ParamSpec("startup_timeout_s", 120.0, "lossless replay (wait_for_ack): longest wait for a subscriber to the images before the "
+              "first frame, seconds (an estimator node loading its networks)", min=0.001, max=86400.0),
+    ParamSpec("publish_clock", True, "publish /clock with each frame's stamp (for use_sim_time)"),
+    ParamSpec("start_time_s", 1.0, "stamp of the first frame, seconds", min=0.0, max=1e9),
+    ParamSpec("start_delay_s", 1.0, "wait this long before the first frame (subscribers connect)", min=0.0, max=3600.0),
+    ParamSpec("qos.reliability", "reliable", "QoS reliability of the published topics", choices=("reliable", "best_effort")),
+    ParamSpec("qos.depth", 5, "QoS history depth of the published topics (publishing never blocks)", min=1, max=1000),
+    ParamSpec("shutdown_when_done", False, "exit when the last frame (no loop) has been published"),
+)
+
+
+def _evaluator_params():
+    return (
+        ParamSpec("task", "object", "what is evaluated: object (Detection3DArray) or hand (featmap_ros/HandPose)",
+                  choices=("object", "hand")),
+        ParamSpec("dataset", "lm", "BOP dataset name for object names (objects)", choices=("lm", "lmo", "toy", "bop", "nyu")),
+        ParamSpec("dataset_root", "", "dataset folder (objects: models/ for points and diameters); empty = the embedded sample"),
+        ParamSpec("objects", "", "object names to evaluate, comma-separated; empty = every ground-truth instance"),
+        ParamSpec("camera_info_topic", "/camera/color/camera_info", "camera_info giving K for the 2D projection error (objects)"),
+        ParamSpec("output_dir", "featmap_eval_online", "where metrics JSON/CSV/PNG are written at shutdown"),
+        ParamSpec("write_period_s", 0.0, "also write the results every this many seconds (0 = only at shutdown)", min=0.0, max=3600.0),
+        ParamSpec("summary_period_s", 2.0, "period of the running summary (log, ~/summary, /diagnostics), seconds", min=0.1, max=3600.0),
+        ParamSpec("max_lag_s", 10.0, "a ground-truth frame this far (stamp time) behind the newest is scored as missed, seconds",
+                  min=0.001, max=1e6),
+        ParamSpec("max_pending", 1000, "most frames waiting for an estimate", min=1, max=1_000_000),
+        ParamSpec("qos.reliability", "reliable", "QoS reliability of the subscriptions", choices=("reliable", "best_effort")),
+        ParamSpec("qos.depth", 100, "QoS history depth of the subscriptions", min=1, max=100000),
+    )
+
+
+#: evaluator_node's parameters (declared once by the node; checked by the tests).
+EVALUATOR_NODE_PARAMS = _evaluator_params()

@@ -8,6 +8,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from featmap_ros.errors import InputError
+from featmap_ros.hand_localiser import HandCentreRefiner
+import torch
 
 
 def _rate(fn, seconds: float) -> float:
@@ -35,7 +38,8 @@ def run_hand_render_bench(seconds: float = 5.0, seed: int = 0) -> dict:
         14 joints), ``localise_fps`` (run-time hand localiser on a real-like frame),
         ``synthetic_sample_fps`` (a whole training sample: hand, render, augmented crop).
     """
-    from featmap_ros.crops import crop_depth, joints_to_crop, localise_hand
+    from featmap_ros.crops import crop_depth, joints_to_crop
+    from featmap_ros.hand_localiser import localise_hand
     from featmap_ros.data.hand_samples import SyntheticHandCrops
     from featmap_ros.data.nyu import nyu_K
     from featmap_ros.data.specs import NYU_EVAL_JOINTS
@@ -97,7 +101,7 @@ def run_hand_detector_bench(frames: int = 300, seed: int = 1, progress: bool = T
     """
     from tqdm import tqdm
 
-    from featmap_ros.crops import localise_hand
+    from featmap_ros.hand_localiser import localise_hand
     from featmap_ros.data.nyu import nyu_K
     from featmap_ros.render.depth_sensor import sample_pair
     from featmap_ros.render.hand import PALM_CENTER
@@ -142,7 +146,8 @@ def run_hand_centre_bench(frames: int = 300, seed: int = 1, refiner=None, iterat
         dict: frames, seed, found, iterations, ``unrefined`` and ``refined``, each with mean /
         median / p90 error in mm (mean over found frames) and fractions within 15 / 25 mm.
     """
-    from featmap_ros.hand_centre import BUNDLED_WEIGHTS, HandCentreRefiner, check_eval_seed, evaluate_centres
+    from featmap_ros.hand_localiser import BUNDLED_WEIGHTS, HandCentreRefiner
+    from featmap_ros.evaluation.bench import check_eval_seed, evaluate_centres
 
     if refiner is None or not isinstance(refiner, HandCentreRefiner):
         refiner = HandCentreRefiner.from_file(BUNDLED_WEIGHTS if refiner is None else refiner)
@@ -153,21 +158,83 @@ def run_hand_centre_bench(frames: int = 300, seed: int = 1, refiner=None, iterat
     return out
 
 
-if __name__ == "__main__":
-    import argparse
+def latency_ms(fn, n: int, warmup: int = 3) -> np.ndarray:
+    """Wall-clock milliseconds of ``n`` calls of ``fn()`` after ``warmup`` calls (for benchmarks)."""
+    for _ in range(warmup):
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t) * 1000.0)
+    return np.asarray(times)
 
-    ap = argparse.ArgumentParser(description="hand rendering speed and localiser accuracy")
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--detector-frames", type=int, default=300)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--refiner", default=None, help="also compare unrefined vs refined centres with these hand-centre weights ('bundled' = featmap_ros/weights/hand_centre.pt)")
-    a = ap.parse_args()
-    for k, v in run_hand_render_bench(a.seconds).items():
-        print(f"{k:32s} {v:.1f}")
-    for k, v in run_hand_detector_bench(a.detector_frames, a.seed).items():
-        print(f"{k:32s} {v:.3f}" if isinstance(v, float) else f"{k:32s} {v}")
-    if a.refiner:
-        r = run_hand_centre_bench(a.detector_frames, a.seed, None if a.refiner == "bundled" else a.refiner)
-        for part in ("unrefined", "refined"):
-            for k, v in r[part].items():
-                print(f"{part + ' ' + k:32s} {v:.3f}")
+
+def evaluate_centres(refiner: HandCentreRefiner | None, n_frames: int, seed: int, iterations: int = 3, progress: bool = True) -> dict:
+    """Localiser error on real-like frames, unrefined and (with ``refiner``) refined.
+
+    Frames come from ``np.random.default_rng(seed)`` through ``sample_pair`` (the same stream
+    as ``hand_bench.run_hand_detector_bench(frames, seed)``); the error is the 3D distance to
+    the palm-centre joint.
+
+    Returns:
+        dict: frames, found, ``unrefined`` and ``refined`` (when a refiner is given), each with
+        mean / median / p90 error in mm over the found frames and the fractions of all frames
+        within 15 mm and 25 mm.
+    """
+    from tqdm import tqdm
+
+    from featmap_ros.hand_localiser import localise_hand
+    from featmap_ros.data.nyu import nyu_K
+    from featmap_ros.render.depth_sensor import sample_pair
+    from featmap_ros.render.hand import PALM_CENTER
+
+    K = nyu_K()
+    rng = np.random.default_rng(seed)
+    e0, e1 = [], []
+    for _ in tqdm(range(n_frames), desc=f"hand-centre eval (seed {seed})", unit="frame", disable=not progress):
+        hand, _, real = sample_pair(rng, K)
+        palm = hand.joints_c_m()[PALM_CENTER]
+        c = localise_hand(real, K)
+        e0.append(np.inf if c is None else float(np.linalg.norm(c - palm)))
+        if refiner is not None:
+            r = None if c is None else refiner.refine(real, K, c, iterations)
+            e1.append(np.inf if r is None else float(np.linalg.norm(r - palm)))
+    out = {"frames": n_frames, "seed": seed, "unrefined": centre_error_stats(np.array(e0) * 1000.0)}
+    out["found"] = out["unrefined"].pop("found")
+    if refiner is not None:
+        out["refined"] = centre_error_stats(np.array(e1) * 1000.0)
+        out["refined"].pop("found")
+        out["iterations"] = iterations
+    return out
+
+
+def centre_error_stats(errors_mm: np.ndarray) -> dict:
+    """(N,) errors in mm (inf = not found) -> found, mean / median / p90 (found), within 15/25 mm (all)."""
+    e = np.asarray(errors_mm, dtype=np.float64)
+    found = np.isfinite(e)
+    with np.errstate(invalid="ignore"):  # percentiles next to an inf (not found) are inf, as meant
+        return _stats(e, found)
+
+
+def _stats(e: np.ndarray, found: np.ndarray) -> dict:
+    return {
+        "found": int(found.sum()),
+        "mean_error_mm": float(e[found].mean()) if found.any() else float("nan"),
+        "median_error_mm": float(np.median(e)) if len(e) else float("nan"),
+        "p90_error_mm": float(np.percentile(e, 90)) if len(e) else float("nan"),
+        "within_15mm": float((e <= 15.0).mean()) if len(e) else float("nan"),
+        "within_25mm": float((e <= 25.0).mean()) if len(e) else float("nan"),
+    }
+
+
+def check_eval_seed(refiner: HandCentreRefiner, seed: int) -> None:
+    """Raise InputError when ``seed`` is one of the refiner's training or validation seeds."""
+    tc = refiner.meta.get("train_config") or {}
+    used = {tc.get("seed"), None if tc.get("seed") is None else tc["seed"] + 1} - {None}
+    if seed in used:
+        raise InputError(f"seed: {seed} was used to train these weights (train_config.seed = {tc.get('seed')}; training and validation use seed and seed + 1)")

@@ -31,9 +31,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from featmap_ros.data.specs import OBJECT_DATASETS
+from featmap_ros import atomic
 from featmap_ros.errors import InputError
 from featmap_ros.results import HandPose, ObjectPose
-from featmap_ros.ros.params import ParamSpec
 
 log = logging.getLogger(__name__)
 
@@ -405,48 +405,26 @@ def embedded_sample(kind: str, cache_dir: str | os.PathLike | None = None, frame
     """
     import fcntl
 
-    from featmap_ros import cli
+    from featmap_ros.render.depth_sensor import write_hand_dataset
+    from featmap_ros.render.real_like import RealLikeConfig, write_object_dataset
+    from featmap_ros.render.toy_object import make_toy_object
 
     base = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "featmap_ros"
     if kind == "nyu":
         root, done = base / f"sample_nyu_{frames}_{seed}", ("test", "joint_data.mat")
-        argv = ["render", "hand", "--count", str(frames), "--out", str(root), "--split", "test", "--seed", str(seed), "--no-preview"]
     else:
         root, done = base / f"sample_lm_{frames}_{seed}", ("models", "models_info.json")
-        argv = ["render", "object", "--toy", "--count", str(frames), "--out", str(root), "--domain", "real-like",
-                "--split", "test", "--seed", str(seed)]
-    base.mkdir(parents=True, exist_ok=True)
+    atomic.make_dir(base)
     # the player and the evaluator of one launch may both ask at once: one generates, the other waits
     with open(base / f".{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not root.joinpath(*done).is_file():
-            rc = cli.main(argv)
-            if rc:
-                raise InputError(f"{root}: generating the embedded {kind} sample failed (exit {rc})")
+            if kind == "nyu":  # = featmap render hand --count N --out ROOT --split test --seed S --no-preview
+                write_hand_dataset(root, frames, seed, "test")
+            else:  # = featmap render object --toy --count N --out ROOT --domain real-like --split test --seed S
+                mesh, info = make_toy_object(1)
+                write_object_dataset(root, mesh, info, frames, spec=OBJECT_DATASETS["lm"], domain="real-like", seed=seed,
+                                     backgrounds_dir=None, split="test", scene_id=1, real_like=RealLikeConfig())
     return root
 
 
-#: dataset_player_node's parameters (declared once by the node; checked by the tests).
-PLAYER_NODE_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("dataset", "lm", "dataset kind: lm / lmo / bop (BOP layout) or nyu (NYU layout)", choices=("lm", "lmo", "toy", "bop", "nyu")),
-    ParamSpec("dataset_root", "", "dataset folder; empty = the embedded sample the project generates (cached)"),
-    ParamSpec("split", "test", "split folder"),
-    ParamSpec("scenes", "", "BOP scene ids, comma-separated; empty = all", pattern=r"[0-9, ]*"),
-    ParamSpec("objects", "", "BOP obj_ids whose ground truth is published, comma-separated; empty = all", pattern=r"[0-9, ]*"),
-    ParamSpec("range", "", "frame positions A:B (B exclusive) after the selection; empty = all", pattern=r"[0-9 ]*:?[0-9 ]*"),
-    ParamSpec("synthetic", False, "NYU: publish synthdepth_* instead of depth_*"),
-    ParamSpec("rate", 30.0, "frames per second of wall time; 0 = as fast as possible (or as acks come)", min=0.0, max=10000.0),
-    ParamSpec("loop", False, "start again after the last frame (stamps keep increasing)"),
-    ParamSpec("wait_for_ack", False, "publish the next frame only after the estimator answered the last one "
-              "(its output on ack_topic carries the frame's stamp) or ack_timeout_s passed: lossless evaluation"),
-    ParamSpec("ack_topic", "", "estimator output to pace on; empty = /object_pose_node/detections or /hand_pose_node/hand_pose"),
-    ParamSpec("ack_timeout_s", 5.0, "longest wait for an ack, seconds (a missed frame then counts as a failure)", min=0.001, max=3600.0),
-    ParamSpec("startup_timeout_s", 120.0, "lossless replay (wait_for_ack): longest wait for a subscriber to the images before the "
-              "first frame, seconds (an estimator node loading its networks)", min=0.001, max=86400.0),
-    ParamSpec("publish_clock", True, "publish /clock with each frame's stamp (for use_sim_time)"),
-    ParamSpec("start_time_s", 1.0, "stamp of the first frame, seconds", min=0.0, max=1e9),
-    ParamSpec("start_delay_s", 1.0, "wait this long before the first frame (subscribers connect)", min=0.0, max=3600.0),
-    ParamSpec("qos.reliability", "reliable", "QoS reliability of the published topics", choices=("reliable", "best_effort")),
-    ParamSpec("qos.depth", 5, "QoS history depth of the published topics (publishing never blocks)", min=1, max=1000),
-    ParamSpec("shutdown_when_done", False, "exit when the last frame (no loop) has been published"),
-)

@@ -12,7 +12,7 @@ behind the newest ground truth, when more than ``max_pending`` frames wait, or a
 :meth:`finish`. An empty estimate message (the estimator ran and found nothing) is a failure
 too. Estimates with no ground truth are counted, not scored.
 
-Metrics (DESIGN §3) through :mod:`featmap_ros.model_eval` and :mod:`featmap_ros.metrics` with the
+Metrics (DESIGN §3) through :mod:`featmap_ros.evaluation.records` and :mod:`featmap_ros.evaluation.metrics` with the
 same per-instance rules as ``featmap eval object|hand`` (:mod:`featmap_ros.commands.eval_models`),
 so a lossless replay gives the same numbers: objects, 2D projection <= 5 px, ADD (ADD-S for
 symmetric objects) <= 10 % of the diameter, 5 cm 5 deg, curves; model points are the mesh vertices
@@ -34,9 +34,11 @@ from typing import Any, Generic, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from featmap_ros import atomic, geometry, metrics, model_eval
+from featmap_ros import atomic, geometry
+from featmap_ros.evaluation import records
 from featmap_ros.errors import InputError
 from featmap_ros.results import HandPose, ObjectPose
+from featmap_ros.evaluation import plots
 
 #: Score of a missed hand joint, mm (beyond every curve threshold), as ``featmap eval hand``.
 MISSED_JOINT_MM = 1000.0
@@ -211,7 +213,7 @@ def load_object_models(root: str | os.PathLike, names: Mapping[int, str], obj_id
 
     Args:
         root: BOP dataset folder (``models/``).
-        names: obj_id -> name (e.g. :meth:`featmap_ros.player.BopSource.object_names`).
+        names: obj_id -> name (e.g. :meth:`featmap_ros.data.player.BopSource.object_names`).
         obj_ids: which objects (None = every one in ``models_info.json``).
 
     Raises:
@@ -312,19 +314,19 @@ class OnlineObjectEvaluator:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 est_px = geometry.project_model_points(m.corners_m, R, t, K)
         with np.errstate(over="ignore", invalid="ignore"):  # absurd (finite) poses score inf: a failure
-            r = model_eval.object_record(g.object_name, R, t, g.R_m2c, g.t_m2c_m, K, m.points_m, m.diameter_m,
+            r = records.object_record(g.object_name, R, t, g.R_m2c, g.t_m2c_m, K, m.points_m, m.diameter_m,
                                          m.symmetric, est_px, m.corners_m)
         return [r.proj2d_px, r.add_m, r.add_frac, r.rot_deg, r.trans_m, r.corner_px, float(r.found), float(stamp_ns),
                 float(self._code[g.object_name])]
 
-    def records(self, name: str | None = None) -> list[model_eval.ObjectRecord]:
+    def records(self, name: str | None = None) -> list[records.ObjectRecord]:
         """Per-instance records (all, or of one object)."""
         d = self._rows.data
         out = []
         for row in d:
             n = self._names[int(row[8])]
             if name is None or n == name:
-                out.append(model_eval.ObjectRecord(n, *(float(x) for x in row[:6]), found=bool(row[6])))
+                out.append(records.ObjectRecord(n, *(float(x) for x in row[:6]), found=bool(row[6])))
         return out
 
     def running_summary(self) -> dict[str, Any]:
@@ -350,9 +352,9 @@ class OnlineObjectEvaluator:
         for name in self._names:
             rs = [r for r in recs if r.object_name == name]
             if rs:
-                per_object[name] = {k: v for k, v in model_eval.object_summary(rs).items() if not k.startswith("curve")}
+                per_object[name] = {k: v for k, v in records.object_summary(rs).items() if not k.startswith("curve")}
         return {"task": "object", "frames": self.frames, "frames_missed": self.frames_missed,
-                "summary": model_eval.object_summary(recs), "per_object": per_object, "matching": self.matcher.counters()}
+                "summary": records.object_summary(recs), "per_object": per_object, "matching": self.matcher.counters()}
 
     def csv_text(self) -> str:
         """One row per ground-truth instance: stamp, object and its errors."""
@@ -369,7 +371,7 @@ class OnlineObjectEvaluator:
         rep = {**(extra or {}), **self.report()}
         atomic.write_json(out / "object_metrics.json", _jsonable(rep))
         atomic.write_text(out / "object_frames.csv", self.csv_text())
-        model_eval.plot_object_curves({"online": rep["summary"]}, out / "object_curves.png", title="evaluator_node (online)")
+        plots.plot_object_curves({"online": rep["summary"]}, out / "object_curves.png", title="evaluator_node (online)")
         return [out / "object_metrics.json", out / "object_frames.csv", out / "object_curves.png"]
 
 
@@ -461,7 +463,7 @@ class OnlineHandEvaluator:
         e = self.errors_mm()
         if not len(e):
             raise InputError("evaluator: no ground-truth frame was received")
-        s = model_eval.hand_summary(e)
+        s = records.hand_summary(e)
         s["missed"] = self.frames_missed
         return {"task": "hand", "frames": self.frames, "frames_missed": self.frames_missed, "joint_names": self.joint_names,
                 "summary": s, "matching": self.matcher.counters()}
@@ -482,7 +484,7 @@ class OnlineHandEvaluator:
         atomic.write_json(out / "hand_metrics.json", _jsonable(rep))
         atomic.write_text(out / "hand_frames.csv", self.csv_text())
         c = rep["summary"]["max_frame_curve"]
-        metrics.plot_max_frame_curves({f"online ({rep['summary']['mean_mm']:.1f} mm)": (np.array(c["thresholds_mm"]), np.array(c["fraction"]))},
+        plots.plot_max_frame_curves({f"online ({rep['summary']['mean_mm']:.1f} mm)": (np.array(c["thresholds_mm"]), np.array(c["fraction"]))},
                                       out / "hand_curve.png", title="evaluator_node (online)")
         return [out / "hand_metrics.json", out / "hand_frames.csv", out / "hand_curve.png"]
 
@@ -619,31 +621,6 @@ class MessageEvaluator:
             self.rejected["ground_truth_without_camera_info"] = len(self._waiting)
             self._waiting = []
         self.evaluator.finish()
-
-
-def _evaluator_params():
-    from featmap_ros.ros.params import ParamSpec
-
-    return (
-        ParamSpec("task", "object", "what is evaluated: object (Detection3DArray) or hand (featmap_ros/HandPose)",
-                  choices=("object", "hand")),
-        ParamSpec("dataset", "lm", "BOP dataset name for object names (objects)", choices=("lm", "lmo", "toy", "bop", "nyu")),
-        ParamSpec("dataset_root", "", "dataset folder (objects: models/ for points and diameters); empty = the embedded sample"),
-        ParamSpec("objects", "", "object names to evaluate, comma-separated; empty = every ground-truth instance"),
-        ParamSpec("camera_info_topic", "/camera/color/camera_info", "camera_info giving K for the 2D projection error (objects)"),
-        ParamSpec("output_dir", "featmap_eval_online", "where metrics JSON/CSV/PNG are written at shutdown"),
-        ParamSpec("write_period_s", 0.0, "also write the results every this many seconds (0 = only at shutdown)", min=0.0, max=3600.0),
-        ParamSpec("summary_period_s", 2.0, "period of the running summary (log, ~/summary, /diagnostics), seconds", min=0.1, max=3600.0),
-        ParamSpec("max_lag_s", 10.0, "a ground-truth frame this far (stamp time) behind the newest is scored as missed, seconds",
-                  min=0.001, max=1e6),
-        ParamSpec("max_pending", 1000, "most frames waiting for an estimate", min=1, max=1_000_000),
-        ParamSpec("qos.reliability", "reliable", "QoS reliability of the subscriptions", choices=("reliable", "best_effort")),
-        ParamSpec("qos.depth", 100, "QoS history depth of the subscriptions", min=1, max=100000),
-    )
-
-
-#: evaluator_node's parameters (declared once by the node; checked by the tests).
-EVALUATOR_NODE_PARAMS = _evaluator_params()
 
 
 def make_evaluator(task: str, dataset: str, dataset_root: str | os.PathLike, objects: Sequence[str] | None = None,

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from featmap_ros.atomic import atomic_path
 from featmap_ros.errors import InputError
 from featmap_ros.geometry import project_points, transform_points
 
@@ -512,34 +510,3 @@ def hand_metrics(
     )
 
 
-def plot_max_frame_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:
-    """Write the fraction-of-frames curves as a PNG (atomically).
-
-    Args:
-        curves: label -> (thresholds_mm (T,), fractions (T,)).
-        path: output .png path.
-        title: figure title.
-
-    Returns:
-        The written path.
-    """
-    from matplotlib.figure import Figure  # lazily; a bare Figure renders with Agg and leaves pyplot's state alone
-
-    fig = Figure(figsize=(6, 4.5), dpi=120)
-    ax = fig.subplots()
-    for label, (th, frac) in curves.items():
-        ax.plot(np.asarray(th), 100.0 * np.asarray(frac), label=label, linewidth=2)
-    ax.set_xlabel("maximum allowed distance to ground truth D (mm)")
-    ax.set_ylabel("frames with every joint within D (%)")
-    ax.set_xlim(0, max(float(np.max(th)) for th, _ in curves.values()) if curves else 80)
-    ax.set_ylim(0, 100)
-    ax.grid(True, alpha=0.4)
-    if curves:
-        ax.legend(loc="lower right")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    out = Path(path)
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    return out

@@ -1,6 +1,6 @@
 """The paper's comparison, with the controls that make a gain attributable to the mapping.
 
-For one task (object or hand) and a cached data set (:class:`featmap_ros.training_data.TaskCache`:
+For one task (object or hand) and a cached data set (:class:`featmap_ros.evaluation.ablation_data.TaskCache`:
 unlimited-style synthetic crops, a few hundred real-like training pairs, a real-like
 validation split and a real-like test split never seen in training), and for each seed:
 
@@ -18,7 +18,7 @@ validation split and a real-like test split never seen in training), and for eac
      f being trained (the paper's joint loss) instead of the frozen stage-1 f;
    - ``mapping_fc_level`` (lambda = ``control_lambda``): g on the FC feature vector (the paper's
      layer) instead of the conv feature maps; its stage 1 is the shared one, re-labelled
-     (:func:`featmap_ros.train.convert_map_level`: the same function, FC layers moved from f to h).
+     (:func:`featmap_ros.checkpoint.convert_map_level`: the same function, FC layers moved from f to h).
 
 3. lambda is chosen on the validation split (mean over seeds of the primary metric), never on
    the test split; the test figures of the chosen lambda are compared with ``no_mapping``;
@@ -41,8 +41,10 @@ import numpy as np
 import torch
 
 from featmap_ros import atomic
-from featmap_ros.train import TrainConfig, convert_map_level, train
-from featmap_ros.training_data import CachedSource, as_float
+from featmap_ros.training.config import TrainConfig
+from featmap_ros.checkpoint import convert_map_level
+from featmap_ros.training.loop import train
+from featmap_ros.training.sources import CachedSource, as_float
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ def run_ablation(cache, base: TrainConfig, plan: AblationPlan, work_dir: str | P
     """Run every variant for every seed on one task; returns the report (also JSON-able).
 
     Args:
-        cache: a :class:`featmap_ros.training_data.TaskCache`.
+        cache: a :class:`featmap_ros.evaluation.ablation_data.TaskCache`.
         base: the stage-1/stage-2 config shared by all variants (steps, model, lr, ...).
         plan: seeds, lambdas, variants.
         work_dir: checkpoints of every run (reused if present: the ablation resumes).
@@ -158,7 +160,7 @@ def run_ablation(cache, base: TrainConfig, plan: AblationPlan, work_dir: str | P
             _record(cache, "synthetic_only", seed, r1.model, False, per_seed, items, val_scores)
         for name, vcfg in variants.items():
             vdir = work / f"seed{seed}" / name
-            vdir.mkdir(parents=True, exist_ok=True)
+            atomic.make_dir(vdir)
             if not (vdir / "last.pt").exists():
                 if vcfg.model.map_level != base.model.map_level:
                     convert_map_level(s1_dir / "last.pt", vdir / "last.pt", vcfg.model.map_level)
@@ -292,41 +294,6 @@ def format_markdown(report: dict) -> str:
                      f"**{'yes' if c['mapping_beats_baseline_beyond_seed_spread'] else 'no'}**; same sign on every seed: "
                      f"{'yes' if c['all_seeds_agree'] else 'no'}")
     return "\n".join(lines)
-
-
-def plot_report(report: dict, path: str | Path) -> Path:
-    """A PNG of the primary metric per variant: bars = mean over seeds, dots = seeds (atomic write)."""
-    from matplotlib.figure import Figure
-
-    primary = report["primary_metric"]
-    names = list(report["table"])
-    scale = 1.0 if primary.endswith(("_mm", "_px")) else 100.0
-    fig = Figure(figsize=(max(6.0, 0.9 * len(names) + 2), 4.5), dpi=120)
-    ax = fig.subplots()
-    for i, n in enumerate(names):
-        row = report["table"][n][primary]
-        colour = "tab:orange" if n == report.get("chosen_lambda_variant") else ("tab:blue" if n.startswith("mapping") else "tab:gray")
-        ax.bar(i, scale * row["mean"], color=colour, alpha=0.8)
-        ax.plot([i] * len(row["per_seed"]), [scale * v for v in row["per_seed"]], "k.", markersize=6)
-        ax.annotate(f"{scale * row['mean']:.1f}", (i, scale * row["mean"]), ha="center", va="bottom", fontsize=7,
-                    xytext=(0, 2), textcoords="offset points")
-    if "no_mapping" in report["table"]:
-        ax.axhline(scale * report["table"]["no_mapping"][primary]["mean"], color="k", linestyle="--", linewidth=1, label="no_mapping")
-        ax.legend(loc="upper right", fontsize=8)
-    if scale == 1.0:  # errors: zoom on the range the variants span (the differences are a few per cent)
-        vals = [scale * v for n in names for v in report["table"][n][primary]["per_seed"]]
-        lo, hi = min(vals), max(vals)
-        ax.set_ylim(max(0.0, lo - 0.15 * (hi - lo) - 0.5), hi + 0.1 * (hi - lo) + 0.5)
-    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
-    unit = "" if scale == 1.0 else " (%)"
-    ax.set_ylabel(METRIC_LABELS.get(primary, primary) + unit + ("  — lower is better" if not report["higher_is_better"] else ""))
-    ax.set_title(f"{report['task']}: test split, seeds {report['seeds_done']} (orange: λ chosen on validation)", fontsize=9)
-    ax.grid(True, axis="y", alpha=0.4)
-    fig.tight_layout()
-    out = Path(path)
-    with atomic.atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    return out
 
 
 def _fmt(v: float, metric: str) -> str:

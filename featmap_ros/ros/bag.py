@@ -14,7 +14,7 @@ topic                          type                               when
 /tf_static                     tf2_msgs/msg/TFMessage             once, first
 ============================== ================================== =================================
 
-Every message of a frame carries the same header stamp (:func:`featmap_ros.player.stamp_ns`),
+Every message of a frame carries the same header stamp (:func:`featmap_ros.data.player.stamp_ns`),
 which is also its bag receive time. Frame ids: BOP colour and its registered depth
 ``camera_color_optical_frame``; NYU depth ``camera_depth_optical_frame``; ``/tf_static`` has
 ``camera_link`` -> each of them (REP 103 optical rotation), with transient-local QoS so that
@@ -45,8 +45,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from featmap_ros import atomic
 from featmap_ros.errors import InputError
-from featmap_ros.player import (CAMERA_LINK, COLOUR_FRAME, DEPTH_FRAME, OPTICAL_FROM_LINK_XYZW, TOPICS, PlayerFrame)
+from featmap_ros.data.player import CAMERA_LINK, COLOUR_FRAME, DEPTH_FRAME, OPTICAL_FROM_LINK_XYZW, TOPICS, PlayerFrame
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.msg_defs import featmap_typestore
 
@@ -119,7 +120,7 @@ class BagWriter:
 
         if self.out.exists() and not (self.out / "metadata.yaml").is_file():
             raise InputError(f"--out {self.out}: exists and is not a rosbag2 bag; refusing to replace it")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic.make_dir(self.out.parent, what=str(self.out))
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent))
         plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
         self._writer = Writer(self._tmp / self.out.name, version=METADATA_VERSION[self.distro], storage_plugin=plugin)
@@ -226,10 +227,10 @@ def tf_static_message(msgs: Any, frame_ids: Iterable[str], stamp: int) -> Any:
 def write_bag(source: Any, positions: Iterable[int], out: str | os.PathLike, storage: str = "sqlite3", distro: str = "jazzy",
               start_ns: int | None = None, step_ns: int | None = None, progress: bool = True,
               custom_data: dict[str, str] | None = None) -> BagSummary:
-    """Convert frames of a :mod:`featmap_ros.player` source into a bag.
+    """Convert frames of a :mod:`featmap_ros.data.player` source into a bag.
 
     Args:
-        source: :class:`~featmap_ros.player.BopSource` or :class:`~featmap_ros.player.NyuSource`.
+        source: :class:`~featmap_ros.data.player.BopSource` or :class:`~featmap_ros.data.player.NyuSource`.
         positions: frame positions to write, in order (e.g. ``player.parse_range(...)``).
         out: bag folder.
         storage, distro: see :class:`BagWriter`.
@@ -242,7 +243,7 @@ def write_bag(source: Any, positions: Iterable[int], out: str | os.PathLike, sto
     """
     from tqdm import tqdm
 
-    from featmap_ros import player
+    from featmap_ros.data import player
 
     positions = list(positions)
     if not positions:

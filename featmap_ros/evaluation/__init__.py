@@ -1,0 +1,1 @@
+"""Evaluation: metrics, records, datasets, published results, online scoring, ablation, plots, benchmarks."""

@@ -1,0 +1,1 @@
+"""Training f, g, h: config, batch sources, augmentation, the loop, the localiser, caches, data preparation."""
