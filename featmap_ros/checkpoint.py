@@ -1,21 +1,77 @@
-"""TODO docstring."""
+"""Checkpoints: the contract between training and inference.
+
+One home for what a ``.pt`` file of this project holds and how it is read:
+
+- :func:`save_checkpoint` / :func:`load_checkpoint` (atomic writes; checks of format, task and
+  architecture that name the file and the field);
+- :func:`safe_torch_load`: every ``.pt`` (checkpoints, data caches) is read with
+  ``torch.load(weights_only=True)``, so a crafted file cannot run code while it loads — only
+  tensors, containers, numbers and strings (and plain numpy arrays) are accepted;
+- :class:`ObjectMeta` / :class:`HandMeta`: the typed task facts the estimators read;
+- the bundled weights' paths, the device choice, and checkpoint surgery (slim export, map-level
+  re-labelling).
+"""
 from __future__ import annotations
+
 import copy
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
+
 from featmap_ros import atomic
 from featmap_ros.config import from_dict, to_dict
 from featmap_ros.errors import InputError
 from featmap_ros.nets import FeatureMappingNet, ModelConfig, build_model
 
-
 CHECKPOINT_FORMAT = "featmap_ros.checkpoint/1"
+#: the bundled weights (demo object and hand models, hand-centre refiner).
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: window side / box side of an object crop when a checkpoint does not say (crops.window_from_bbox).
+DEFAULT_WINDOW_SCALE = 1.2
+#: side of the hand crop cube, mm (DeepPrior).
+DEFAULT_CUBE_MM = 300.0
+
+
+def _numpy_safe_globals() -> list:
+    """The numpy pieces a plain array's pickle names (no code runs through them)."""
+    core = getattr(np, "_core", None) or np.core
+    out = [core.multiarray._reconstruct, np.ndarray, np.dtype]
+    out += [type(np.dtype(t)) for t in ("b", "u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8", "f2", "f4", "f8", "?")]
+    return out
+
+
+def safe_torch_load(path: str | Path, what: str = "file") -> Any:
+    """``torch.load`` that cannot run code: ``weights_only=True`` with plain numpy arrays allowed.
+
+    Args:
+        path: the ``.pt`` file.
+        what: what the file is, for the error message (``checkpoint``, ``data cache``).
+
+    Raises:
+        InputError: missing or unreadable file, or a pickle that asks for anything else (the
+            message names the file and what torch refused).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: {what} not found")
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for a refused global; many kinds for a corrupt file
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise InputError(f"{p}: unreadable or unsafe {what}, not loaded ({e.__class__.__name__}: {msg[:300]})") from None
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, numpy and torch RNG states, as types :func:`safe_torch_load` accepts."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -23,7 +79,11 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    if isinstance(n, dict):
+        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    else:  # written before the numpy state was stored as a tensor
+        np.random.set_state(n)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -43,12 +103,7 @@ def load_checkpoint(path: str | Path, task: str | None = None, model_cfg: ModelC
             mismatch; the message names the file and the field.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: checkpoint not found")
-    try:
-        ck = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise InputError(f"{p}: unreadable checkpoint ({e.__class__.__name__}: {e})") from None
+    ck = safe_torch_load(p, "checkpoint")
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{p}: not a featmap_ros checkpoint (field 'format' is {ck.get('format') if isinstance(ck, dict) else None!r}, expected {CHECKPOINT_FORMAT!r})")
     saved = ck["model_config"]
@@ -113,8 +168,6 @@ def export_checkpoint(src: str | Path, dst: str | Path) -> None:
     save_checkpoint(dst, slim)
 
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-
 
 def bundled_weights(task: str) -> Path:
     """Path of the bundled demo checkpoint of ``task`` (object | hand)."""
@@ -133,3 +186,89 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device: {device!r} requested but no CUDA device is available")
     return torch.device(device)
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """What an object checkpoint tells the estimator about its objects (head order).
+
+    Attributes:
+        object_names: (n,) names (vision_msgs class_id, TF child suffix).
+        obj_ids: (n,) dataset object ids.
+        corners_m: (n, 8, 3) float64 model-frame box corners, metres (BB8 targets).
+        extents_m: (n, 3) float64 box sizes, metres.
+        center_m: (n, 3) float64 box centres in the model frame, metres.
+        diameter_m: (n,) model diameters, metres (empty = unknown).
+        symmetric: (n,) symmetric objects (ADD-S), empty = unknown.
+        window_scale: crop window side / box side, as in training.
+        mesh_paths: (n,) meshes the model was trained on ('' = unknown).
+        model_points_m: per object (N_k, 3) model points, metres (evaluation; may be empty).
+    """
+
+    object_names: tuple[str, ...]
+    obj_ids: tuple[int, ...]
+    corners_m: np.ndarray
+    extents_m: np.ndarray
+    center_m: np.ndarray
+    diameter_m: tuple[float, ...] = ()
+    symmetric: tuple[bool, ...] = ()
+    window_scale: float = DEFAULT_WINDOW_SCALE
+    mesh_paths: tuple[str, ...] = ()
+    model_points_m: tuple = ()
+
+    @classmethod
+    def from_dict(cls, meta: dict, where: str = "meta") -> "ObjectMeta":
+        """Parse a checkpoint's ``meta``; missing optional fields take the defaults above.
+
+        Raises:
+            InputError: a missing ``object_names``/``corners_m`` or a field of the wrong size,
+                naming ``where`` and the field.
+        """
+        if not isinstance(meta, dict):
+            raise InputError(f"{where}: expected a mapping, got {type(meta).__name__}")
+        names = tuple(str(n) for n in meta.get("object_names", ()))
+        if not names:
+            raise InputError(f"{where}: field 'object_names' missing or empty")
+        n = len(names)
+        if "corners_m" not in meta:
+            raise InputError(f"{where}: field 'corners_m' missing")
+        try:
+            corners = np.asarray(meta["corners_m"], dtype=np.float64).reshape(n, 8, 3)
+            extents = np.asarray(meta.get("extents_m", np.ptp(corners, axis=1)), dtype=np.float64).reshape(n, 3)
+            center = np.asarray(meta.get("center_m", corners.mean(axis=1)), dtype=np.float64).reshape(n, 3)
+        except ValueError as e:
+            raise InputError(f"{where}: corners_m/extents_m/center_m do not fit {n} objects ({e})") from None
+        ids = tuple(int(i) for i in meta.get("obj_ids", range(1, n + 1)))
+        if len(ids) != n:
+            raise InputError(f"{where}: field 'obj_ids' has {len(ids)} entries for {n} objects")
+        return cls(names, ids, corners, extents, center,
+                   tuple(float(x) for x in meta.get("diameter_m", ())), tuple(bool(x) for x in meta.get("symmetric", ())),
+                   float(meta.get("window_scale", DEFAULT_WINDOW_SCALE)), tuple(str(x) for x in meta.get("mesh_paths", ())),
+                   tuple(meta.get("model_points_m", ())))
+
+
+@dataclass(frozen=True)
+class HandMeta:
+    """What a hand checkpoint tells the estimator.
+
+    Attributes:
+        joint_names: (J,) names of the predicted joints.
+        cube_mm: side of the crop cube, mm.
+        depth_range_m: (near, far) depth band of the run-time localiser, metres (None = its default).
+    """
+
+    joint_names: tuple[str, ...]
+    cube_mm: float = DEFAULT_CUBE_MM
+    depth_range_m: tuple[float, float] | None = None
+
+    @classmethod
+    def from_dict(cls, meta: dict, n_joints: int, where: str = "meta") -> "HandMeta":
+        """Parse a checkpoint's ``meta`` for a network predicting ``n_joints`` joints."""
+        if not isinstance(meta, dict):
+            raise InputError(f"{where}: expected a mapping, got {type(meta).__name__}")
+        names = tuple(str(n) for n in meta.get("joint_names", [f"joint_{i}" for i in range(n_joints)]))
+        if len(names) != n_joints:
+            raise InputError(f"{where}: field 'joint_names' has {len(names)} names but the model predicts {n_joints} joints")
+        rng = meta.get("depth_range_m")
+        depth_range = None if rng is None else (float(rng[0]), float(rng[1]))
+        return cls(names, float(meta.get("cube_mm", DEFAULT_CUBE_MM)), depth_range)

@@ -22,25 +22,21 @@ import torch
 
 from featmap_ros import geometry
 from featmap_ros import crops
+from featmap_ros.config import from_dict
 from featmap_ros.errors import InputError
 from featmap_ros.nets import FeatureMappingNet, Localiser, LocaliserConfig
 from featmap_ros.results import HandPose, ObjectPose
 from featmap_ros import hand_localiser
-from featmap_ros.checkpoint import resolve_device
+from featmap_ros.checkpoint import HandMeta, ObjectMeta, load_checkpoint, model_from_checkpoint, resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def _check_K(K: np.ndarray) -> np.ndarray:
-    return geometry.check_K(K)
 
 
 RUNTIMES = ("torch", "onnxruntime")
 
 
 class _Base:
-    def __init__(self, model: FeatureMappingNet, meta: dict, use_mapping: bool, device: str,
-                 runtime: str = "torch") -> None:
+    def __init__(self, model: FeatureMappingNet, use_mapping: bool, device: str, runtime: str = "torch") -> None:
         if runtime not in RUNTIMES:
             raise InputError(f"runtime: must be one of {list(RUNTIMES)}, got {runtime!r}")
         self.device = resolve_device(device)
@@ -55,7 +51,6 @@ class _Base:
         self.model = model.eval().to(self.device)
         if self.half:
             self.model = self.model.half()
-        self.meta = dict(meta)
         self.use_mapping = use_mapping
         self.input_size = model.cfg.input_size
 
@@ -74,30 +69,31 @@ class ObjectPoseEstimator(_Base):
 
     Args:
         model: f, g, h (an object model).
-        meta: object facts: ``object_names`` (list, head order), ``obj_ids``, ``corners_m``
-            ((n, 8, 3) box corners, metres), ``extents_m`` ((n, 3)), ``center_m`` ((n, 3)),
-            ``diameter_m`` ((n,)), ``window_scale`` (crop window side / box side).
+        meta: the objects' facts (:class:`~featmap_ros.checkpoint.ObjectMeta`, or a checkpoint's
+            ``meta`` dict, parsed by :meth:`ObjectMeta.from_dict`).
         localiser: the built-in localiser or None (then boxes are required).
         use_mapping: pass real features through g.
         device: ``auto`` | ``cpu`` | ``cuda``.
         runtime: ``torch`` or ``onnxruntime`` (f, g, h exported to ONNX and run by ONNX Runtime).
     """
 
-    def __init__(self, model: FeatureMappingNet, meta: dict, localiser: Localiser | None = None,
+    def __init__(self, model: FeatureMappingNet, meta: ObjectMeta | dict, localiser: Localiser | None = None,
                  use_mapping: bool = True, device: str = "auto", runtime: str = "torch") -> None:
         if model.cfg.task != "object":
             raise InputError(f"model.task is {model.cfg.task!r}; ObjectPoseEstimator needs an object model")
-        super().__init__(model, meta, use_mapping, device, runtime)
-        names = list(meta.get("object_names", []))
-        if len(names) != model.cfg.n_objects:
-            raise InputError(f"meta.object_names has {len(names)} names but the model predicts {model.cfg.n_objects} objects")
+        meta = meta if isinstance(meta, ObjectMeta) else ObjectMeta.from_dict(meta)
+        if len(meta.object_names) != model.cfg.n_objects:
+            raise InputError(f"meta.object_names has {len(meta.object_names)} names but the model predicts {model.cfg.n_objects} objects")
+        super().__init__(model, use_mapping, device, runtime)
+        self.meta = meta
+        names = list(meta.object_names)
         self._names = names
         self._index = {n: i for i, n in enumerate(names)}
-        self.corners_m = np.asarray(meta["corners_m"], dtype=np.float64).reshape(len(names), 8, 3)
-        self.obj_ids = [int(i) for i in meta.get("obj_ids", range(1, len(names) + 1))]
-        self.extents_m = np.asarray(meta.get("extents_m", np.ptp(self.corners_m, axis=1)), dtype=np.float64).reshape(len(names), 3)
-        self.center_m = np.asarray(meta.get("center_m", self.corners_m.mean(axis=1)), dtype=np.float64).reshape(len(names), 3)
-        self.window_scale = float(meta.get("window_scale", 1.2))
+        self.corners_m = meta.corners_m
+        self.obj_ids = list(meta.obj_ids)
+        self.extents_m = meta.extents_m
+        self.center_m = meta.center_m
+        self.window_scale = meta.window_scale
         self.localiser = None
         if localiser is not None:
             self.localiser = localiser.eval().to(self.device)
@@ -110,9 +106,6 @@ class ObjectPoseEstimator(_Base):
             InputError: missing file, a checkpoint of another task (names ``model.task``), or
                 weights that do not fit the saved architecture.
         """
-        from featmap_ros.config import from_dict
-        from featmap_ros.checkpoint import load_checkpoint, model_from_checkpoint
-
         ck = load_checkpoint(path, task="object")
         model = model_from_checkpoint(ck, str(path))
         loc = None
@@ -120,7 +113,8 @@ class ObjectPoseEstimator(_Base):
             lcfg = from_dict(LocaliserConfig, ck["localiser"]["config"], f"{path}: localiser.config")
             loc = Localiser(lcfg)
             loc.load_state_dict(ck["localiser"]["state"])
-        return cls(model, ck.get("meta", {}), localiser=loc, use_mapping=bool(ck.get("config", {}).get("mapping", True)), device=device,
+        meta = ObjectMeta.from_dict(ck.get("meta", {}), f"{path}: meta")
+        return cls(model, meta, localiser=loc, use_mapping=bool(ck.get("config", {}).get("mapping", True)), device=device,
                    runtime=runtime)
 
     @property
@@ -175,7 +169,7 @@ class ObjectPoseEstimator(_Base):
             object names raise InputError. Poses whose PnP fails are left out.
         """
         img = _check_image(image_rgb)
-        K = _check_K(K)
+        K = geometry.check_K(K)
         jobs: list[tuple[int, crops.Window, np.ndarray, float]] = []
         if boxes is None:
             for name, win, p in self.localise(img):
@@ -220,21 +214,23 @@ class HandPoseEstimator(_Base):
 
     Args:
         model: f, g, h (a hand model).
-        meta: ``joint_names`` (list), ``cube_mm`` (crop cube side), ``depth_range_m``
-            ((near, far) for hand localisation).
+        meta: :class:`~featmap_ros.checkpoint.HandMeta` (joint names, crop cube, localiser depth
+            band), or a checkpoint's ``meta`` dict.
         use_mapping: pass real features through g.
         device: ``auto`` | ``cpu`` | ``cuda``.
         runtime: ``torch`` or ``onnxruntime`` (f, g, h exported to ONNX and run by ONNX Runtime).
     """
 
-    def __init__(self, model: FeatureMappingNet, meta: dict, use_mapping: bool = True, device: str = "auto",
+    def __init__(self, model: FeatureMappingNet, meta: HandMeta | dict, use_mapping: bool = True, device: str = "auto",
                  centre_refiner=None, runtime: str = "torch") -> None:
         if model.cfg.task != "hand":
             raise InputError(f"model.task is {model.cfg.task!r}; HandPoseEstimator needs a hand model")
-        super().__init__(model, meta, use_mapping, device, runtime)
-        self.joint_names = list(meta.get("joint_names", [f"joint_{i}" for i in range(model.cfg.n_joints)]))
-        self.cube_mm = float(meta.get("cube_mm", 300.0))
-        #: Optional learned centre refinement (featmap_ros.hand_centre.HandCentreRefiner) applied
+        meta = meta if isinstance(meta, HandMeta) else HandMeta.from_dict(meta, model.cfg.n_joints)
+        super().__init__(model, use_mapping, device, runtime)
+        self.meta = meta
+        self.joint_names = list(meta.joint_names)
+        self.cube_mm = meta.cube_mm
+        #: Optional learned centre refinement (featmap_ros.hand_localiser.HandCentreRefiner) applied
         #: after the closest-blob localiser: its centre lies ~25 mm (mean) from the palm, the
         #: refined one ~13 mm (featmap bench hand-centre).
         self.centre_refiner = centre_refiner
@@ -248,16 +244,13 @@ class HandPoseEstimator(_Base):
             refine_centre: also load the bundled hand-centre refiner (featmap_ros/weights/hand_centre.pt).
             runtime: ``torch`` or ``onnxruntime`` (see the class).
         """
-        from featmap_ros.checkpoint import load_checkpoint, model_from_checkpoint
-
         ck = load_checkpoint(path, task="hand")
         model = model_from_checkpoint(ck, str(path))
         refiner = None
         if refine_centre:
-            from featmap_ros.hand_localiser import HandCentreRefiner
-
-            refiner = HandCentreRefiner.from_file()
-        return cls(model, ck.get("meta", {}), use_mapping=bool(ck.get("config", {}).get("mapping", True)),
+            refiner = hand_localiser.HandCentreRefiner.from_file()
+        meta = HandMeta.from_dict(ck.get("meta", {}), model.cfg.n_joints, f"{path}: meta")
+        return cls(model, meta, use_mapping=bool(ck.get("config", {}).get("mapping", True)),
                    device=device, centre_refiner=refiner, runtime=runtime)
 
     def warmup(self) -> None:
@@ -287,7 +280,7 @@ class HandPoseEstimator(_Base):
             centers_m: optional known crop centres ((3,) metres, optical frame), e.g. from
                 ground truth in evaluation; None entries are localised.
         """
-        K = _check_K(K)
+        K = geometry.check_K(K)
         prepared = []
         for n, d in enumerate(depths_m):
             d = np.asarray(d, dtype=np.float32)
@@ -327,15 +320,12 @@ class HandPoseEstimator(_Base):
 
 
 # ----------------------------------------------------------------------------- depth helpers
-# The DeepPrior crop and hand localisation of featmap_ros.crops (depth part).
 
 
-def _localise_hand(depth_m: np.ndarray, K: np.ndarray, meta: dict) -> np.ndarray | None:
-    kw = {}
-    if "depth_range_m" in meta:
-        kw["near_m"], kw["far_m"] = (float(x) for x in meta["depth_range_m"])
-    if "cube_mm" in meta:
-        kw["cube_m"] = float(meta["cube_mm"]) / 1000.0
+def _localise_hand(depth_m: np.ndarray, K: np.ndarray, meta: HandMeta) -> np.ndarray | None:
+    kw = {"cube_m": meta.cube_mm / 1000.0}
+    if meta.depth_range_m is not None:
+        kw["near_m"], kw["far_m"] = meta.depth_range_m
     try:
         c = hand_localiser.localise_hand(depth_m, K, **kw)
     except InputError as e:

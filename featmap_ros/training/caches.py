@@ -1,17 +1,6 @@
-"""Training data for ``featmap train``, the ablation and the demo: sources, caches, metadata.
-
-The data layer (``featmap_ros.render``, ``featmap_ros.data``, ``featmap_ros.crops``) makes
-samples; this module turns them into what :func:`featmap_ros.training.loop.train` consumes:
-
-- a *synthetic* source (crops rendered once into a seeded cache and sampled from it, or online);
-- a *pairs* source (real crop + synthetic crop of the same pose and window + target);
-- metadata the estimators need (object names, box corners, diameters; joint names, cube);
-- for the ablation and the demo, a :class:`TaskCache` with real-like validation and test splits
-  (never used in training) and the scoring of predictions on them.
-
-Caches are keyed by every parameter that changes their content and written atomically, so the
-ablation renders its data once and every run reuses it.
-"""
+"""Data caches of training, the ablation and the demo: files keyed by every parameter that changes
+their content, written atomically, read back with :func:`featmap_ros.checkpoint.safe_torch_load`
+(no code runs from a cache file). Rendering a set once lets every run reuse it."""
 from __future__ import annotations
 
 import hashlib
@@ -23,6 +12,7 @@ from typing import Callable
 import torch
 
 from featmap_ros import atomic
+from featmap_ros.checkpoint import safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -35,25 +25,12 @@ def cache_path(cache_dir: Path, task: str, params: dict) -> Path:
 def load_or_build(path: Path, build: Callable[[], dict]) -> dict:
     if path.is_file():
         log.info("using cached data %s", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return safe_torch_load(path, "data cache")
     data = build()
     with atomic.atomic_path(path, suffix=".pt") as tmp:
         torch.save(data, tmp)
     return data
 
 
-# ============================================================================= hands
-
-
-# ============================================================================= dispatch
-
-
-# ============================================================================= objects
-
-
-# ============================================================================= featmap train
-
 
 # ============================================================================= the localiser
-
-
