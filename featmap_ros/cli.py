@@ -2,8 +2,9 @@
 
 Each command group lives in ``featmap_ros/commands/<group>.py`` and exposes
 ``register(subparsers)``; the group's handler is stored as ``func`` on its parser and called
-with the parsed arguments. Groups are imported lazily-in-spirit: one that fails to import
-(a missing optional dependency) reports itself when used instead of breaking the others.
+with the parsed arguments. A group that fails to import because of a missing optional
+dependency reports itself when used instead of breaking the others; a group module that is
+missing from the package is a broken install and raises an error listing the valid names.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(f"featmap_ros.commands.{name}")
         except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("featmap_ros.commands"):
-                continue  # group not built yet
+            if e.name == f"featmap_ros.commands.{name}":
+                raise ImportError(f"featmap: command module {e.name} is missing (valid command groups: {', '.join(GROUPS)}); "
+                                  "the installation is incomplete") from e
             _register_broken(sub, name, e)
             continue
         module.register(sub)
@@ -41,15 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
 def register_parts(sub, group: str, parts: tuple[str, ...]) -> None:
     """Register the subcommands of ``group`` from its part modules ``commands/<part>.py``.
 
-    Each part module exposes ``register(subparsers)``; parts not written yet are skipped, and
-    a part that fails to import is listed with the error instead of breaking the group.
+    Each part module exposes ``register(subparsers)``. A missing part module raises an error
+    listing the group's parts; a part whose optional dependency is missing is listed with the
+    error instead of breaking the group.
     """
     for part in parts:
         try:
             module = importlib.import_module(f"featmap_ros.commands.{part}")
         except ModuleNotFoundError as e:
             if e.name == f"featmap_ros.commands.{part}":
-                continue
+                raise ImportError(f"featmap {group}: command module {e.name} is missing (parts of {group}: {', '.join(parts)}); "
+                                  "the installation is incomplete") from e
             _register_broken(sub, f"{group}-{part}", e)
             continue
         module.register(sub)
