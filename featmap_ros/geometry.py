@@ -106,27 +106,6 @@ class CameraModel:
     def from_fxfycxcy(cls, fx: float, fy: float, cx: float, cy: float, width: int, height: int) -> "CameraModel":
         return cls(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64), width, height)
 
-    @classmethod
-    def from_camera_info(cls, info: Any) -> "CameraModel":
-        """Build from a sensor_msgs/CameraInfo-like record (ROS 2 ``k``/``d`` or ROS 1 ``K``/``D``).
-
-        Raises:
-            InputError: naming the field at fault.
-        """
-        k = getattr(info, "k", None)
-        if k is None:
-            k = getattr(info, "K", None)
-        if k is None:
-            raise InputError("camera_info: no field 'k'")
-        d = getattr(info, "d", None)
-        if d is None:
-            d = getattr(info, "D", [])
-        try:
-            K = check_K(k, "camera_info.k")
-        except InputError:
-            raise
-        return cls(K, int(getattr(info, "width", 0)), int(getattr(info, "height", 0)), np.asarray(d, dtype=np.float64))
-
     def project(self, points_c_m: np.ndarray) -> np.ndarray:
         """Project camera-frame points. See :func:`project_points`."""
         return project_points(points_c_m, self.K)

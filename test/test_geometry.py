@@ -1,5 +1,4 @@
 """featmap_ros.geometry: known values, round trips, bad input."""
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -34,15 +33,10 @@ def test_check_K_rejects_bad_matrices():
         g.check_K([[-1, 0, 0], [0, 1, 0], [0, 0, 1]])
 
 
-def test_camera_model_from_camera_info_ros2_and_ros1_fields():
-    ros2 = SimpleNamespace(k=K_LM.ravel().tolist(), d=[0.1, 0, 0, 0, 0], width=640, height=480)
-    cam = g.CameraModel.from_camera_info(ros2)
+def test_camera_model_fields_and_bad_size():
+    cam = g.CameraModel(K_LM, 640, 480, np.array([0.1, 0, 0, 0, 0]))
     assert (cam.fx, cam.cy, cam.width) == (pytest.approx(572.4114), pytest.approx(242.04899), 640)
-    assert cam.is_distorted
-    ros1 = SimpleNamespace(K=K_LM.ravel().tolist(), D=[], width=640, height=480)
-    assert not g.CameraModel.from_camera_info(ros1).is_distorted
-    with pytest.raises(InputError, match="'k'"):
-        g.CameraModel.from_camera_info(SimpleNamespace(width=1, height=1))
+    assert cam.is_distorted and not g.CameraModel(K_LM, 640, 480).is_distorted
     with pytest.raises(InputError, match="size"):
         g.CameraModel(K_LM, 0, 480)
 

@@ -65,9 +65,10 @@ def test_projection_error_of_planar_model_known_value():
 def test_rotation_error_and_5cm5deg():
     assert m.rotation_error_deg(_rz(4.0), I3) == pytest.approx(4.0)
     assert m.rotation_error_deg(_rz(180.0), I3) == pytest.approx(180.0)
-    assert m.is_5cm_5deg(_rz(4.0), T0 + [0, 0, 49.0], I3, T0)
-    assert not m.is_5cm_5deg(_rz(6.0), T0, I3, T0)
-    assert not m.is_5cm_5deg(I3, T0 + [0, 51.0, 0], I3, T0)
+    rot = [m.rotation_error_deg(R, I3) for R in (_rz(4.0), _rz(6.0), I3)]
+    trans_m = [m.translation_error(t, T0) / 1000.0 for t in (T0 + [0, 0, 49.0], T0, T0 + [0, 51.0, 0])]
+    assert m.within_5cm_5deg(rot, trans_m).tolist() == [True, False, False]
+    assert (m.PROJ2D_PX, m.ADD_FRACTION, m.ROT_DEG, m.TRANS_M) == (5.0, 0.10, 5.0, 0.05)
 
 
 def test_adds_zero_for_symmetric_point_set_add_not():

@@ -22,6 +22,20 @@ from scipy.spatial.transform import Rotation
 from featmap_ros.errors import InputError
 from featmap_ros.geometry import project_points, transform_points
 
+#: The classic object criteria, one table for every evaluator (offline, online, ablation, BOP):
+#: 2D projection error <= PROJ2D_PX pixels; ADD(-S) <= ADD_FRACTION of the diameter;
+#: "5 cm 5 degrees" = rotation error < ROT_DEG and translation error < TRANS_M.
+PROJ2D_PX = 5.0
+ADD_FRACTION = 0.10
+ROT_DEG = 5.0
+TRANS_M = 0.05
+
+
+def within_5cm_5deg(rot_deg: np.ndarray, trans_m: np.ndarray) -> np.ndarray:
+    """The "5 cm 5 degrees" criterion (Shotton et al. 2013) on arrays of errors: (N,) bool."""
+    return (np.asarray(rot_deg) < ROT_DEG) & (np.asarray(trans_m) < TRANS_M)
+
+
 #: BOP-19 thresholds of correctness: MSSD as fractions of the object diameter, MSPD in pixels
 #: for a 640-pixel-wide image (both exactly as ``eval_bop19_pose.py`` builds them).
 BOP19_MSSD_THRESHOLDS = tuple(float(x) for x in np.arange(0.05, 0.51, 0.05))
@@ -117,11 +131,6 @@ def rotation_error_deg(R_est, R_gt) -> float:
 def translation_error(t_est, t_gt) -> float:
     """Euclidean distance between translations, their unit."""
     return float(np.linalg.norm(np.asarray(t_est, dtype=np.float64).reshape(3) - np.asarray(t_gt, dtype=np.float64).reshape(3)))
-
-
-def is_5cm_5deg(R_est, t_est_mm, R_gt, t_gt_mm, max_cm: float = 5.0, max_deg: float = 5.0) -> bool:
-    """The "5 cm 5 degrees" criterion (Shotton et al. 2013); translations in mm."""
-    return rotation_error_deg(R_est, R_gt) < max_deg and translation_error(t_est_mm, t_gt_mm) < 10.0 * max_cm
 
 
 @dataclass(frozen=True)

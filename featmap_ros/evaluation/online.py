@@ -35,7 +35,7 @@ from typing import Any, Generic, Mapping, Sequence, TypeVar
 import numpy as np
 
 from featmap_ros import atomic, geometry
-from featmap_ros.evaluation import records
+from featmap_ros.evaluation import metrics, records
 from featmap_ros.errors import InputError
 from featmap_ros.results import HandPose, ObjectPose
 from featmap_ros.evaluation import plots
@@ -336,9 +336,9 @@ class OnlineObjectEvaluator:
         rot, tr = d[:, 3], d[:, 4]
         return {
             "task": "object", "frames": self.frames, "frames_missed": self.frames_missed, "instances": n,
-            "proj2d_5px": float(np.mean(d[:, 0] <= 5.0)) if n else 0.0,
-            "add_10": float(np.mean(d[:, 2] <= 0.10)) if n else 0.0,
-            "5cm_5deg": float(np.mean((rot < 5.0) & (tr < 0.05))) if n else 0.0,
+            "proj2d_5px": float(np.mean(d[:, 0] <= metrics.PROJ2D_PX)) if n else 0.0,
+            "add_10": float(np.mean(d[:, 2] <= metrics.ADD_FRACTION)) if n else 0.0,
+            "5cm_5deg": float(np.mean(metrics.within_5cm_5deg(rot, tr))) if n else 0.0,
             "found": float(np.mean(d[:, 6])) if n else 0.0,
             **self.matcher.counters(),
         }

@@ -65,17 +65,6 @@ def format_hand_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-#: Thresholds of the single-threshold scores: ADD(-S) < 10 % of the diameter, 2D projection
-#: < 5 px, 5 cm 5 degrees.
-ADD_FRACTION = 0.1
-
-
-PROJ_PX = 5.0
-
-
-RETE_CM_DEG = (5.0, 5.0)
-
-
 @dataclass(frozen=True)
 class BopEstimate:
     """One line of a BOP-19 results CSV.
@@ -278,8 +267,8 @@ def evaluate_bop(
                             errs["ad"][gt_id] = math.inf
                         errs["proj"][gt_id] = metrics.proj2d_error(R_e, t_e, R_g, t_g, K, pts)
                         errs["rete"][gt_id] = max(
-                            metrics.rotation_error_deg(R_e, R_g) / RETE_CM_DEG[1],
-                            metrics.translation_error(t_e, t_g) / (10.0 * RETE_CM_DEG[0]),
+                            metrics.rotation_error_deg(R_e, R_g) / metrics.ROT_DEG,
+                            metrics.translation_error(t_e, t_g) / (1000.0 * metrics.TRANS_M),
                         )
                     im.estimates.append(metrics.EstimateErrors(obj_id, est.score, errs, est.line))
             images.append(im)
@@ -288,8 +277,8 @@ def evaluate_bop(
 
     ar_mssd = metrics.average_recall(images, "mssd", metrics.BOP19_MSSD_THRESHOLDS, obj_ids)
     ar_mspd = metrics.average_recall(images, "mspd", metrics.BOP19_MSPD_THRESHOLDS, obj_ids)
-    add10 = metrics.localization_recall(images, "ad", ADD_FRACTION, obj_ids)
-    proj5 = metrics.localization_recall(images, "proj", PROJ_PX, obj_ids)
+    add10 = metrics.localization_recall(images, "ad", metrics.ADD_FRACTION, obj_ids)
+    proj5 = metrics.localization_recall(images, "proj", metrics.PROJ2D_PX, obj_ids)
     rete = metrics.localization_recall(images, "rete", 1.0, obj_ids)
     per_object = {}
     for o in obj_ids:

@@ -59,9 +59,9 @@ def object_summary(records: Sequence[ObjectRecord]) -> dict:
     c = np.array([r.corner_px for r in records])
     return {
         "instances": len(records),
-        "proj2d_5px": float(np.mean(p <= 5.0)),
-        "add_10": float(np.mean(a <= 0.10)),
-        "5cm_5deg": float(np.mean((rot < 5.0) & (tr < 0.05))),
+        "proj2d_5px": float(np.mean(p <= metrics.PROJ2D_PX)),
+        "add_10": float(np.mean(a <= metrics.ADD_FRACTION)),
+        "5cm_5deg": float(np.mean(metrics.within_5cm_5deg(rot, tr))),
         "median_proj2d_px": float(np.median(p)),
         "mean_corner_px": float(np.mean(c[np.isfinite(c)])) if np.isfinite(c).any() else float("inf"),
         "median_rot_deg": float(np.median(rot)),
@@ -134,7 +134,7 @@ def score_object(split: dict, pred: np.ndarray, meta: dict) -> dict[str, np.ndar
             add[n] = metrics.add_error(R, t, R_gt[n], t_gt[n], pts[k]) / diam[k]
         except InputError:
             proj[n] = add[n] = np.inf
-    return {"proj2d_5px": (proj <= 5.0).astype(np.float64), "add_10": (add <= 0.10).astype(np.float64), "corner_px": cerr}
+    return {"proj2d_5px": (proj <= metrics.PROJ2D_PX).astype(np.float64), "add_10": (add <= metrics.ADD_FRACTION).astype(np.float64), "corner_px": cerr}
 
 
 def score_hand(split: dict, pred: np.ndarray, cube_m: float) -> dict[str, np.ndarray]:

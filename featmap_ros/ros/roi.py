@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from featmap_ros.errors import InputError
-from featmap_ros.geometry import BOX_CORNER_SIGNS, project_points
+from featmap_ros.geometry import project_points
 from featmap_ros.results import ObjectPose
 
 ROI_SOURCES = ("localiser", "detections", "tracking", "ground_truth")
@@ -23,9 +23,7 @@ def box_from_pose(pose: ObjectPose, K: np.ndarray, image_hw: tuple[int, int]) ->
 
     Returns None when a box corner is behind the camera or the window misses the image.
     """
-    ext = np.asarray(pose.extents_m, np.float64).reshape(3)
-    corners_m = np.asarray(pose.center_m, np.float64).reshape(3) + (BOX_CORNER_SIGNS - 0.5) * ext
-    corners_c = corners_m @ np.asarray(pose.R_m2c, np.float64).T + np.asarray(pose.t_m2c_m, np.float64).reshape(3)
+    corners_c = pose.box_corners_c_m()
     if not np.all(np.isfinite(corners_c)) or np.any(corners_c[:, 2] <= 1e-6):
         return None
     uv = project_points(corners_c, K)

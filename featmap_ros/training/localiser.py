@@ -1,6 +1,5 @@
 """TODO docstring."""
 from __future__ import annotations
-import math
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,6 +14,8 @@ from featmap_ros.training.caches import cache_path
 from featmap_ros.training.caches import load_or_build
 from featmap_ros.training.sources import BatchSource
 from featmap_ros.training.sources import CachedSource
+from featmap_ros.checkpoint import resolve_device
+from featmap_ros.training.schedule import cosine_lr
 
 
 def localiser_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -43,14 +44,14 @@ def train_localiser(loc_cfg: LocaliserConfig, source: BatchSource, steps: int, b
 
     from featmap_ros.nets import build_localiser
 
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    dev = resolve_device(device)
     torch.manual_seed(seed)
     loc = build_localiser(loc_cfg).to(dev)
     opt = torch.optim.AdamW(loc.parameters(), lr=lr, weight_decay=1e-4)
     losses = []
     for step in tqdm(range(steps), desc="train localiser", disable=not progress, dynamic_ncols=True):
         for grp in opt.param_groups:
-            grp["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
+            grp["lr"] = cosine_lr(lr, step, steps, 0.05)
         b = source.batch(step, batch_size)
         loss = localiser_loss(loc(b["image"].to(dev)), b["target"].to(dev))
         opt.zero_grad(set_to_none=True)

@@ -39,9 +39,7 @@ metrics and the resolved config. DDP starts when ``WORLD_SIZE > 1`` (``torchrun`
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
-import math
 import os
 import random
 import time
@@ -63,7 +61,8 @@ from featmap_ros.training.augment import photometric_augment
 from featmap_ros.training.config import TrainConfig
 from featmap_ros.training.sources import BatchSource
 from featmap_ros.training.sources import stream_seed
-from featmap_ros.checkpoint import CHECKPOINT_FORMAT
+from featmap_ros.checkpoint import CHECKPOINT_FORMAT, resolve_device
+from featmap_ros.training.schedule import cosine_lr
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,7 @@ def train(
 
     out = Path(out_dir)
     world, rank, local_rank = _dist_info()
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    dev = resolve_device(device)
     if world > 1:
         import torch.distributed as dist
 
@@ -198,8 +197,7 @@ def train(
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True)
 
     def lr_at(s: int) -> float:
-        frac = s / max(total, 1)
-        return cfg.lr * (cfg.lr_min_frac + (1 - cfg.lr_min_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
+        return cosine_lr(cfg.lr, s, total, cfg.lr_min_frac)
 
     writer = None
     if cfg.tensorboard and rank == 0:
@@ -341,13 +339,3 @@ def _validate(model: FeatureMappingNet, validate: Callable[[FeatureMappingNet], 
         v = validate(model)
     model.train(was)
     return v
-
-
-def resolved_config(cfg: TrainConfig) -> dict:
-    """The config as plain dicts (what goes into checkpoints and reports)."""
-    return dataclasses.asdict(cfg)
-
-
-# ----------------------------------------------------------------------------- the localiser
-
-
