@@ -18,9 +18,10 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 
-from featmap_ros.data.specs import hand_dataset
+from featmap_ros.data.specs import HAND_BONES, skeleton_edges
 from featmap_ros.errors import InputError
 from featmap_ros.geometry import BOX_CORNER_SIGNS, BOX_EDGES, CameraModel, check_K, quat_xyzw_from_matrix
 from featmap_ros.results import HandPose, ObjectPose
@@ -189,7 +190,11 @@ DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 
 
 def _bytes_of(data: Any) -> np.ndarray:
-    """A message's ``uint8[]`` field (ndarray, array.array, bytes, list) as a 1-D uint8 view."""
+    """A message's ``uint8[]`` field (ndarray, array.array, bytes, list) as a 1-D uint8 array.
+
+    A view of the field's memory where it has a buffer (rosbags ndarray, rclpy array.array,
+    bytes); a copy only for a list or an ndarray of wider items.
+    """
     if isinstance(data, np.ndarray):
         return data.reshape(-1).view(np.uint8) if data.dtype.itemsize == 1 else np.frombuffer(data.tobytes(), np.uint8)
     try:
@@ -198,16 +203,13 @@ def _bytes_of(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8).reshape(-1)
 
 
-def image_to_numpy(msg: Any, name: str = "image") -> np.ndarray:
-    """sensor_msgs/Image -> array, honouring row padding (``step``) and ``is_bigendian``.
-
-    Args:
-        msg: the Image message (rclpy or rosbags).
-        name: what to call the message in errors (e.g. the topic).
+def _image_wire_view(msg: Any, name: str) -> tuple[str, np.ndarray, bool]:
+    """Validate an Image and view its pixels where they lie: no copy of the data.
 
     Returns:
-        A new array in native byte order: (H, W, C) for multi-channel encodings, (H, W) for
-        one channel; dtype uint8 (``rgb8`` ...), uint16 (``16UC1``) or float32 (``32FC1``).
+        (encoding, pixels, packed): pixels is (H, W, C) or (H, W) in the wire byte order (which
+        may not be native), its rows ``step`` bytes apart; packed = rows without padding and
+        items aligned, so the view is usable as it is.
 
     Raises:
         ConversionError: unsupported encoding, empty size, ``step`` too small, ``data`` length
@@ -220,20 +222,62 @@ def image_to_numpy(msg: Any, name: str = "image") -> np.ndarray:
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
         raise ConversionError(f"{name}.width/height: empty image {w}x{h}")
-    row_bytes = w * channels * np.dtype(dtype).itemsize
+    itemsize = np.dtype(dtype).itemsize
+    row_bytes = w * channels * itemsize
     if step < row_bytes:
         raise ConversionError(f"{name}.step: {step} bytes is less than width*channels*bytes = {row_bytes} for {enc}")
     data = _bytes_of(msg.data)
     if data.size != step * h:
         raise ConversionError(f"{name}.data: {data.size} bytes, expected step*height = {step}*{h} = {step * h}")
-    rows = np.ascontiguousarray(data.reshape(h, step)[:, :row_bytes])
-    wire = np.dtype(dtype).newbyteorder(">" if int(msg.is_bigendian) else "<")
-    arr = rows.view(wire).astype(np.dtype(dtype), copy=True)
-    return arr.reshape(h, w, channels) if channels > 1 else arr.reshape(h, w)
+    wire = np.dtype(dtype).newbyteorder(">" if int(msg.is_bigendian) and itemsize > 1 else "<")
+    px = data.reshape(h, step)[:, :row_bytes].view(wire)  # last axis contiguous: a view even with padding
+    px = px.reshape(h, w, channels) if channels > 1 else px
+    return enc, px, step == row_bytes and px.flags.aligned
+
+
+def _read_only(arr: np.ndarray) -> np.ndarray:
+    arr.flags.writeable = False
+    return arr
+
+
+def image_to_numpy(msg: Any, name: str = "image") -> np.ndarray:
+    """sensor_msgs/Image -> array, honouring row padding (``step``) and ``is_bigendian``.
+
+    A read-only view of ``msg.data`` when the rows are packed (``step == width * channels *
+    bytes``), in native byte order and aligned: zero copies. Otherwise one copy (dropping the
+    padding and swapping the bytes in the same pass), read-only as well so that every layout
+    gives callers the same contract. A view follows ``msg.data``: do not refill the message
+    while using the array.
+
+    Args:
+        msg: the Image message (rclpy or rosbags).
+        name: what to call the message in errors (e.g. the topic).
+
+    Returns:
+        A read-only array in native byte order: (H, W, C) for multi-channel encodings, (H, W)
+        for one channel; dtype uint8 (``rgb8`` ...), uint16 (``16UC1``) or float32 (``32FC1``).
+
+    Raises:
+        ConversionError: unsupported encoding, empty size, ``step`` too small, ``data`` length
+            not ``step * height``.
+    """
+    _, px, packed = _image_wire_view(msg, name)
+    if not (packed and px.dtype.isnative):
+        px = np.ascontiguousarray(px, dtype=px.dtype.newbyteorder("="))
+    return _read_only(px)
+
+
+#: colour encoding -> OpenCV conversion to RGB (None: the pixels are RGB already)
+_TO_RGB = {"rgb8": None, "bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB,
+           "mono8": cv2.COLOR_GRAY2RGB, "8UC1": cv2.COLOR_GRAY2RGB}
 
 
 def image_to_rgb(msg: Any, name: str = "image") -> np.ndarray:
-    """A colour or grey Image -> (H, W, 3) uint8 RGB (a new array).
+    """A colour or grey Image -> (H, W, 3) uint8 RGB, read-only.
+
+    ``rgb8`` with packed rows is a view of ``msg.data`` (see :func:`image_to_numpy`); every
+    other layout and encoding costs one copy, the channel swap or grey -> RGB done by OpenCV
+    on the padded rows directly.
 
     Raises:
         ConversionError: the encoding is not one of :data:`COLOUR_ENCODINGS`, or as
@@ -242,19 +286,23 @@ def image_to_rgb(msg: Any, name: str = "image") -> np.ndarray:
     enc = str(msg.encoding)
     if enc not in COLOUR_ENCODINGS:
         raise ConversionError(f"{name}.encoding: {enc!r} is not a colour encoding; use one of {list(COLOUR_ENCODINGS)}")
-    arr = image_to_numpy(msg, name)
-    if arr.ndim == 2:
-        return np.repeat(arr[:, :, None], 3, axis=2)
-    if enc.startswith("bgr"):
-        return np.ascontiguousarray(arr[:, :, 2::-1])
-    return np.ascontiguousarray(arr[:, :, :3])
+    _, px, packed = _image_wire_view(msg, name)
+    code = _TO_RGB[enc]
+    if code is None:
+        return _read_only(px if packed else np.ascontiguousarray(px))
+    return _read_only(cv2.cvtColor(px, code))
+
+
+_F32 = np.finfo(np.float32)
 
 
 def image_to_depth_m(msg: Any, name: str = "depth", depth_scale_m: float = 0.001) -> np.ndarray:
-    """A depth Image -> (H, W) float32 metres, invalid pixels NaN.
+    """A depth Image -> (H, W) float32 metres, invalid pixels NaN, read-only.
 
     ``16UC1``/``mono16`` hold integer units of ``depth_scale_m`` (millimetres by default, 0 =
-    invalid); ``32FC1`` holds metres (NaN, +-inf, <= 0 = invalid, REP 117).
+    invalid): one new array. ``32FC1`` holds metres (NaN, +-inf, <= 0 = invalid, REP 117): a
+    view of ``msg.data`` when packed, native and without invalid pixels, else one copy with
+    the invalid pixels set to NaN.
 
     Raises:
         ConversionError: not a depth encoding, no valid pixel at all, or as :func:`image_to_numpy`.
@@ -264,12 +312,24 @@ def image_to_depth_m(msg: Any, name: str = "depth", depth_scale_m: float = 0.001
         raise ConversionError(f"{name}.encoding: {enc!r} is not a depth encoding; use one of {list(DEPTH_ENCODINGS)}")
     if not (np.isfinite(depth_scale_m) and depth_scale_m > 0):
         raise ConversionError(f"depth_scale_m: must be positive, got {depth_scale_m}")
-    raw = image_to_numpy(msg, name)
-    depth_m = raw.astype(np.float32) * np.float32(depth_scale_m) if raw.dtype == np.uint16 else raw.astype(np.float32)
-    depth_m[~np.isfinite(depth_m) | (depth_m <= 0)] = np.nan
-    if not np.any(np.isfinite(depth_m)):
+    _, px, packed = _image_wire_view(msg, name)
+    if px.dtype.kind == "u":
+        scale = np.float32(depth_scale_m)
+        depth_m = np.multiply(px, scale, dtype=np.float32)  # byte swap and padding removal in the same pass
+        if _F32.tiny <= scale <= _F32.max / 65535:
+            valid = px != 0  # then only 0 maps to a product that is not positive and finite
+        else:  # a scale at the float32 limits: products underflow to 0 or overflow to inf
+            valid = (depth_m > 0) & (depth_m < np.inf)
+        depth_m[~valid] = np.nan
+    else:
+        valid = (px > 0) & (px < np.inf)  # False for NaN
+        if packed and px.dtype.isnative and valid.all():
+            depth_m = px
+        else:
+            depth_m = np.where(valid, px, np.float32(np.nan)).astype(np.float32, copy=False)
+    if not valid.any():
         raise ConversionError(f"{name}.data: no valid depth pixel (all zero, NaN or inf)")
-    return depth_m
+    return _read_only(depth_m)
 
 
 def numpy_to_image(msgs: Any, arr: np.ndarray, encoding: str, header: Any) -> Any:
@@ -571,13 +631,7 @@ def hand_pose_msg_to_result(msg: Any) -> HandPose:
 
 
 #: Bones drawn between named joints (NYU's 14 evaluation joints); pairs with a missing name are skipped.
-HAND_SKELETON: tuple[tuple[str, str], ...] = hand_dataset("nyu").bones
-
-
-def skeleton_edges(joint_names: Sequence[str], skeleton: Sequence[tuple[str, str]] = HAND_SKELETON) -> list[tuple[int, int]]:
-    """Index pairs of the bones whose two joints are both named in ``joint_names``."""
-    index = {n: i for i, n in enumerate(joint_names)}
-    return [(index[a], index[b]) for a, b in skeleton if a in index and b in index]
+HAND_SKELETON = HAND_BONES  # the markers' skeleton: the one of data.specs
 
 
 # --------------------------------------------------------------------------------------------
