@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from featmap_ros.errors import InputError
+from featmap_ros.geometry import check_K
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,6 @@ def depth_crop_transform(center_c_m: np.ndarray, K: np.ndarray, cube_m: float = 
     Raises:
         InputError: non-finite centre, centre not in front of the camera, bad cube or size.
     """
-    from featmap_ros.geometry import check_K
 
     K = check_K(K)
     c = np.asarray(center_c_m, dtype=np.float64).reshape(-1)

@@ -20,14 +20,12 @@ import cv2
 import numpy as np
 import torch
 
-from featmap_ros import geometry
-from featmap_ros import crops
+from featmap_ros import crops, geometry, hand_localiser
+from featmap_ros.checkpoint import HandMeta, ObjectMeta, load_checkpoint, model_from_checkpoint, resolve_device
 from featmap_ros.config import from_dict
 from featmap_ros.errors import InputError
 from featmap_ros.nets import FeatureMappingNet, Localiser, LocaliserConfig
 from featmap_ros.results import HandPose, ObjectPose
-from featmap_ros import hand_localiser
-from featmap_ros.checkpoint import HandMeta, ObjectMeta, load_checkpoint, model_from_checkpoint, resolve_device
 
 log = logging.getLogger(__name__)
 

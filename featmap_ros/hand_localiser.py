@@ -31,12 +31,14 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 
+from featmap_ros.crops import crop_depth
 from featmap_ros.errors import InputError
-import cv2
+from featmap_ros.geometry import check_K
 
 #: value of the checkpoint's ``format`` field.
 CHECKPOINT_FORMAT = "featmap_ros.hand_centre/1"
@@ -109,7 +111,6 @@ def crop_for_refiner(depth_m: np.ndarray, K: np.ndarray, center_c_m: np.ndarray,
     Raises:
         InputError: bad depth map, intrinsics or centre.
     """
-    from featmap_ros.crops import crop_depth
 
     crop, _ = crop_depth(depth_m, center_c_m, K, cfg.cube_m, cfg.crop_size)
     return crop
@@ -224,7 +225,6 @@ def localise_and_refine(depth_m: np.ndarray, K: np.ndarray, refiner: HandCentreR
     Raises:
         InputError: bad depth map or intrinsics, bad bundled weights.
     """
-    from featmap_ros.hand_localiser import localise_hand
 
     c = localise_hand(depth_m, K, **localise_kwargs)
     if c is None:
@@ -284,7 +284,6 @@ def localise_hand(
     Returns:
         (3,) float64 centre, camera optical frame, metres; None when nothing is in range.
     """
-    from featmap_ros.geometry import check_K
 
     K = check_K(K)
     d = np.asarray(depth_m, dtype=np.float64)

@@ -13,6 +13,7 @@ pytest.importorskip("rosbags")
 
 from featmap_ros import geometry
 from featmap_ros.evaluation import online as online_eval
+from featmap_ros.ros import online_eval as ros_online_eval
 from featmap_ros.data import player
 from featmap_ros.data import nyu
 from featmap_ros.ros.bag import frame_messages
@@ -149,7 +150,7 @@ def test_hand_metrics_known_values(tmp_path):
 
 def test_message_evaluator_rejects_bad_messages_with_reasons(tmp_path, msgs):
     root = make_bop(tmp_path / "lm", n=1)
-    me = online_eval.make_evaluator("object", "lm", root)
+    me = ros_online_eval.make_evaluator("object", "lm", root)
     fr = player.BopSource(root).frame(0)
     out = dict(frame_messages(msgs, fr, 5))
     info, gt = out[player.TOPICS["colour_info"]], out[player.TOPICS["gt_objects"]]
@@ -193,7 +194,7 @@ def test_replay_equals_featmap_eval_object(tmp_path, store, msgs):
     est = _object_estimator(root)
     offline = evaluate_object_dataset(est, root, "test", "gt", 0, None, 0)
     src = player.BopSource(root)
-    me = online_eval.make_evaluator("object", "lm", root)
+    me = ros_online_eval.make_evaluator("object", "lm", root)
     for k in player.schedule(player.parse_range(None, len(src))):
         fr = src.frame(k)
         out = {t: through_cdr(store, m) for t, m in frame_messages(msgs, fr, player.stamp_ns(k))}
@@ -255,7 +256,7 @@ def test_replay_equals_featmap_eval_hand(tmp_path, store, msgs):
     est = _hand_estimator()
     offline = evaluate_hand_dataset(est, root, "test", False, 0, None, 0)
     src = player.NyuSource(root)
-    me = online_eval.make_evaluator("hand", "nyu", "")
+    me = ros_online_eval.make_evaluator("hand", "nyu", "")
     pipe = HandPipeline(est, msgs, HandSettings())
     for k in range(len(src)):
         out = {t: through_cdr(store, m) for t, m in frame_messages(msgs, src.frame(k), player.stamp_ns(k))}
@@ -279,7 +280,7 @@ def test_evaluator_parameters_are_valid_specs():
     for s in EVALUATOR_NODE_PARAMS:
         assert s.check(s.default) == s.default
     with pytest.raises(InputError, match="task"):
-        online_eval.make_evaluator("car", "lm", "")
+        ros_online_eval.make_evaluator("car", "lm", "")
 
 
 def test_rows_table_across_chunks():
@@ -303,7 +304,7 @@ def test_evaluator_node_reads_only_declared_parameters():
 
 def test_held_ground_truth_of_an_unknown_object_is_rejected_not_raised(tmp_path, msgs):
     root = make_bop(tmp_path / "lm", n=1)
-    me = online_eval.make_evaluator("object", "lm", root)
+    me = ros_online_eval.make_evaluator("object", "lm", root)
     fr = player.BopSource(root).frame(0)
     out = dict(frame_messages(msgs, fr, 5))
     ghost = conv.object_poses_to_detection3d_array(msgs, [ObjectPose("ghost", 99, np.eye(3), np.array([0, 0, 1.0]), 1.0)],

@@ -190,10 +190,8 @@ def test_depth_conversion_refuses_overflow():
 
 
 def test_embedded_sample_is_reused_once_generated(tmp_path, monkeypatch):
-    from featmap_ros.render import depth_sensor, real_like
-
     calls = []
-    monkeypatch.setattr(depth_sensor, "write_hand_dataset", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(player, "write_hand_dataset", lambda *a, **k: calls.append(a))
     root = player.embedded_sample("nyu", tmp_path, frames=3)
     assert root == tmp_path / "sample_nyu_3_0" and calls == [(root, 3, 0, "test")]
     (root / "test").mkdir(parents=True)
@@ -204,7 +202,7 @@ def test_embedded_sample_is_reused_once_generated(tmp_path, monkeypatch):
     def broken(*a, **k):
         raise InputError("render failed")
 
-    monkeypatch.setattr(real_like, "write_object_dataset", broken)
+    monkeypatch.setattr(player, "write_object_dataset", broken)
     with pytest.raises(InputError, match="render failed"):
         player.embedded_sample("lm", tmp_path, frames=3)
     assert not (tmp_path / "sample_lm_3_0" / "models" / "models_info.json").exists()

@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("rosbags")
 
-from featmap_ros.evaluation import online as online_eval
+from featmap_ros.ros import online_eval
 from featmap_ros.data import player
 from featmap_ros.cli import main as featmap
 from featmap_ros.errors import InputError

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from featmap_ros.data import player
 from featmap_ros.errors import InputError
 
 
@@ -51,7 +52,6 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from featmap_ros.data import player
     from featmap_ros.ros.bag import write_bag
 
     if args.bag_kind == "nyu":

@@ -1,6 +1,9 @@
 """``featmap bench hand-centre``: run-time hand centre error, localiser alone vs learned refinement."""
 from __future__ import annotations
 
+from featmap_ros import atomic
+from featmap_ros.evaluation.bench import run_hand_centre_bench
+
 
 def register(sub) -> None:
     p = sub.add_parser("hand-centre", help="hand centre error on real-like frames: unrefined vs refined (mm)")
@@ -13,8 +16,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from featmap_ros import atomic
-    from featmap_ros.evaluation.bench import run_hand_centre_bench
 
     r = run_hand_centre_bench(args.frames, args.seed, args.weights, args.iterations)
     print(f"frames {r['frames']} (seed {r['seed']}), found {r['found']}, {r['iterations']} refinement rounds")

@@ -19,11 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featmap_ros import atomic
+from featmap_ros import atomic, checkpoint
+from featmap_ros.checkpoint import load_checkpoint, model_from_checkpoint
+from featmap_ros.config import load
 from featmap_ros.errors import InputError
-from featmap_ros.evaluation import plots
-from featmap_ros import checkpoint
-from featmap_ros.evaluation import ablation_data
+from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
+from featmap_ros.evaluation import ablation, ablation_data, plots
+from featmap_ros.evaluation.ablation import predict
+from featmap_ros.evaluation.bench import latency_ms
+from featmap_ros.evaluation.exemplar import ExemplarIndex, extract_features
+from featmap_ros.training.config import TrainConfig
+from featmap_ros.training.sources import as_float
 
 
 def register(sub) -> None:
@@ -73,9 +79,6 @@ def _machine() -> dict:
 
 
 def run_ablation_cmd(args: argparse.Namespace) -> int:
-    from featmap_ros.evaluation import ablation
-    from featmap_ros.config import load
-    from featmap_ros.training.config import TrainConfig
 
     tasks = ("object", "hand") if args.task == "both" else (args.task,)
     plan = ablation.AblationPlan(seeds=list(args.seeds), lambdas=list(args.lambdas))
@@ -114,12 +117,6 @@ def run_ablation_cmd(args: argparse.Namespace) -> int:
 
 
 def run_exemplar_cmd(args: argparse.Namespace) -> int:
-    from featmap_ros.evaluation.ablation import predict
-    from featmap_ros.config import load
-    from featmap_ros.evaluation.exemplar import ExemplarIndex, extract_features
-    from featmap_ros.training.config import TrainConfig
-    from featmap_ros.checkpoint import load_checkpoint, model_from_checkpoint
-    from featmap_ros.training.sources import as_float
 
     ck_path = args.checkpoint or str(checkpoint.bundled_weights("object"))
     ck = load_checkpoint(ck_path, task="object")
@@ -214,7 +211,6 @@ def _summary(t_ms: np.ndarray, n_per_call: int, rate_key: str) -> dict:
 
 def _net_latency(est, channels: int, batch: int, iters: int) -> dict:
     """Latency of the estimator's network alone (``_infer``: f, g, h) on a random crop batch."""
-    from featmap_ros.evaluation.bench import latency_ms
 
     S = est.input_size
     x = np.random.default_rng(0).uniform(0, 1, (batch, channels, S, S)).astype(np.float32)
@@ -224,8 +220,6 @@ def _net_latency(est, channels: int, batch: int, iters: int) -> dict:
 
 def _infer_runtime(args: argparse.Namespace, runtime: str) -> dict:
     """Latencies of both estimators with f, g, h run by ``runtime`` (torch | onnxruntime)."""
-    from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
-    from featmap_ros.evaluation.bench import latency_ms
 
     report = {}
     rng = np.random.default_rng(0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import platform
 
 from featmap_ros import atomic
+from featmap_ros.evaluation.bench import run_hand_render_bench
+from featmap_ros.evaluation.render_bench import run_object_render_bench
 
 
 def register(sub) -> None:
@@ -18,11 +20,9 @@ def register(sub) -> None:
 def run(args) -> int:
     report: dict = {"machine": platform.processor() or platform.machine(), "seconds_per_measurement": args.seconds}
     if args.only in (None, "object"):
-        from featmap_ros.evaluation.render_bench import run_object_render_bench
 
         report["object"] = run_object_render_bench(seconds=args.seconds, size=args.size)
     if args.only in (None, "hand"):
-        from featmap_ros.evaluation.bench import run_hand_render_bench
 
         report["hand"] = run_hand_render_bench(seconds=args.seconds)
     for part in ("object", "hand"):

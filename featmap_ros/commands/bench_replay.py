@@ -7,7 +7,7 @@ Each frame goes the way it goes on ROS, without rclpy: the player's messages
 (:func:`featmap_ros.ros.bag.frame_messages`) are serialised to CDR and read back (what a
 subscriber gets), the estimator node's own callback logic (:class:`featmap_ros.ros.pipeline.ObjectPipeline`
 with ground-truth windows, or ``HandPipeline``) turns them into output messages, which go through
-CDR again into the evaluator's callbacks (:class:`featmap_ros.evaluation.online.MessageEvaluator`). The
+CDR again into the evaluator's callbacks (:class:`featmap_ros.ros.online_eval.MessageEvaluator`). The
 dataset loops (stamps keep increasing). The process RSS is sampled every ``--sample-every`` frames
 (and Python's traced allocations with ``--tracemalloc``, which is slower); the report gives the
 growth from the end of the warm-up to the end, frames per second, and the evaluator's summary, and
@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 
 from featmap_ros import atomic
+from featmap_ros.data import player
+from featmap_ros.data.specs import hand_dataset
 from featmap_ros.errors import InputError
+from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
+from featmap_ros.evaluation.online import jsonable
+from featmap_ros.nets import ModelConfig, build_model
+from featmap_ros.ros import online_eval
 
 
 def register(sub) -> None:
@@ -55,9 +61,6 @@ def rss_bytes() -> int:
 def _random_object_estimator(source) -> Any:
     import torch
 
-    from featmap_ros.estimators import ObjectPoseEstimator
-    from featmap_ros.nets import ModelConfig, build_model
-
     ids = sorted(source.models_info)
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone="small", input_size=64, feature_dim=128, small_channels=[8, 16, 32], n_objects=len(ids), pretrained=False))
@@ -69,10 +72,6 @@ def _random_object_estimator(source) -> Any:
 def _random_hand_estimator() -> Any:
     import torch
 
-    from featmap_ros.data.specs import hand_dataset
-    from featmap_ros.estimators import HandPoseEstimator
-    from featmap_ros.nets import ModelConfig, build_model
-
     torch.manual_seed(0)
     model = build_model(ModelConfig(task="hand", backbone="small", input_size=64, feature_dim=128, small_channels=[8, 16, 32],
                                     n_joints=14, pretrained=False))
@@ -81,7 +80,6 @@ def _random_hand_estimator() -> Any:
 
 def load_estimator(task: str, weights: str, source) -> tuple[Any, str]:
     """(estimator, where its weights came from): a checkpoint, the bundled weights, or random init."""
-    from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
 
     cls = ObjectPoseEstimator if task == "object" else HandPoseEstimator
     if weights:
@@ -101,7 +99,7 @@ def load_estimator(task: str, weights: str, source) -> tuple[Any, str]:
 def run_replay(task: str, source, estimator, frames: int, evaluator, warmup: int = 20, sample_every: int = 10,
                trace: bool = False, progress: bool = True) -> dict[str, Any]:
     """Replay ``frames`` frames (looping over ``source``) through CDR, the estimator node's
-    pipeline and ``evaluator`` (a :class:`~featmap_ros.evaluation.online.MessageEvaluator`).
+    pipeline and ``evaluator`` (a :class:`~featmap_ros.ros.online_eval.MessageEvaluator`).
 
     Returns:
         ``{"frames", "seconds", "fps", "samples": [(frame, rss_bytes, traced_bytes)], "rss_growth",
@@ -110,9 +108,8 @@ def run_replay(task: str, source, estimator, frames: int, evaluator, warmup: int
     """
     from tqdm import tqdm
 
-    from featmap_ros.data import player
-    from featmap_ros.ros.bag import frame_messages
     from featmap_ros.ros import conversions as conv
+    from featmap_ros.ros.bag import frame_messages
     from featmap_ros.ros.msg_defs import featmap_typestore
     from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
 
@@ -195,8 +192,6 @@ def _plot(samples, path: Path, title: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from featmap_ros.evaluation import online as online_eval
-    from featmap_ros.data import player
 
     kind = "nyu" if args.task == "hand" else "lm"
     root = args.dataset_root or player.embedded_sample(kind)
@@ -216,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
               f"({r['traced_growth_bytes'] / max(1, r['frames'] - r['baseline_frame']):.1f} B/frame)")
     s = r["summary"]
     print("evaluator: " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items()))
-    atomic.write_json(args.out / "replay.json", online_eval._jsonable(r))
+    atomic.write_json(args.out / "replay.json", jsonable(r))
     _plot(r["samples"], args.out / "replay_memory.png", f"featmap bench replay --task {args.task} --frames {args.frames}")
     print(f"wrote {args.out / 'replay.json'}, {args.out / 'replay_memory.png'}")
     return 0

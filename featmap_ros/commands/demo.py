@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from featmap_ros import atomic
+from featmap_ros.checkpoint import bundled_weights
+from featmap_ros.data.nyu import NyuSplitWriter, nyu_K
+from featmap_ros.data.specs import hand_dataset, object_dataset
+from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
 from featmap_ros.evaluation import plots
+from featmap_ros.evaluation.datasets import evaluate_hand_dataset, evaluate_object_dataset
+from featmap_ros.render.depth_sensor import sample_pair
+from featmap_ros.render.real_like import write_object_dataset
+from featmap_ros.render.toy_object import make_toy_object
 
 #: Seeds of the demo's test frames (training used other seeds).
 OBJECT_SEED = 90210
@@ -36,9 +44,6 @@ def register(sub) -> None:
 
 def make_object_frames(out: Path, count: int, seed: int = OBJECT_SEED) -> Path:
     """Real-like frames of the toy object in the BOP layout (``out/test/000001``)."""
-    from featmap_ros.data.specs import object_dataset
-    from featmap_ros.render.real_like import write_object_dataset
-    from featmap_ros.render.toy_object import make_toy_object
 
     mesh, info = make_toy_object(1)
     write_object_dataset(out, mesh, info, count, spec=object_dataset("lm"), domain="real-like", seed=seed, split="test", scene_id=1, progress=False)
@@ -47,9 +52,6 @@ def make_object_frames(out: Path, count: int, seed: int = OBJECT_SEED) -> Path:
 
 def make_hand_frames(out: Path, count: int, seed: int = HAND_SEED) -> Path:
     """Real-like hand depth frames (with their synthetic twins) in the NYU layout (``out/test``)."""
-    from featmap_ros.data.nyu import NyuSplitWriter, nyu_K
-    from featmap_ros.data.specs import hand_dataset
-    from featmap_ros.render.depth_sensor import sample_pair
 
     spec = hand_dataset("nyu")
     K = nyu_K()
@@ -62,9 +64,6 @@ def make_hand_frames(out: Path, count: int, seed: int = HAND_SEED) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from featmap_ros.evaluation.datasets import evaluate_hand_dataset, evaluate_object_dataset
-    from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
-    from featmap_ros.checkpoint import bundled_weights
 
     out = Path(args.out)
     t0 = time.perf_counter()

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from featmap_ros import atomic
+from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
 from featmap_ros.evaluation import plots
-from featmap_ros.evaluation.datasets import evaluate_hand_dataset
-from featmap_ros.evaluation.datasets import evaluate_object_dataset
+from featmap_ros.evaluation.datasets import evaluate_hand_dataset, evaluate_object_dataset
 
 
 def register(sub) -> None:
@@ -47,7 +47,6 @@ def register(sub) -> None:
 
 
 def run_object(args: argparse.Namespace) -> int:
-    from featmap_ros.estimators import ObjectPoseEstimator
 
     est = ObjectPoseEstimator.from_checkpoint(args.checkpoint, device=args.device)
     res = evaluate_object_dataset(est, args.dataset_root, args.split, args.boxes, args.max_frames, args.out, args.overlays)
@@ -65,7 +64,6 @@ def run_object(args: argparse.Namespace) -> int:
 
 
 def run_hand(args: argparse.Namespace) -> int:
-    from featmap_ros.estimators import HandPoseEstimator
 
     est = HandPoseEstimator.from_checkpoint(args.checkpoint, device=args.device)
     s = evaluate_hand_dataset(est, args.dataset_root, args.split, args.gt_center, args.max_frames, args.out, args.overlays)

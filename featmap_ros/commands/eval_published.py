@@ -13,10 +13,7 @@ import numpy as np
 from featmap_ros.atomic import write_json
 from featmap_ros.data.specs import HAND_DATASETS, OBJECT_DATASETS
 from featmap_ros.evaluation import plots
-from featmap_ros.evaluation.published import evaluate_bop
-from featmap_ros.evaluation.published import evaluate_hands
-from featmap_ros.evaluation.published import format_bop_table
-from featmap_ros.evaluation.published import format_hand_table
+from featmap_ros.evaluation.published import evaluate_bop, evaluate_hands, format_bop_table, format_hand_table
 
 
 def register(sub) -> None:

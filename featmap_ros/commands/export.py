@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from featmap_ros.checkpoint import bundled_weights, load_checkpoint, model_from_checkpoint
+
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="export the networks for other runtimes (ONNX)")
@@ -27,7 +29,6 @@ def register(sub) -> None:
 
 def run_onnx_cmd(args: argparse.Namespace) -> int:
     from featmap_ros.onnx_export import INPUT_NAME, OUTPUT_NAME, check_onnx, export_onnx, require
-    from featmap_ros.checkpoint import bundled_weights, load_checkpoint, model_from_checkpoint
 
     require("onnx")
     require("onnxruntime")

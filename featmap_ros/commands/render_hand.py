@@ -13,9 +13,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-import cv2
+from featmap_ros.data.nyu import nyu_K
+from featmap_ros.draw.images import write_png
+from featmap_ros.draw.skeleton import hand_overlay
+from featmap_ros.render.depth_sensor import write_hand_dataset
 
 
 def register(sub) -> None:
@@ -29,8 +33,6 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from featmap_ros.data.nyu import nyu_K
-    from featmap_ros.render.depth_sensor import write_hand_dataset
 
     previews = write_hand_dataset(args.out, args.count, args.seed, args.split, previews=0 if args.no_preview else 8)
     print(f"wrote {args.count} frames to {Path(args.out) / args.split}")
@@ -40,8 +42,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_preview(path: Path, previews: list, K: np.ndarray) -> None:
-    from featmap_ros.draw.images import write_png
-    from featmap_ros.draw.skeleton import hand_overlay
 
     tiles = []
     for real_m, synth_m, J in previews:

@@ -24,8 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from featmap_ros import atomic
+from featmap_ros.data import bop
+from featmap_ros.data.specs import object_dataset
+from featmap_ros.draw.boxes import color_for, draw_pose
 from featmap_ros.draw.images import write_png
 from featmap_ros.errors import InputError
+from featmap_ros.render.real_like import RealLikeConfig, write_object_dataset
+from featmap_ros.render.renderer import MeshRenderer, render_silhouette
+from featmap_ros.render.toy_object import make_toy_object
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +87,6 @@ def _bbox_iou(a, b) -> float:
 
 def run_gt(args: argparse.Namespace) -> int:
     from tqdm import tqdm
-
-    from featmap_ros.data import bop
-    from featmap_ros.draw.boxes import color_for, draw_pose
-    from featmap_ros.render.renderer import MeshRenderer, render_silhouette
 
     root = Path(args.dataset_root)
     infos = bop.load_models_info(root / args.models / "models_info.json")
@@ -173,10 +175,6 @@ def run_gt(args: argparse.Namespace) -> int:
 
 
 def run_object(args: argparse.Namespace) -> int:
-    from featmap_ros.data import bop
-    from featmap_ros.data.specs import object_dataset
-    from featmap_ros.render.real_like import RealLikeConfig, write_object_dataset
-    from featmap_ros.render.toy_object import make_toy_object
 
     if args.count <= 0:
         raise InputError(f"--count must be positive, got {args.count}")

@@ -20,11 +20,14 @@ from pathlib import Path
 import yaml
 
 from featmap_ros import atomic
+from featmap_ros.checkpoint import export_checkpoint
 from featmap_ros.config import load
 from featmap_ros.errors import InputError
-from featmap_ros.training import prepare
-from featmap_ros.training import localiser
+from featmap_ros.training import localiser, prepare
+from featmap_ros.training.config import TrainConfig
+from featmap_ros.training import hand_centre
 from featmap_ros.training.hand_centre import HandCentreTrainConfig
+from featmap_ros.training.loop import train
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +61,18 @@ def register(sub) -> None:
 
 def run_hand_centre(args: argparse.Namespace) -> int:
     """``featmap train hand-centre``: the bundled ``hand_centre.pt`` (4-5 minutes on one CPU thread)."""
-    from featmap_ros.training.hand_centre import print_centre_stats, train
 
     tc = HandCentreTrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(HandCentreTrainConfig)})
-    m = train(args.out, tc)
+    m = hand_centre.train(args.out, tc)
     print(json.dumps({k: v for k, v in m.items() if k != "validation"}, indent=1))
     if m["validation"]:
         print(f"validation (seed {tc.seed + 1}):")
-        print_centre_stats(m["validation"])
+        hand_centre.print_centre_stats(m["validation"])
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1024:.0f} KiB)")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from featmap_ros.training.config import TrainConfig
-    from featmap_ros.training.loop import train
 
     overrides = list(args.overrides)
     cfg = load(TrainConfig, args.config, overrides)
@@ -112,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
         print("validation:", {k: round(v, 4) for k, v in final.items() if isinstance(v, float)})
     print(f"checkpoint: {result.checkpoint}")
     if args.export is not None:
-        from featmap_ros.checkpoint import export_checkpoint
 
         export_checkpoint(result.checkpoint, args.export)
         print(f"exported {args.export}")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from featmap_ros.data.specs import HandDatasetSpec
 from featmap_ros.errors import InputError, read_text
 from featmap_ros.geometry import uvd_to_xyz
-from featmap_ros.data.specs import HandDatasetSpec
 
 
 def read_uvd_file(path: str | Path, num_joints: int | None = None) -> np.ndarray:

@@ -21,9 +21,10 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from featmap_ros.crops import DepthCropTransform, augment_depth_crop, crop_depth, depth_crop_transform, joints_to_crop
-from featmap_ros.hand_localiser import localise_hand
 from featmap_ros.data.nyu import NyuDataset, eval_joints, load_depth_mm, nyu_K
 from featmap_ros.data.specs import NYU_EVAL_JOINTS
+from featmap_ros.errors import InputError
+from featmap_ros.hand_localiser import localise_hand
 from featmap_ros.render.hand import PALM_CENTER, sample_hand
 from featmap_ros.render.hand_depth import render_hand_depth
 
@@ -149,7 +150,6 @@ class NyuEvalCrops(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "test", size: int = 128, cube_m: float = 0.3, center: str = "gt", synthetic: bool = False) -> None:
-        from featmap_ros.errors import InputError
 
         if center not in ("gt", "detect"):
             raise InputError(f"center: expected 'gt' or 'detect', got {center!r}")

@@ -37,10 +37,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from featmap_ros import geometry
-from featmap_ros import crops
+from featmap_ros import crops, geometry
 from featmap_ros.crops import Window
+from featmap_ros.data import bop
+from featmap_ros.data.backgrounds import BackgroundSource, list_images
 from featmap_ros.errors import InputError
+from featmap_ros.render.renderer import Lighting, MeshRenderer, composite, random_lighting
 
 #: Window side / extent of the projected box corners.
 WINDOW_SCALE = 1.1
@@ -209,7 +211,6 @@ class SyntheticObjectDataset(IterableDataset):
         self.seed, self.length, self.start = int(seed), length, int(start)
         self.random_lighting, self.jitter = bool(random_lighting), bool(jitter)
         if backgrounds is not None:  # fail early, in the main process, on a bad folder
-            from featmap_ros.data.backgrounds import list_images
 
             list_images(backgrounds)
 
@@ -220,7 +221,6 @@ class SyntheticObjectDataset(IterableDataset):
 
     def make_sample(self, index: int, renderer, backgrounds) -> dict:
         """Render sample ``index`` with the given renderer and :class:`BackgroundSource`."""
-        from featmap_ros.render.renderer import Lighting, composite, random_lighting
 
         rng = np.random.default_rng([self.seed, int(index)])
         R, t = sample_pose(rng, self.K, self.width, self.height, self.sampling, self.info.center_m)
@@ -236,8 +236,6 @@ class SyntheticObjectDataset(IterableDataset):
         return _sample_dict({"image": image}, corners_n, R, t, self.K, window, index=int(index))
 
     def __iter__(self):
-        from featmap_ros.data.backgrounds import BackgroundSource
-        from featmap_ros.render.renderer import MeshRenderer
 
         wi = get_worker_info()
         worker, n_workers = (0, 1) if wi is None else (wi.id, wi.num_workers)
@@ -287,7 +285,6 @@ def collect_frames(
         scene_ids: scenes to read (default: all of the split).
         im_ids: keep only these image ids (e.g. the LINEMOD training split), or None for all.
     """
-    from featmap_ros.data import bop
 
     split_dir = Path(root) / split
     scenes = bop.list_scenes(split_dir) if scene_ids is None else [split_dir / f"{int(s):06d}" for s in scene_ids]
@@ -344,8 +341,6 @@ class RealSynthPairs(Dataset):
         return state
 
     def __getitem__(self, i: int) -> dict:
-        from featmap_ros.data import bop
-        from featmap_ros.render.renderer import Lighting, MeshRenderer, composite, random_lighting
 
         fr = self.frames[i]
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
@@ -399,7 +394,6 @@ class BopCropDataset(Dataset):
         return object_window(geometry.project_model_points(self.info.corners_m, fr.R_m2c, fr.t_m2c_m, fr.K))
 
     def __getitem__(self, i: int) -> dict:
-        from featmap_ros.data import bop
 
         fr = self.frames[i]
         window = self.window_of(fr)

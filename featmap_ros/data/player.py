@@ -30,9 +30,14 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from featmap_ros.data.specs import OBJECT_DATASETS
 from featmap_ros import atomic
+from featmap_ros.data import bop
+from featmap_ros.data.nyu import NyuDataset, eval_joints, load_depth_mm
+from featmap_ros.data.specs import OBJECT_DATASETS, hand_dataset, object_dataset
 from featmap_ros.errors import InputError
+from featmap_ros.render.depth_sensor import write_hand_dataset
+from featmap_ros.render.real_like import RealLikeConfig, write_object_dataset
+from featmap_ros.render.toy_object import make_toy_object
 from featmap_ros.results import HandPose, ObjectPose
 
 log = logging.getLogger(__name__)
@@ -126,8 +131,6 @@ class BopSource:
 
     def __init__(self, root: str | os.PathLike, split: str = "test", scenes: Sequence[int] | None = None,
                  objects: Sequence[int] | None = None, dataset: str = "lm", depth: bool = True, strict: bool = False) -> None:
-        from featmap_ros.data import bop
-        from featmap_ros.data.specs import object_dataset
 
         self.root = Path(root)
         self.split = split
@@ -194,7 +197,6 @@ class BopSource:
         Raises:
             InputError: the colour image is missing or cannot be decoded (names the file).
         """
-        from featmap_ros.data import bop
 
         sdir, fr, _ = self._frames[i]
         if fr.rgb_path is None:
@@ -226,8 +228,6 @@ class NyuSource:
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "test", synthetic: bool = False) -> None:
-        from featmap_ros.data.nyu import NyuDataset
-        from featmap_ros.data.specs import hand_dataset
 
         self.dataset = NyuDataset(root, split)
         self.synthetic = bool(synthetic)
@@ -240,7 +240,6 @@ class NyuSource:
 
     def ground_truth(self, i: int) -> HandPose:
         """The 14 evaluation joints of frame ``i`` (no image read)."""
-        from featmap_ros.data.nyu import eval_joints
 
         J = eval_joints(self.dataset[i])
         return HandPose(joint_names=list(self.spec.joint_names), joints_m=np.array(J, dtype=np.float64), score=1.0,
@@ -248,7 +247,6 @@ class NyuSource:
 
     def frame(self, i: int) -> PlayerFrame:
         """Frame ``i`` with its depth PNG read (InputError naming a missing or truncated file)."""
-        from featmap_ros.data.nyu import load_depth_mm
 
         fr = self.dataset[i]
         path = fr.synth_path if self.synthetic else fr.depth_path
@@ -404,10 +402,6 @@ def embedded_sample(kind: str, cache_dir: str | os.PathLike | None = None, frame
         The dataset root to give :func:`open_source`.
     """
     import fcntl
-
-    from featmap_ros.render.depth_sensor import write_hand_dataset
-    from featmap_ros.render.real_like import RealLikeConfig, write_object_dataset
-    from featmap_ros.render.toy_object import make_toy_object
 
     base = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "featmap_ros"
     if kind == "nyu":

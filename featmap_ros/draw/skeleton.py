@@ -6,14 +6,13 @@ thumb tip, thumb mid, thumb root, wrist ulnar, wrist radial, palm centre).
 """
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 
-from featmap_ros.draw.images import colorize_depth
-from featmap_ros.data.specs import hand_dataset
-from featmap_ros.errors import InputError
 from featmap_ros import geometry
+from featmap_ros.data.specs import hand_dataset
+from featmap_ros.draw.images import colorize_depth
+from featmap_ros.errors import InputError
 
 #: Bones of the 14-joint skeleton (indices into the 14 evaluation joints).
 NYU14_EDGES = hand_dataset("nyu").bone_indices()

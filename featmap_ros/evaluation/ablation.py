@@ -41,8 +41,8 @@ import numpy as np
 import torch
 
 from featmap_ros import atomic
-from featmap_ros.training.config import TrainConfig
 from featmap_ros.checkpoint import convert_map_level
+from featmap_ros.training.config import TrainConfig
 from featmap_ros.training.loop import train
 from featmap_ros.training.sources import CachedSource, as_float
 

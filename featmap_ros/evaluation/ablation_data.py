@@ -1,27 +1,35 @@
 """TODO docstring."""
 from __future__ import annotations
+
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 import torch
+
+from featmap_ros.data.nyu import eval_joints, nyu_K
+from featmap_ros.data.object_samples import collect_frames
+from featmap_ros.data.specs import object_dataset
 from featmap_ros.errors import InputError
-from featmap_ros.evaluation.records import score_hand
-from featmap_ros.evaluation.records import score_object
+from featmap_ros.evaluation.records import score_hand, score_object
+from featmap_ros.render.depth_sensor import harsh_crop_depth, sample_pair
+from featmap_ros.render.real_like import harsh_crop_domain
 from featmap_ros.render.renderer import preload_torch_compiler
-from featmap_ros.training.caches import cache_path
-from featmap_ros.training.caches import load_or_build
-from featmap_ros.training.prepare import HAND_CUBE_MM
-from featmap_ros.training.prepare import _hand_crop_item
-from featmap_ros.training.prepare import _palm
-from featmap_ros.training.prepare import eval_crops
-from featmap_ros.training.prepare import hand_meta
-from featmap_ros.training.prepare import object_meta
-from featmap_ros.training.prepare import object_models
-from featmap_ros.training.prepare import real_like_dataset
-from featmap_ros.training.prepare import render_hand_synthetic
-from featmap_ros.training.prepare import render_pairs
-from featmap_ros.training.prepare import synthetic_object_cache
-from featmap_ros.training.prepare import window_scale_from_frames
+from featmap_ros.training.caches import cache_path, load_or_build
+from featmap_ros.training.prepare import (
+    HAND_CUBE_MM,
+    _hand_crop_item,
+    _palm,
+    eval_crops,
+    hand_meta,
+    object_meta,
+    object_models,
+    real_like_dataset,
+    render_hand_synthetic,
+    render_pairs,
+    synthetic_object_cache,
+    window_scale_from_frames,
+)
 
 
 @dataclass
@@ -95,9 +103,6 @@ def build_hand_sets(size: int, n_synth: int, n_pairs: int, n_val: int, n_test: i
     """
     from tqdm import tqdm
 
-    from featmap_ros.data.nyu import eval_joints, nyu_K
-    from featmap_ros.render.depth_sensor import sample_pair
-
     K = nyu_K()
     cube_m = HAND_CUBE_MM / 1000.0
     out: dict = {}
@@ -137,8 +142,6 @@ def hand_cache(cache_dir: Path, size: int, n_synth: int, n_pairs: int, n_val: in
 
 def sample_hand_frame(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """One real-like hand depth frame (metres) and its K (for benchmarks)."""
-    from featmap_ros.data.nyu import nyu_K
-    from featmap_ros.render.depth_sensor import sample_pair
 
     K = nyu_K()
     _, _, real = sample_pair(np.random.default_rng(seed), K)
@@ -183,12 +186,10 @@ def harsh_domain_cache(cache: TaskCache, seed: int = 12345, progress: bool = Tru
         out = torch.empty_like(x)
         for i in tqdm(range(x.shape[0]), desc=desc, disable=not progress, dynamic_ncols=True):
             if cache.task == "object":
-                from featmap_ros.render.real_like import harsh_crop_domain
 
                 img = x[i].permute(1, 2, 0).contiguous().numpy()
                 out[i] = torch.from_numpy(harsh_crop_domain(img, rng)).permute(2, 0, 1)
             else:
-                from featmap_ros.render.depth_sensor import harsh_crop_depth
 
                 out[i, 0] = torch.from_numpy(harsh_crop_depth(x[i, 0].float().numpy(), rng)).to(x.dtype)
         return out
@@ -206,8 +207,6 @@ def object_cache(cache_dir: Path, cfg, progress: bool = True, seed: int = 0) -> 
     The real-like frames come from ``render.real_like`` (BOP layout, one set, split in order into
     ``max_real`` training frames, ``val_count`` validation and ``test_count`` test frames).
     """
-    from featmap_ros.data.object_samples import collect_frames
-    from featmap_ros.data.specs import object_dataset
 
     d = cfg.data
     size = cfg.model.input_size

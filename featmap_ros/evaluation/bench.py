@@ -8,9 +8,17 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from featmap_ros.errors import InputError
-from featmap_ros.hand_localiser import HandCentreRefiner
 import torch
+
+from featmap_ros.crops import crop_depth, joints_to_crop
+from featmap_ros.data.hand_samples import SyntheticHandCrops
+from featmap_ros.data.nyu import nyu_K
+from featmap_ros.data.specs import NYU_EVAL_JOINTS
+from featmap_ros.errors import InputError
+from featmap_ros.hand_localiser import BUNDLED_WEIGHTS, HandCentreRefiner, localise_hand
+from featmap_ros.render.depth_sensor import render_pair, sample_pair
+from featmap_ros.render.hand import PALM_CENTER, sample_hand
+from featmap_ros.render.hand_depth import render_hand_depth
 
 
 def _rate(fn, seconds: float) -> float:
@@ -38,14 +46,6 @@ def run_hand_render_bench(seconds: float = 5.0, seed: int = 0) -> dict:
         14 joints), ``localise_fps`` (run-time hand localiser on a real-like frame),
         ``synthetic_sample_fps`` (a whole training sample: hand, render, augmented crop).
     """
-    from featmap_ros.crops import crop_depth, joints_to_crop
-    from featmap_ros.hand_localiser import localise_hand
-    from featmap_ros.data.hand_samples import SyntheticHandCrops
-    from featmap_ros.data.nyu import nyu_K
-    from featmap_ros.data.specs import NYU_EVAL_JOINTS
-    from featmap_ros.render.depth_sensor import render_pair
-    from featmap_ros.render.hand import sample_hand
-    from featmap_ros.render.hand_depth import render_hand_depth
 
     K = nyu_K()
     rng = np.random.default_rng(seed)
@@ -101,11 +101,6 @@ def run_hand_detector_bench(frames: int = 300, seed: int = 1, progress: bool = T
     """
     from tqdm import tqdm
 
-    from featmap_ros.hand_localiser import localise_hand
-    from featmap_ros.data.nyu import nyu_K
-    from featmap_ros.render.depth_sensor import sample_pair
-    from featmap_ros.render.hand import PALM_CENTER
-
     K = nyu_K()
     rng = np.random.default_rng(seed)
     errs = []
@@ -146,8 +141,6 @@ def run_hand_centre_bench(frames: int = 300, seed: int = 1, refiner=None, iterat
         dict: frames, seed, found, iterations, ``unrefined`` and ``refined``, each with mean /
         median / p90 error in mm (mean over found frames) and fractions within 15 / 25 mm.
     """
-    from featmap_ros.hand_localiser import BUNDLED_WEIGHTS, HandCentreRefiner
-    from featmap_ros.evaluation.bench import check_eval_seed, evaluate_centres
 
     if refiner is None or not isinstance(refiner, HandCentreRefiner):
         refiner = HandCentreRefiner.from_file(BUNDLED_WEIGHTS if refiner is None else refiner)
@@ -187,11 +180,6 @@ def evaluate_centres(refiner: HandCentreRefiner | None, n_frames: int, seed: int
         within 15 mm and 25 mm.
     """
     from tqdm import tqdm
-
-    from featmap_ros.hand_localiser import localise_hand
-    from featmap_ros.data.nyu import nyu_K
-    from featmap_ros.render.depth_sensor import sample_pair
-    from featmap_ros.render.hand import PALM_CENTER
 
     K = nyu_K()
     rng = np.random.default_rng(seed)

@@ -1,10 +1,14 @@
 """TODO docstring."""
 from __future__ import annotations
+
 from pathlib import Path
+
 import numpy as np
+
+from featmap_ros.data import bop, nyu
+from featmap_ros.draw import boxes as draw_boxes, images, skeleton
 from featmap_ros.errors import InputError
-from featmap_ros.draw import boxes as draw_boxes, skeleton
-from featmap_ros.draw import images
+from featmap_ros.evaluation.records import hand_summary, object_record, object_summary
 
 #: overlay colours (RGB).
 GT_RGB = (0, 200, 0)
@@ -19,9 +23,6 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
         ``out/overlays`` when ``out`` is given.
     """
     from tqdm import tqdm
-
-    from featmap_ros.data import bop
-    from featmap_ros.evaluation.records import object_record, object_summary
 
     root = Path(root)
     infos = bop.load_models_info(root / "models" / "models_info.json")
@@ -101,9 +102,6 @@ def evaluate_hand_dataset(est, root: Path, split: str, gt_center: bool, max_fram
     """
     from tqdm import tqdm
 
-    from featmap_ros.data import nyu
-    from featmap_ros.evaluation.records import hand_summary
-
     ds = nyu.NyuDataset(root, split)
     n = len(ds) if not max_frames else min(len(ds), max_frames)
     K = nyu.nyu_K()
@@ -137,7 +135,6 @@ def _frame_depth_m(fr) -> np.ndarray:
         if hasattr(fr, attr):
             v = getattr(fr, attr)
             return np.asarray(v() if callable(v) else v, dtype=np.float32)
-    from featmap_ros.data import nyu
 
     d = nyu.load_depth_mm(fr.depth_path).astype(np.float32) / 1000.0
     return d

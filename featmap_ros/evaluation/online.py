@@ -35,10 +35,10 @@ from typing import Any, Generic, Mapping, Sequence, TypeVar
 import numpy as np
 
 from featmap_ros import atomic, geometry
-from featmap_ros.evaluation import metrics, records
+from featmap_ros.data import bop
 from featmap_ros.errors import InputError
+from featmap_ros.evaluation import metrics, plots, records
 from featmap_ros.results import HandPose, ObjectPose
-from featmap_ros.evaluation import plots
 
 #: Score of a missed hand joint, mm (beyond every curve threshold), as ``featmap eval hand``.
 MISSED_JOINT_MM = 1000.0
@@ -219,7 +219,6 @@ def load_object_models(root: str | os.PathLike, names: Mapping[int, str], obj_id
     Raises:
         InputError: naming a missing/corrupt ``models_info.json`` or mesh.
     """
-    from featmap_ros.data import bop
 
     root = Path(root)
     infos = bop.load_models_info(root / "models" / "models_info.json")
@@ -369,7 +368,7 @@ class OnlineObjectEvaluator:
         """Write ``object_metrics.json``, ``object_frames.csv``, ``object_curves.png`` (atomic)."""
         out = Path(out_dir)
         rep = {**(extra or {}), **self.report()}
-        atomic.write_json(out / "object_metrics.json", _jsonable(rep))
+        atomic.write_json(out / "object_metrics.json", jsonable(rep))
         atomic.write_text(out / "object_frames.csv", self.csv_text())
         plots.plot_object_curves({"online": rep["summary"]}, out / "object_curves.png", title="evaluator_node (online)")
         return [out / "object_metrics.json", out / "object_frames.csv", out / "object_curves.png"]
@@ -481,7 +480,7 @@ class OnlineHandEvaluator:
         """Write ``hand_metrics.json``, ``hand_frames.csv``, ``hand_curve.png`` (atomic)."""
         out = Path(out_dir)
         rep = {**(extra or {}), **self.report()}
-        atomic.write_json(out / "hand_metrics.json", _jsonable(rep))
+        atomic.write_json(out / "hand_metrics.json", jsonable(rep))
         atomic.write_text(out / "hand_frames.csv", self.csv_text())
         c = rep["summary"]["max_frame_curve"]
         plots.plot_max_frame_curves({f"online ({rep['summary']['mean_mm']:.1f} mm)": (np.array(c["thresholds_mm"]), np.array(c["fraction"]))},
@@ -489,162 +488,15 @@ class OnlineHandEvaluator:
         return [out / "hand_metrics.json", out / "hand_frames.csv", out / "hand_curve.png"]
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
     """Replace non-finite floats (not valid JSON) by strings ``inf``/``nan``."""
     if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
+        return {k: jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, (float, np.floating)):
         v = float(x)
         return v if np.isfinite(v) else str(v)
     if isinstance(x, np.integer):
         return int(x)
     return x
-
-
-# --------------------------------------------------------------------------------------------
-# Message front (what evaluator_node's callbacks call; rclpy-free, reads message attributes)
-
-
-class MessageEvaluator:
-    """Feeds ROS messages (rclpy or rosbags) to an online evaluator; never raises on bad input.
-
-    Each ``on_*`` returns None when the message was used, or the reason it was rejected (text
-    naming the field, from :class:`~featmap_ros.ros.conversions.ConversionError` or
-    :class:`~featmap_ros.errors.InputError`); :attr:`rejected` counts reasons by topic.
-
-    Args:
-        evaluator: :class:`OnlineObjectEvaluator` or :class:`OnlineHandEvaluator`.
-        obj_ids: object name -> id (objects only; for the converted poses).
-        max_waiting: ground-truth messages held while no camera_info has been seen (objects).
-    """
-
-    def __init__(self, evaluator: Any, obj_ids: Mapping[str, int] | None = None, max_waiting: int = 100) -> None:
-        self.evaluator = evaluator
-        self.obj_ids = dict(obj_ids or {})
-        self.max_waiting = int(max_waiting)
-        self._K: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._latest_K: np.ndarray | None = None
-        self._waiting: list[tuple[int, list[ObjectPose]]] = []
-        self.rejected: dict[str, int] = {}
-        self.accepted: dict[str, int] = {}
-
-    def _reject(self, topic: str, err: Exception) -> str:
-        self.rejected[topic] = self.rejected.get(topic, 0) + 1
-        return f"{topic}: {err}"
-
-    def _accept(self, topic: str) -> None:
-        self.accepted[topic] = self.accepted.get(topic, 0) + 1
-
-    @staticmethod
-    def _stamp(msg: Any, topic: str) -> int:
-        from featmap_ros.ros.conversions import stamp_to_ns
-
-        try:
-            s = stamp_to_ns(msg.header.stamp)
-        except (AttributeError, TypeError, ValueError, OverflowError) as e:
-            raise InputError(f"header.stamp: unreadable ({e})") from None
-        if s < 0:
-            raise InputError(f"header.stamp: negative ({s} ns)")
-        return s
-
-    def on_camera_info(self, msg: Any, topic: str = "camera_info") -> str | None:
-        """Remember K by stamp (objects need it to project)."""
-        from featmap_ros.ros.conversions import camera_info_to_model
-
-        try:
-            stamp = self._stamp(msg, topic)
-            K = camera_info_to_model(msg, topic).K
-        except (InputError, AttributeError, TypeError, ValueError, OverflowError) as e:
-            return self._reject(topic, e)
-        self._K[stamp] = K
-        while len(self._K) > 2 * self.evaluator.matcher.max_pending:
-            self._K.popitem(last=False)
-        self._latest_K = K
-        self._accept(topic)
-        waiting, self._waiting = self._waiting, []
-        for s, poses in waiting:
-            try:
-                self.evaluator.add_ground_truth(s, poses, self._K.get(s, K))
-            except InputError as e:
-                self._reject("ground_truth", e)
-        return None
-
-    def on_ground_truth(self, msg: Any, topic: str = "ground_truth") -> str | None:
-        from featmap_ros.ros import conversions as conv
-
-        try:
-            stamp = self._stamp(msg, topic)
-            if self.evaluator.task == "hand":
-                gt = conv.hand_pose_msg_to_result(msg)
-                self.evaluator.add_ground_truth(stamp, gt)
-            else:
-                poses = conv.detection3d_array_to_object_poses(msg, self.obj_ids, name=topic)
-                K = self._K.get(stamp, self._latest_K)
-                if K is None:
-                    if len(self._waiting) >= self.max_waiting:
-                        raise InputError(f"no camera_info received yet; dropped a frame (holding {self.max_waiting})")
-                    self._waiting.append((stamp, poses))
-                else:
-                    self.evaluator.add_ground_truth(stamp, poses, K)
-        except (InputError, AttributeError, TypeError, ValueError, OverflowError, IndexError) as e:
-            return self._reject(topic, e)
-        self._accept(topic)
-        return None
-
-    def on_estimate(self, msg: Any, topic: str = "estimates") -> str | None:
-        from featmap_ros.ros import conversions as conv
-
-        try:
-            stamp = self._stamp(msg, topic)
-            if self.evaluator.task == "hand":
-                est = conv.hand_pose_msg_to_result(msg)
-                if not np.all(np.isfinite(est.joints_m)):
-                    raise InputError("joints: contain NaN or inf")
-                # no joints: the estimator ran and found no hand (a failure, counted as missed)
-                self.evaluator.add_estimate(stamp, est if len(est.joints_m) else None)
-            else:
-                self.evaluator.add_estimate(stamp, conv.detection3d_array_to_object_poses(msg, self.obj_ids, name=topic))
-        except (InputError, AttributeError, TypeError, ValueError, OverflowError, IndexError) as e:
-            return self._reject(topic, e)
-        self._accept(topic)
-        return None
-
-    def summary(self) -> dict[str, Any]:
-        """Running summary plus message counters."""
-        return {**self.evaluator.running_summary(), "accepted": dict(self.accepted), "rejected": dict(self.rejected)}
-
-    def finish(self) -> None:
-        """Settle everything (ground truth still waiting for a camera_info is dropped, counted)."""
-        if self._waiting:
-            self.rejected["ground_truth_without_camera_info"] = len(self._waiting)
-            self._waiting = []
-        self.evaluator.finish()
-
-
-def make_evaluator(task: str, dataset: str, dataset_root: str | os.PathLike, objects: Sequence[str] | None = None,
-                   max_pending: int = 1000, max_lag_ns: int = 10_000_000_000) -> MessageEvaluator:
-    """The evaluator ``evaluator_node`` runs, from its parameters.
-
-    Objects: models and names from the BOP folder (``dataset`` gives the names: ``lm`` 1 = ape).
-
-    Raises:
-        InputError: naming the parameter or file at fault.
-    """
-    if task == "hand":
-        from featmap_ros.data.specs import hand_dataset
-
-        return MessageEvaluator(OnlineHandEvaluator(list(hand_dataset("nyu").joint_names), max_pending, max_lag_ns))
-    if task != "object":
-        raise InputError(f"parameter 'task': {task!r} is not one of ['object', 'hand']")
-    from featmap_ros.data import bop
-    from featmap_ros.data.specs import OBJECT_DATASETS, object_dataset
-
-    root = Path(dataset_root)
-    infos = bop.load_models_info(root / "models" / "models_info.json")
-    spec_names = object_dataset(dataset if dataset in OBJECT_DATASETS else "lm").object_names
-    names = {oid: spec_names.get(oid, f"obj_{oid:06d}") for oid in infos}
-    models = load_object_models(root, names)
-    ev = OnlineObjectEvaluator(models, objects or None, max_pending, max_lag_ns)
-    return MessageEvaluator(ev, {n: oid for oid, n in names.items()})

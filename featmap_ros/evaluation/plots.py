@@ -1,10 +1,13 @@
 """TODO docstring."""
 from __future__ import annotations
-from pathlib import Path
-import numpy as np
-from featmap_ros.atomic import atomic_path
+
 from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
 from featmap_ros import atomic
+from featmap_ros.atomic import atomic_path
 from featmap_ros.evaluation.ablation import METRIC_LABELS
 
 

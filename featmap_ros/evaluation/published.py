@@ -1,18 +1,21 @@
 """TODO docstring."""
 from __future__ import annotations
+
 import contextlib
 import json
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 from tqdm import tqdm
-from featmap_ros.evaluation import metrics
+
+from featmap_ros.data import bop  # the object reader (its own module, with mesh loading)
 from featmap_ros.data import hand_predictions
 from featmap_ros.data.specs import hand_dataset, object_dataset
 from featmap_ros.errors import InputError, read_text
-
+from featmap_ros.evaluation import metrics
 
 #: Thresholds (mm) of the curve reported in tables and JSON.
 HAND_TABLE_THRESHOLDS_MM = tuple(range(0, 81, 10))
@@ -188,7 +191,6 @@ def evaluate_bop(
     Returns:
         The JSON report (see README "Evaluation").
     """
-    from featmap_ros.data import bop  # the object reader (its own module, with mesh loading)
 
     spec = object_dataset(dataset)
     root = Path(dataset_root)

@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 
 from featmap_ros import geometry
-from featmap_ros.evaluation import metrics
 from featmap_ros.errors import InputError
+from featmap_ros.evaluation import metrics
 
 #: 2D projection thresholds of the object curve, pixels.
 PROJ_THRESHOLDS_PX = tuple(float(x) for x in range(0, 41))
@@ -110,7 +110,6 @@ def hand_summary(errors_mm: np.ndarray) -> dict:
 
 
 def score_object(split: dict, pred: np.ndarray, meta: dict) -> dict[str, np.ndarray]:
-    from featmap_ros.evaluation import metrics
 
     idx = split["obj_index"].numpy() if "obj_index" in split else np.zeros(len(pred), int)
     corners_m = np.asarray(meta["corners_m"], dtype=np.float64)

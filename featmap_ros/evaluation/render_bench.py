@@ -17,6 +17,13 @@ import time
 
 import numpy as np
 
+from featmap_ros.crops import Window
+from featmap_ros.data.backgrounds import BackgroundSource
+from featmap_ros.data.object_samples import PoseSampling, SyntheticObjectDataset
+from featmap_ros.data.specs import object_dataset
+from featmap_ros.render.renderer import MeshRenderer, random_lighting
+from featmap_ros.render.toy_object import make_toy_object
+
 
 def _rate(fn, seconds: float) -> tuple[float, int]:
     fn(0)  # warm-up: mesh upload, shader compilation, framebuffer allocation
@@ -41,11 +48,6 @@ def run_object_render_bench(seconds: float = 5.0, size: int = 128, mesh=None, in
         dict with ``backend`` (GL renderer string), ``mesh_faces``, ``crop_size``, ``crops_per_s``,
         ``crop_renders_per_s``, ``frame_size``, ``frames_per_s``, and the item counts.
     """
-    from featmap_ros.data.backgrounds import BackgroundSource
-    from featmap_ros.data.object_samples import PoseSampling, SyntheticObjectDataset
-    from featmap_ros.data.specs import object_dataset
-    from featmap_ros.render.renderer import MeshRenderer, random_lighting
-    from featmap_ros.render.toy_object import make_toy_object
 
     if mesh is None:
         mesh, info = make_toy_object()
@@ -61,7 +63,6 @@ def run_object_render_bench(seconds: float = 5.0, size: int = 128, mesh=None, in
         sample = ds.make_sample(0, crop_renderer, backgrounds)
         window = sample["window"].numpy().astype(np.float64)
         R, t = sample["R_m2c"].numpy().astype(np.float64), sample["t_m2c_m"].numpy().astype(np.float64)
-        from featmap_ros.crops import Window
 
         win = Window(*window)
         rng = np.random.default_rng(0)

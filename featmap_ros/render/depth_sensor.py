@@ -36,6 +36,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from featmap_ros.data.nyu import NyuSplitWriter, nyu_K
+from featmap_ros.data.specs import NYU_EVAL_JOINTS, hand_dataset
 from featmap_ros.errors import InputError
 from featmap_ros.geometry import check_K
 from featmap_ros.render.hand import HandInstance, sample_hand
@@ -340,9 +342,6 @@ def write_hand_dataset(out: str | os.PathLike, count: int, seed: int, split: str
         Up to ``previews`` tuples (real depth (H, W) m, synthetic depth (H, W) m, (14, 3) joints m).
     """
     from tqdm import tqdm
-
-    from featmap_ros.data.nyu import NyuSplitWriter, nyu_K
-    from featmap_ros.data.specs import NYU_EVAL_JOINTS, hand_dataset
 
     if count < 1:
         raise InputError(f"--count must be >= 1, got {count}")

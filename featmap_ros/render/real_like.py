@@ -50,7 +50,13 @@ import cv2
 import numpy as np
 
 from featmap_ros import geometry
+from featmap_ros.data import bop
+from featmap_ros.data.backgrounds import BackgroundSource
+from featmap_ros.data.bop import Mesh
+from featmap_ros.data.object_samples import PoseSampling, sample_pose
+from featmap_ros.data.specs import object_dataset
 from featmap_ros.errors import InputError
+from featmap_ros.render.renderer import Lighting, MeshRenderer, composite, fill_depth_holes, random_lighting, render_silhouette
 
 
 @dataclass(frozen=True)
@@ -151,8 +157,6 @@ def make_distractor_bank(rng: np.random.Generator, count: int = 8, size_m=(0.03,
     """Random coloured boxes, cylinders and spheres (metres, centred), used as clutter and occluders."""
     from trimesh import creation
 
-    from featmap_ros.data.bop import Mesh
-
     bank = []
     for i in range(count):
         kind = i % 3
@@ -174,7 +178,6 @@ def make_distractor_bank(rng: np.random.Generator, count: int = 8, size_m=(0.03,
 
 def real_like_lighting(rng: np.random.Generator, distance_m: float, cfg: RealLikeConfig = RealLikeConfig()):
     """The real-like light and material (point light near the camera, glossy, other albedo response)."""
-    from featmap_ros.render.renderer import Lighting
 
     o = cfg.light_offset_m
     pos = (rng.uniform(-o, o), rng.uniform(-o, o), rng.uniform(-0.1, 0.4))
@@ -229,8 +232,6 @@ def render_frame(
         dict with ``rgb`` (H, W, 3) uint8, ``depth_m`` (H, W) float32, ``mask``/``mask_visib``
         (H, W) bool, ``R_m2c``, ``t_m2c_m``, ``silhouette`` (full, :class:`Silhouette`).
     """
-    from featmap_ros.data.object_samples import sample_pose
-    from featmap_ros.render.renderer import composite, fill_depth_holes, random_lighting, render_silhouette
 
     if domain not in ("real-like", "synthetic"):
         raise InputError(f"domain must be 'real-like' or 'synthetic', got {domain!r}")
@@ -329,12 +330,6 @@ def write_object_dataset(
         The dataset folder.
     """
     from tqdm import tqdm
-
-    from featmap_ros.data import bop
-    from featmap_ros.data.backgrounds import BackgroundSource
-    from featmap_ros.data.object_samples import PoseSampling
-    from featmap_ros.data.specs import object_dataset
-    from featmap_ros.render.renderer import MeshRenderer
 
     if count <= 0:
         raise InputError(f"count must be positive, got {count}")

@@ -46,11 +46,12 @@ from typing import Any, Iterable
 import numpy as np
 
 from featmap_ros import atomic
-from featmap_ros.errors import InputError
+from featmap_ros.data import player
 from featmap_ros.data.player import CAMERA_LINK, COLOUR_FRAME, DEPTH_FRAME, OPTICAL_FROM_LINK_XYZW, TOPICS, PlayerFrame
+from featmap_ros.errors import InputError
+from featmap_ros.geometry import CameraModel, matrix_from_quat_xyzw
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.msg_defs import featmap_typestore
-
 
 #: rosbag2 metadata version written per distro (Humble reads <= 8 with string QoS; Jazzy writes 9).
 METADATA_VERSION = {"humble": 8, "jazzy": 9}
@@ -199,7 +200,6 @@ def frame_messages(msgs: Any, frame: PlayerFrame, stamp: int) -> list[tuple[str,
     Used by the bag writer and ``dataset_player_node`` alike (``msgs`` is
     :class:`~featmap_ros.ros.conversions.RosbagsMessages` or ``RclpyMessages``).
     """
-    from featmap_ros.geometry import CameraModel
 
     header = conv.make_header(msgs, stamp, frame.frame_id)
     info = conv.camera_model_to_info(msgs, CameraModel(frame.K, frame.width, frame.height, np.zeros(5)), header)
@@ -217,7 +217,6 @@ def frame_messages(msgs: Any, frame: PlayerFrame, stamp: int) -> list[tuple[str,
 
 def tf_static_message(msgs: Any, frame_ids: Iterable[str], stamp: int) -> Any:
     """tf2_msgs/TFMessage: ``camera_link`` -> each optical frame (REP 103 optical rotation, no offset)."""
-    from featmap_ros.geometry import matrix_from_quat_xyzw
 
     R = matrix_from_quat_xyzw(np.asarray(OPTICAL_FROM_LINK_XYZW, dtype=np.float64))
     tfs = [conv.transform_msg(msgs, R, np.zeros(3), conv.make_header(msgs, stamp, CAMERA_LINK), f) for f in frame_ids]
@@ -242,8 +241,6 @@ def write_bag(source: Any, positions: Iterable[int], out: str | os.PathLike, sto
         What was written. Nothing exists at ``out`` if this raises or is killed.
     """
     from tqdm import tqdm
-
-    from featmap_ros.data import player
 
     positions = list(positions)
     if not positions:

@@ -18,9 +18,9 @@ from rosgraph_msgs.msg import Clock
 from tf2_msgs.msg import TFMessage
 
 from featmap_ros.data import player
-from featmap_ros.ros.bag import frame_messages, tf_static_message
 from featmap_ros.errors import InputError
 from featmap_ros.ros import conversions as conv
+from featmap_ros.ros.bag import frame_messages, tf_static_message
 
 _SETTLE_S = 1.0  # lossless replay: seconds the topics' matched subscriber counts must be stable before the first frame
 from featmap_ros.ros.node_common import ThrottledLog, declare_params, run_node

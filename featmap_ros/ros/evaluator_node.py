@@ -6,7 +6,7 @@ error). Out: ``~/summary`` (std_msgs/String, JSON running summary), ``/diagnosti
 per ``summary_period_s``, and at shutdown (and every ``write_period_s``) ``<output_dir>/``
 ``object_metrics.json``/``hand_metrics.json`` + per-frame CSV + PNG curves, written atomically.
 A ground-truth frame without an estimate counts as a failure. The logic is
-:class:`featmap_ros.evaluation.online.MessageEvaluator`.
+:class:`featmap_ros.ros.online_eval.MessageEvaluator`.
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import String
 
-from featmap_ros.evaluation import online as online_eval
 from featmap_ros.data import player
+from featmap_ros.errors import InputError
+from featmap_ros.evaluation import online as online_eval
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.diagnostics import diagnostic_array
 from featmap_ros.ros.node_common import ThrottledLog, declare_params, run_node
@@ -93,7 +94,7 @@ class EvaluatorNode(Node):
         with self.lock:
             try:
                 self.core.evaluator.write(self.out_dir, {"node": self.get_fully_qualified_name(), "final": False})
-            except online_eval.InputError as e:
+            except InputError as e:
                 self.log.warn("write", f"no results to write yet: {e}")
 
     def close(self) -> None:
@@ -102,7 +103,7 @@ class EvaluatorNode(Node):
             try:
                 paths = self.core.evaluator.write(self.out_dir, {"node": NAME, "final": True, "parameters": self.values})
                 self.get_logger().info(f"wrote {', '.join(str(p) for p in paths)}")
-            except online_eval.InputError as e:
+            except InputError as e:
                 self.get_logger().warning(f"nothing written: {e}")
 
 

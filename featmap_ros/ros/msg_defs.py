@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from featmap_ros.errors import InputError
+
 #: vision_msgs 4.1 definitions (comments dropped), keyed by full type name.
 VISION_MSGS: dict[str, str] = {
     "vision_msgs/msg/Point2D": "float64 x\nfloat64 y\n",
@@ -69,8 +71,6 @@ def register_types(typestore: Any) -> Any:
 def featmap_typestore(distro: str = "jazzy") -> Any:
     """A fresh rosbags typestore for ``humble`` or ``jazzy`` with this package's messages added."""
     from rosbags.typesys import Stores, get_typestore
-
-    from featmap_ros.errors import InputError
 
     stores = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
     if distro not in stores:

@@ -13,11 +13,11 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from tf2_ros import TransformBroadcaster
 
+from featmap_ros import estimators
 from featmap_ros.errors import InputError
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.diagnostics import InputWatchdog, RateLatencyStats, diagnostic_array
-from featmap_ros.ros.node_common import (ThrottledLog, declare_params, input_qos, make_set_parameters_callback,
-                                         report_frame_error)
+from featmap_ros.ros.node_common import ThrottledLog, declare_params, input_qos, make_set_parameters_callback, report_frame_error
 from featmap_ros.ros.params import ParamSpec, resolve_weights
 from featmap_ros.ros.worker import FrameWorker
 
@@ -29,7 +29,6 @@ def load_estimator(values: dict[str, Any], kind: str):
     Raises:
         InputError: ``parameter 'weights': ...`` (missing file, wrong task, unreadable).
     """
-    from featmap_ros import estimators
 
     cls = estimators.ObjectPoseEstimator if kind == "object" else estimators.HandPoseEstimator
     path = resolve_weights(values["weights"], kind)

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from featmap_ros.draw.debug import draw_hand_debug, draw_object_debug
 from featmap_ros.errors import InputError
 from featmap_ros.results import HandPose, ObjectPose
 from featmap_ros.ros import conversions as conv
-from featmap_ros.draw.debug import draw_hand_debug, draw_object_debug
 from featmap_ros.ros.params import check_objects, parse_objects
 from featmap_ros.ros.roi import Tracker, keep_poses, select_rois
 

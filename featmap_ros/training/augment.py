@@ -1,5 +1,6 @@
 """TODO docstring."""
 from __future__ import annotations
+
 import torch
 
 

@@ -1,7 +1,9 @@
 """TODO docstring."""
 from __future__ import annotations
+
 from dataclasses import dataclass, field
 from typing import Literal
+
 from featmap_ros.nets import LocaliserConfig, ModelConfig
 
 

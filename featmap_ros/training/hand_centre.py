@@ -1,18 +1,29 @@
 """TODO docstring."""
 from __future__ import annotations
+
 import datetime
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
+
+from featmap_ros.atomic import atomic_path
+from featmap_ros.data.nyu import nyu_K
 from featmap_ros.errors import InputError
 from featmap_ros.evaluation.bench import evaluate_centres
-from featmap_ros.hand_localiser import HandCentreNet
-from featmap_ros.hand_localiser import HandCentreNetConfig
-from featmap_ros.hand_localiser import CHECKPOINT_FORMAT, HandCentreRefiner
-from featmap_ros.hand_localiser import crop_for_refiner
+from featmap_ros.hand_localiser import (
+    CHECKPOINT_FORMAT,
+    HandCentreNet,
+    HandCentreNetConfig,
+    HandCentreRefiner,
+    crop_for_refiner,
+    localise_hand,
+)
+from featmap_ros.render.depth_sensor import sample_pair
+from featmap_ros.render.hand import PALM_CENTER
 
 
 @dataclass(frozen=True)
@@ -75,11 +86,6 @@ def make_training_crops(
         Starts further than cube/2 from the palm (the hand mostly outside the crop) are left out.
     """
     from tqdm import tqdm
-
-    from featmap_ros.hand_localiser import localise_hand
-    from featmap_ros.data.nyu import nyu_K
-    from featmap_ros.render.depth_sensor import sample_pair
-    from featmap_ros.render.hand import PALM_CENTER
 
     K = nyu_K()
     rng = np.random.default_rng(seed)
@@ -159,7 +165,6 @@ def train(
     Returns:
         the checkpoint's ``metrics`` dict.
     """
-    from featmap_ros.atomic import atomic_path
 
     tc = train_cfg
     t0 = time.perf_counter()

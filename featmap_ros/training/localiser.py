@@ -1,21 +1,23 @@
 """TODO docstring."""
 from __future__ import annotations
+
 from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
-from featmap_ros.config import to_dict
-from featmap_ros.nets import LocaliserConfig
+
 from featmap_ros import geometry
-from featmap_ros.checkpoint import load_checkpoint
-from featmap_ros.checkpoint import save_checkpoint
-from featmap_ros.render.renderer import preload_torch_compiler
-from featmap_ros.training.caches import cache_path
-from featmap_ros.training.caches import load_or_build
-from featmap_ros.training.sources import BatchSource
-from featmap_ros.training.sources import CachedSource
-from featmap_ros.checkpoint import resolve_device
+from featmap_ros.checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from featmap_ros.config import to_dict
+from featmap_ros.data import bop
+from featmap_ros.data.backgrounds import BackgroundSource
+from featmap_ros.data.object_samples import PoseSampling, object_window, sample_pose
+from featmap_ros.nets import LocaliserConfig, build_localiser
+from featmap_ros.render.renderer import MeshRenderer, composite, preload_torch_compiler, random_lighting
+from featmap_ros.training.caches import cache_path, load_or_build
 from featmap_ros.training.schedule import cosine_lr
+from featmap_ros.training.sources import BatchSource, CachedSource
 
 
 def localiser_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -41,8 +43,6 @@ def train_localiser(loc_cfg: LocaliserConfig, source: BatchSource, steps: int, b
         (localiser in eval mode, {"loss": last mean loss}).
     """
     from tqdm import tqdm
-
-    from featmap_ros.nets import build_localiser
 
     dev = resolve_device(device)
     torch.manual_seed(seed)
@@ -84,11 +84,6 @@ def render_localiser_frames(meshes, infos, K, loc_cfg, count: int, seed: int, ba
     """
     from tqdm import tqdm
 
-    from featmap_ros.data import bop
-    from featmap_ros.data.backgrounds import BackgroundSource
-    from featmap_ros.data.object_samples import PoseSampling, object_window, sample_pose
-    from featmap_ros.render.renderer import MeshRenderer, composite, random_lighting
-
     w, h = loc_cfg.input_width, loc_cfg.input_height
     W, H = 640, 480
     S = np.diag([w / W, h / H, 1.0])
@@ -125,7 +120,6 @@ def render_localiser_frames(meshes, infos, K, loc_cfg, count: int, seed: int, ba
 
 def train_and_attach_localiser(cfg, loc_data: dict, checkpoint: Path, device: str = "auto", real_frames: list | None = None, progress: bool = True) -> dict:
     """Render localiser frames (cached), train the localiser, add it to ``checkpoint``."""
-    from featmap_ros.training.localiser import attach_localiser, train_localiser
 
     preload_torch_compiler()
     lcfg = cfg.localiser

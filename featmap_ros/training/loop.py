@@ -51,18 +51,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from featmap_ros.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, resolve_device, rng_state, save_checkpoint, set_rng_state
 from featmap_ros.config import to_dict
 from featmap_ros.nets import FeatureMappingNet, build_model
-from featmap_ros.checkpoint import load_checkpoint
-from featmap_ros.checkpoint import rng_state
-from featmap_ros.checkpoint import save_checkpoint
-from featmap_ros.checkpoint import set_rng_state
 from featmap_ros.training.augment import photometric_augment
 from featmap_ros.training.config import TrainConfig
-from featmap_ros.training.sources import BatchSource
-from featmap_ros.training.sources import stream_seed
-from featmap_ros.checkpoint import CHECKPOINT_FORMAT, resolve_device
 from featmap_ros.training.schedule import cosine_lr
+from featmap_ros.training.sources import BatchSource, stream_seed
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,30 @@
 """TODO docstring."""
 from __future__ import annotations
+
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
 import numpy as np
 import torch
-from featmap_ros import geometry
+
+from featmap_ros import crops, geometry
+from featmap_ros.data import bop
+from featmap_ros.data.backgrounds import BackgroundSource
+from featmap_ros.data.hand_samples import NyuPairCrops, SyntheticHandCrops
+from featmap_ros.data.nyu import eval_joints, nyu_K
+from featmap_ros.data.object_samples import BopCropDataset, RealSynthPairs, SyntheticObjectDataset, collect_frames, object_window
+from featmap_ros.data.specs import hand_dataset, object_dataset
 from featmap_ros.errors import InputError
-from featmap_ros import crops
-from featmap_ros.render.renderer import preload_torch_compiler
-from featmap_ros.training.caches import cache_path
-from featmap_ros.training.caches import load_or_build
-from featmap_ros.training.sources import CachedSource
+from featmap_ros.render.hand import sample_hand
+from featmap_ros.render.hand_depth import render_hand_depth
+from featmap_ros.render.real_like import write_object_dataset
+from featmap_ros.render.renderer import MeshRenderer, preload_torch_compiler
+from featmap_ros.render.toy_object import make_toy_object
+from featmap_ros.training.caches import cache_path, load_or_build
+from featmap_ros.training.sources import CachedSource, IterableSource
 
 
 def object_models(cfg, object_name: str | None = None) -> tuple[list, list, list[str], list[int], list[str]]:
@@ -28,8 +39,6 @@ def object_models(cfg, object_name: str | None = None) -> tuple[list, list, list
     Raises:
         InputError: missing mesh or models folder, object id absent from models_info.
     """
-    from featmap_ros.data import bop
-    from featmap_ros.data.specs import object_dataset
 
     d = cfg.data
     if d.mesh:
@@ -41,7 +50,6 @@ def object_models(cfg, object_name: str | None = None) -> tuple[list, list, list
         info = bop.model_info_from_mesh(oid, mesh)
         return [mesh], [info], [object_name or p.stem], [oid], [str(p.resolve())]
     if d.models_root in ("", "toy"):
-        from featmap_ros.render.toy_object import make_toy_object
 
         mesh, info = make_toy_object(1)
         return [mesh], [info], ["toy"], [1], [""]
@@ -104,10 +112,6 @@ def render_synthetic_objects(meshes, infos, K, size: int, count: int, seed: int,
     """``count`` synthetic crops per object (SyntheticObjectDataset), as compact tensors."""
     from tqdm import tqdm
 
-    from featmap_ros.data.backgrounds import BackgroundSource
-    from featmap_ros.data.object_samples import SyntheticObjectDataset
-    from featmap_ros.render.renderer import MeshRenderer
-
     parts = []
     with MeshRenderer(size, size) as renderer:
         bgs = BackgroundSource(backgrounds or None)
@@ -123,8 +127,6 @@ def render_synthetic_objects(meshes, infos, K, size: int, count: int, seed: int,
 def render_pairs(frames_per_object: list[list], meshes, infos, size: int, seed: int, epochs: int, progress: bool = True) -> dict:
     """Real/synthetic pairs (RealSynthPairs), ``epochs`` jittered versions of each real frame."""
     from tqdm import tqdm
-
-    from featmap_ros.data.object_samples import RealSynthPairs
 
     samples, idx = [], []
     for k, frames in enumerate(frames_per_object):
@@ -152,8 +154,6 @@ def eval_crops(frames_per_object: list[list], infos, size: int, progress: bool =
     """Evaluation crops (object window of the ground truth, as in training, no jitter)."""
     from tqdm import tqdm
 
-    from featmap_ros.data.object_samples import BopCropDataset
-
     samples, idx = [], []
     for k, frames in enumerate(frames_per_object):
         ds = BopCropDataset(frames, infos[k], crop_size=size, window_from="corners")
@@ -171,7 +171,6 @@ def window_scale_from_frames(frames: list, infos_by_frame: list) -> float:
     The estimator crops a given detection box with this factor so that its crops match the
     training windows (which are built from the projected box corners).
     """
-    from featmap_ros.data.object_samples import object_window
 
     r = []
     for fr, info in zip(frames, infos_by_frame):
@@ -184,8 +183,6 @@ def window_scale_from_frames(frames: list, infos_by_frame: list) -> float:
 
 def real_like_dataset(cache_dir: Path, mesh, info, count: int, seed: int, dataset: str) -> Path:
     """A real-like BOP data set of the object (``render.real_like``), written once into the cache."""
-    from featmap_ros.data.specs import object_dataset
-    from featmap_ros.render.real_like import write_object_dataset
 
     key = hashlib.sha1(json.dumps({"v": 1, "n": count, "seed": seed, "ds": dataset, "mesh": mesh.name,
                                    "nv": int(len(mesh.vertices_m))}, sort_keys=True).encode()).hexdigest()[:12]
@@ -216,8 +213,6 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
     3 jittered windows per frame. Hands: synthetic crops (cached or online); pairs from the
     NYU-layout ``real_root``.
     """
-    from featmap_ros.data.specs import object_dataset
-    from featmap_ros.training.sources import IterableSource
 
     preload_torch_compiler()
     d = cfg.data
@@ -235,7 +230,6 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
         else:
             if len(meshes) != 1:
                 raise InputError("data.synthetic_count: online rendering (0) supports one object; set a cache size for several")
-            from featmap_ros.data.object_samples import SyntheticObjectDataset
 
             mesh, info = meshes[0], infos[0]
             synthetic = IterableSource(
@@ -245,7 +239,6 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
         window_scale = 1.4
         per_obj: list = []
         if d.real_root:
-            from featmap_ros.data.object_samples import collect_frames
 
             per_obj = []
             for oid, info in zip(obj_ids, infos):
@@ -268,7 +261,6 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
                    "real_frames": [(f, k) for k, fr in enumerate(per_obj) for f in fr] if d.real_root else []}
         return PreparedData(synthetic, pairs, meta, localiser=loc)
     # hands
-    from featmap_ros.data.hand_samples import NyuPairCrops, SyntheticHandCrops
 
     cube_m = HAND_CUBE_MM / 1000.0
     if d.synthetic_count > 0:
@@ -301,7 +293,6 @@ HAND_CUBE_MM = 300.0
 
 
 def hand_meta(cube_mm: float = HAND_CUBE_MM) -> dict:
-    from featmap_ros.data.specs import hand_dataset
 
     return {"joint_names": list(hand_dataset("nyu").joint_names), "cube_mm": float(cube_mm), "depth_range_m": [0.25, 1.6]}
 
@@ -319,10 +310,6 @@ def render_hand_synthetic(size: int, count: int, seed: int, offset_sigma_m: floa
     """``count`` clean synthetic hand crops (``sample_hand`` + ``render_hand_depth``), cropped at the
     palm centre plus N(0, offset_sigma_m) per axis: ``{"depth": (N, 1, S, S) float16, "joints_n": (N, 14, 3)}``."""
     from tqdm import tqdm
-
-    from featmap_ros.data.nyu import eval_joints, nyu_K
-    from featmap_ros.render.hand import sample_hand
-    from featmap_ros.render.hand_depth import render_hand_depth
 
     K = nyu_K()
     cube_m = HAND_CUBE_MM / 1000.0

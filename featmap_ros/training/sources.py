@@ -1,8 +1,11 @@
 """TODO docstring."""
 from __future__ import annotations
+
 from typing import Any, Callable, Protocol
+
 import numpy as np
 import torch
+
 from featmap_ros.errors import InputError
 
 
@@ -74,7 +77,6 @@ class CachedSource:
     """:class:`featmap_ros.train.TensorSource` over a cache that stores crops compactly."""
 
     def __init__(self, tensors: dict[str, torch.Tensor], seed: int, stream: int) -> None:
-        from featmap_ros.training.sources import TensorSource
 
         self.inner = TensorSource(tensors, seed, stream)
 
