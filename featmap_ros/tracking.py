@@ -28,8 +28,7 @@ Figures with the defaults (synthetic, 30 Hz, noise independent per frame; ``test
   the first second after a start from rest at 0.1 m/s.
 
 The One-Euro filter cannot have both at every speed: slow motion looks like noise. A
-constant-velocity Kalman filter would have no lag in steady motion but turns velocity noise
-into drift at rest; not built.
+constant-velocity Kalman filter, the issue's other choice, was not built or measured.
 """
 from __future__ import annotations
 

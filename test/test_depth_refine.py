@@ -135,6 +135,21 @@ def test_recovers_perturbed_poses(model, depth_clean, lateral_px):
         assert dt < 0.005 and dR < 2.0, (dt, dR, np.linalg.norm(t0 - T_GT))
 
 
+def test_non_convex_model():
+    # a thick ring seen from 37 deg above: the far inner wall faces the camera, half hidden
+    ring = trimesh.creation.annulus(r_min=0.03, r_max=0.05, height=0.04)
+    model_ring = dr.refine_model_from_trimesh(ring, 500, name="ring")
+    R = look_at_R_m2c(np.array([0.0, -0.8, 0.6]))
+    t = np.array([0.0, 0.0, 0.6])
+    depth = render_depth([in_camera(ring, R, t)])
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        R0, t0 = perturbed(rng, R, t)
+        res = dr.refine_pose_with_depth(R0, t0, depth, K, model_ring)
+        assert res.accepted and res.fitness > 0.9, res.reason
+        assert np.linalg.norm(res.t_m2c_m - t) < 0.002
+
+
 def test_noise_and_dropouts(model, depth_clean):
     rng = np.random.default_rng(2)
     depth = depth_clean + rng.normal(0, 0.002, depth_clean.shape)  # 2 mm, structured-light-like at 0.6 m
