@@ -3,7 +3,7 @@
 colcon builds the ROS 2 package from package.xml / CMakeLists.txt (ament_cmake) and ignores
 this file.
 """
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     name="featmap_ros",
@@ -11,9 +11,10 @@ setup(
     description="Feature Mapping (Rad, Oberweger, Lepetit, CVPR 2018) 3D pose estimation for ROS 2",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["featmap_ros", "featmap_ros.*"]),
-    package_data={"featmap_ros": ["weights/*.pt", "weights/*.yaml", "assets/*"]},
-    include_package_data=True,
+    # featmap_ros.weights holds data only (the bundled .pt/.yaml): a namespace package, declared
+    # with its data, so that pip neither warns nor drops it
+    packages=find_namespace_packages(include=["featmap_ros", "featmap_ros.*"], exclude=["*.__pycache__"]),
+    package_data={"featmap_ros.weights": ["*.pt", "*.yaml"]},
     install_requires=[
         "numpy>=1.23",
         "scipy>=1.9",

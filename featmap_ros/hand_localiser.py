@@ -1,4 +1,5 @@
-"""Learned refinement of the run-time hand centre (DeepPrior++'s centre refinement).
+"""Run-time hand localisation (inference only): the closest-blob localiser
+(:func:`localise_hand`) and the learned centre refinement (DeepPrior++'s).
 
 The run-time localiser (:func:`featmap_ros.hand_localiser.localise_hand`: closest blob, its free end,
 mean shift, a fixed push back along z) lands some 15-25 mm from the palm-centre joint that the
@@ -18,12 +19,11 @@ draws its frames from other seeds (default 1) and refuses the training ones.
 
 Reproduce the bundled weights (about 4-5 minutes on one CPU thread)::
 
-    OMP_NUM_THREADS=1 nice -n 10 python -m featmap_ros.hand_centre train \\
-        --out featmap_ros/weights/hand_centre.pt
+    OMP_NUM_THREADS=1 nice -n 10 featmap train hand-centre --out featmap_ros/weights/hand_centre.pt
 
 Measure refined vs unrefined::
 
-    OMP_NUM_THREADS=1 python -m featmap_ros.hand_centre eval --weights featmap_ros/weights/hand_centre.pt
+    OMP_NUM_THREADS=1 featmap bench hand-centre --weights featmap_ros/weights/hand_centre.pt
 """
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ class HandCentreRefiner:
 
     @classmethod
     def from_file(cls, path: str | Path = BUNDLED_WEIGHTS) -> "HandCentreRefiner":
-        """Load weights written by :func:`train` (``python -m featmap_ros.hand_centre train``).
+        """Load weights written by :func:`train` (``featmap train hand-centre``).
 
         Raises:
             InputError: missing or unreadable file, another kind of checkpoint (names

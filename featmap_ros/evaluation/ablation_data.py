@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The fixed data sets of the ablation, the demo and the benches (:class:`TaskCache`): synthetic
+crops, real-like training pairs, and real-like validation/test splits never trained on, rendered
+once into seeded caches; and the scoring of predictions on them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

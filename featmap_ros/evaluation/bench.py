@@ -1,4 +1,6 @@
-"""Speed of the hand depth pipeline (used by ``featmap bench render``).
+"""Benchmark helpers: call latency (:func:`latency_ms`), hand depth rendering and cropping rates
+(``featmap bench render``), and the run-time hand centre error, localiser alone vs the learned
+refinement (``featmap bench hand-centre``).
 
 Each figure is measured by running the operation repeatedly for ``seconds`` in this process on
 the CPU (one thread of numpy/OpenCV work, no GPU) and counting completions.
@@ -171,7 +173,7 @@ def evaluate_centres(refiner: HandCentreRefiner | None, n_frames: int, seed: int
     """Localiser error on real-like frames, unrefined and (with ``refiner``) refined.
 
     Frames come from ``np.random.default_rng(seed)`` through ``sample_pair`` (the same stream
-    as ``hand_bench.run_hand_detector_bench(frames, seed)``); the error is the 3D distance to
+    as :func:`run_hand_detector_bench`); the error is the 3D distance to
     the palm-centre joint.
 
     Returns:

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Scoring the estimators on datasets on disk: a BOP folder (objects, ground-truth boxes or the
+built-in localiser) and an NYU-layout folder (hands); what ``featmap eval object|hand`` and the demo run.
+Overlays are drawn by :mod:`featmap_ros.draw`."""
 from __future__ import annotations
 
 from pathlib import Path

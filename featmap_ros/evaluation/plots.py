@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Curves as PNG (matplotlib): object 2D-projection and ADD curves, hand max-frame curves, the
+ablation's bar chart. Written atomically."""
 from __future__ import annotations
 
 from collections.abc import Mapping

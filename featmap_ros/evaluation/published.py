@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Scoring published results: hand predictions in the published NYU/ICVL/MSRA format
+(``featmap eval hands``, 7.441 mm for Feature Mapping on NYU) and BOP-19 result files
+(``featmap eval bop``, cross-checked against the BOP toolkit)."""
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
-"""Scoring trained models: object and hand metrics from predictions, curves and overlays.
+"""Per-instance records and summaries: object and hand metrics from predictions (what every
+evaluator reports).
 
 Used by ``featmap eval object|hand``, ``featmap demo`` and ``featmap bench ablation``; the
 metric definitions themselves live in :mod:`featmap_ros.evaluation.metrics`.

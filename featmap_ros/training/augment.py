@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Photometric augmentation of training crops (``augment: none | photometric | strong``)."""
 from __future__ import annotations
 
 import torch

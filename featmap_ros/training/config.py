@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Typed training config (:class:`TrainConfig`, :class:`DataConfig`), loaded from
+``config/*.yaml`` with ``KEY=VALUE`` overrides and saved, resolved, in every checkpoint."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The object localiser: its training frames (rendered over backgrounds), its loss, its loop, and
+attaching it to an object checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path

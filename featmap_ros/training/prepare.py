@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""From a config to what :func:`featmap_ros.training.loop.train` consumes: meshes and metadata,
+synthetic crops (cached or online), real/synthetic pairs of the same pose (the paper's Fig. 3),
+validation crops, the localiser's frames (``featmap train``)."""
 from __future__ import annotations
 
 import hashlib

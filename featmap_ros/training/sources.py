@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Batch sources: deterministic functions of (seed, stream, step), so a resumed run draws the
+batches the uninterrupted run would have drawn."""
 from __future__ import annotations
 
 from typing import Any, Callable, Protocol
