@@ -43,12 +43,15 @@ case                        this module         Open3D, 2 cm         Open3D, 3->
 ==========================  ==================  ===================  ==================
 
 (median translation error unless marked; median time per object of single runs on the shared
-cores, including the numpy visibility and window steps; best of 3 this module takes 3.6-3.8 ms.) Open3D is 1-2 ms faster, of which half is its normal estimation, but no more
-accurate, and worse from a large 2D error; it has no model-side visibility, occlusion test or
-rejection, which have to be written in numpy anyway. Its wheel is 900 MB, needs libusb and a
-dozen Python packages (dash, plotly, pydantic, ...). So this module keeps the numpy/scipy version:
-as accurate, within the 5 ms aim, no new dependency. The comparison script is not kept; the
-figures of this module are printed by ``pytest -s test/test_depth_refine.py -k figures``.
+cores, including the numpy visibility and window steps; best of 3, this module takes 3.6-3.8 ms
+in the 5 px case. In the last row this module's p95, 41 mm, is rejected refinements, which keep
+the colour pose; Open3D has no rejection.) Open3D is 1-2 ms faster, half of which is its normal
+estimation, but no more accurate, and worse from a large 2D error; it has no model-side
+visibility, occlusion test or rejection, which would be written in numpy anyway. Its wheel is
+900 MB and needs libusb and a dozen Python packages (dash, plotly, pydantic, ...). So this module
+keeps the numpy/scipy version: as accurate, within the 5 ms aim, no new dependency. The
+comparison script is not kept; this module's figures are printed by
+``pytest -s test/test_depth_refine.py -k figures``.
 """
 from __future__ import annotations
 

@@ -136,12 +136,14 @@ class SE3OneEuroFilter:
         # translation, per axis
         self._v_mps = self._v_mps + a_d * ((t - self.t_m2c_m) / dt - self._v_mps)
         # the cutoff follows the speed, not each axis's: the same lag whatever the direction
-        a_t = float(_alpha(cfg.trans_min_cutoff_hz + cfg.trans_beta_hz_s_per_m * float(np.linalg.norm(self._v_mps)), dt))
+        speed = float(np.linalg.norm(self._v_mps))
+        a_t = float(_alpha(cfg.trans_min_cutoff_hz + cfg.trans_beta_hz_s_per_m * speed, dt))
         self.t_m2c_m = self.t_m2c_m + a_t * (t - self.t_m2c_m)
         # rotation, in the tangent space at the previous filtered rotation
         delta = Rotation.from_matrix(self.R_m2c.T @ R).as_rotvec()
         self._w_radps = self._w_radps + a_d * (delta / dt - self._w_radps)
-        a_r = float(_alpha(cfg.rot_min_cutoff_hz + cfg.rot_beta_hz_s_per_rad * float(np.linalg.norm(self._w_radps)), dt))
+        w_norm = float(np.linalg.norm(self._w_radps))
+        a_r = float(_alpha(cfg.rot_min_cutoff_hz + cfg.rot_beta_hz_s_per_rad * w_norm, dt))
         self.R_m2c = self.R_m2c @ Rotation.from_rotvec(a_r * delta).as_matrix()
         self.stamp_s = stamp
         return self.R_m2c.copy(), self.t_m2c_m.copy(), ""
