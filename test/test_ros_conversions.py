@@ -5,7 +5,9 @@ exactly the fields and types of the ROS definition.
 """
 from __future__ import annotations
 
+import array
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -102,6 +104,133 @@ def test_depth_in_metres_with_invalid_pixels(msgs):
     m = np.array([[np.inf, -1.0], [0.7, np.nan]], np.float32)
     d = conv.image_to_depth_m(conv.numpy_to_image(msgs, m, "32FC1", header(msgs)))
     assert np.isnan(d).sum() == 3 and d[1, 0] == pytest.approx(0.7)
+
+
+def _reference_image(msg) -> np.ndarray:
+    """What image_to_numpy returned before it learned zero-copy views: row by row, copied, swapped."""
+    dtype, ch = conv.IMAGE_ENCODINGS[msg.encoding]
+    wire = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
+    raw = bytes(np.asarray(msg.data, np.uint8)) if not isinstance(msg.data, (bytes, array.array)) else bytes(msg.data)
+    row_bytes = msg.width * ch * np.dtype(dtype).itemsize
+    rows = [np.frombuffer(raw[r * msg.step:r * msg.step + row_bytes], wire).astype(dtype) for r in range(msg.height)]
+    out = np.stack(rows)
+    return out.reshape(msg.height, msg.width, ch) if ch > 1 else out
+
+
+def _reference_rgb(msg) -> np.ndarray:
+    a = _reference_image(msg)
+    if a.ndim == 2:
+        return np.stack([a, a, a], axis=2)
+    return a[:, :, [2, 1, 0]] if msg.encoding.startswith("bgr") else a[:, :, :3]
+
+
+def _reference_depth_m(msg, scale=0.001) -> np.ndarray:
+    a = _reference_image(msg).astype(np.float32)
+    d = a * np.float32(scale) if msg.encoding != "32FC1" else a
+    d[~np.isfinite(d) | (d <= 0)] = np.nan
+    return d
+
+
+def _random_image(rng, enc, h, w, pad, big, container):
+    """An Image-like message (attributes only, as the readers use) with ``pad`` bytes after each row."""
+    dtype, ch = conv.IMAGE_ENCODINGS[enc]
+    shape = (h, w, ch) if ch > 1 else (h, w)
+    if dtype == np.float32:
+        px = rng.uniform(0.2, 4.0, shape).astype(np.float32)
+        px.flat[3::11] = np.nan  # every kind of invalid depth (REP 117), and -0.0
+        px.flat[4::19] = -0.0
+        px.flat[5::13] = -np.inf
+        px.flat[2::17] = 0.0
+        px.flat[6::23] = np.inf
+        px.flat[1::29] = -2.0
+    else:
+        px = rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+        px.flat[::9] = 0
+    wire = px.astype(px.dtype.newbyteorder(">" if big else "<"))
+    rows = wire.reshape(h, -1).view(np.uint8)
+    raw = np.concatenate([rows, np.full((h, pad), 0xEE, np.uint8)], axis=1).ravel()
+    data = {"ndarray": raw.copy(), "bytes": raw.tobytes(), "array": array.array("B", raw.tobytes())}[container]
+    return SimpleNamespace(encoding=enc, height=h, width=w, step=rows.shape[1] + pad, is_bigendian=int(big), data=data)
+
+
+@pytest.mark.parametrize("container", ["ndarray", "bytes", "array"])  # rosbags, raw CDR, rclpy
+@pytest.mark.parametrize("pad,big", [(0, 0), (1, 0), (3, 0), (5, 1), (0, 1), (8, 0)])
+@pytest.mark.parametrize("enc", list(conv.IMAGE_ENCODINGS))
+def test_image_conversions_equal_the_copying_reference(enc, pad, big, container):
+    rng = np.random.default_rng(abs(hash((enc, pad, big))) % 2 ** 32)
+    msg = _random_image(rng, enc, 7, 5, pad, big, container)
+    arr = conv.image_to_numpy(msg)
+    ref = _reference_image(msg)
+    assert arr.dtype == ref.dtype and arr.dtype.isnative and arr.shape == ref.shape
+    np.testing.assert_array_equal(arr, ref)
+    if enc in conv.COLOUR_ENCODINGS:
+        rgb = conv.image_to_rgb(msg)
+        assert rgb.dtype == np.uint8 and rgb.shape == (7, 5, 3) and rgb.flags.c_contiguous
+        np.testing.assert_array_equal(rgb, _reference_rgb(msg))
+    if enc in conv.DEPTH_ENCODINGS:
+        for scale in (0.001, 0.000125, 1.0):
+            d = conv.image_to_depth_m(msg, depth_scale_m=scale)
+            assert d.dtype == np.float32 and d.shape == (7, 5)
+            np.testing.assert_array_equal(d, _reference_depth_m(msg, scale))
+
+
+def test_packed_native_images_are_read_only_views_of_the_message(msgs):
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 255, (6, 4, 3), dtype=np.uint8)
+    msg = conv.numpy_to_image(msgs, rgb, "rgb8", header(msgs))
+    for out in (conv.image_to_numpy(msg), conv.image_to_rgb(msg)):
+        assert np.shares_memory(out, msg.data) and not out.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            out[0, 0, 0] = 1  # a caller cannot write into the message through the view
+    assert msg.data.flags.writeable  # ... and the message itself was left as it was
+    np.testing.assert_array_equal(conv.image_to_rgb(msg), rgb)
+    depth = rng.uniform(0.3, 2.0, (6, 4)).astype(np.float32)
+    dmsg = conv.numpy_to_image(msgs, depth, "32FC1", header(msgs))
+    d = conv.image_to_depth_m(dmsg)
+    assert np.shares_memory(d, dmsg.data) and not d.flags.writeable
+    np.testing.assert_array_equal(d, depth)
+
+
+@pytest.mark.parametrize("case", ["bgr8", "mono8 to rgb", "padded rgb8", "big-endian 16UC1", "32FC1 with NaN", "16UC1 depth"])
+def test_other_layouts_are_one_read_only_copy(msgs, case):
+    rng = np.random.default_rng(2)
+    if case == "bgr8":
+        msg = conv.numpy_to_image(msgs, rng.integers(0, 255, (6, 4, 3), dtype=np.uint8), "bgr8", header(msgs))
+        out = conv.image_to_rgb(msg)
+    elif case == "mono8 to rgb":
+        msg = conv.numpy_to_image(msgs, rng.integers(0, 255, (6, 4), dtype=np.uint8), "mono8", header(msgs))
+        out = conv.image_to_rgb(msg)
+    elif case == "padded rgb8":
+        msg = _random_image(rng, "rgb8", 6, 4, 2, 0, "ndarray")
+        out = conv.image_to_rgb(msg)
+        assert out.flags.c_contiguous
+    elif case == "big-endian 16UC1":
+        msg = _random_image(rng, "16UC1", 6, 4, 0, 1, "ndarray")
+        out = conv.image_to_numpy(msg)
+    elif case == "32FC1 with NaN":
+        depth = rng.uniform(0.3, 2.0, (6, 4)).astype(np.float32)
+        depth[1, 2] = np.nan
+        depth[0, 0] = -1.0
+        msg = conv.numpy_to_image(msgs, depth, "32FC1", header(msgs))
+        out = conv.image_to_depth_m(msg)
+        assert np.isnan(out[0, 0]) and np.isnan(out[1, 2])
+        assert msg.data.view(np.float32)[0] == -1.0  # the invalid pixel was set to NaN in the copy only
+    else:
+        msg = conv.numpy_to_image(msgs, rng.integers(1, 4000, (6, 4), dtype=np.uint16), "16UC1", header(msgs))
+        out = conv.image_to_depth_m(msg)
+    assert not np.shares_memory(out, np.asarray(msg.data)) and not out.flags.writeable
+
+
+def test_a_view_does_not_outlive_a_refilled_message_unnoticed(msgs):
+    """Documented contract: a view follows msg.data, a copy does not."""
+    msg = conv.numpy_to_image(msgs, np.zeros((2, 2, 3), np.uint8), "rgb8", header(msgs))
+    view = conv.image_to_rgb(msg)
+    msg.data[:] = 7
+    assert view.max() == 7
+    bgr = conv.numpy_to_image(msgs, np.zeros((2, 2, 3), np.uint8), "bgr8", header(msgs))
+    copy = conv.image_to_rgb(bgr)
+    bgr.data[:] = 7
+    assert copy.max() == 0
 
 
 @pytest.mark.parametrize("case,field", [
@@ -260,6 +389,64 @@ def test_object_markers(store, msgs):
     assert all(m.header.frame_id == "camera_color_optical_frame" for m in arr.markers)
     empty = roundtrip(store, conv.object_markers(msgs, [], header(msgs)))
     assert len(empty.markers) == 1 and empty.markers[0].action == M.DELETEALL
+
+
+def test_one_builder_per_frame_gives_the_functions_messages(store, msgs):
+    poses = [make_pose(), make_pose("can", 5, (-0.1, 0.05, 1.1), 0.4), make_pose()]
+    h = header(msgs)
+    out = conv.ObjectPoseMessages(msgs, poses)
+    cdr = lambda m: bytes(store.serialize_cdr(m, m.__msgtype__))
+    assert cdr(out.detection3d_array(h)) == cdr(conv.object_poses_to_detection3d_array(msgs, poses, h))
+    meshes = {"ape": "package://featmap_ros/meshes/ape.ply"}
+    assert cdr(out.markers(h, meshes, 0.001)) == cdr(conv.object_markers(msgs, poses, h, meshes, 0.001))
+    for i, p in enumerate(poses):
+        assert cdr(out.pose_stamped(i, h)) == cdr(conv.object_pose_to_pose_stamped(msgs, p, h))
+        assert cdr(out.transform(i, h, "featmap/")) == cdr(conv.object_pose_to_transform(msgs, p, h, "featmap/"))
+        assert cdr(out.pose_stamped(i, h).pose) == cdr(conv.pose_msg(msgs, p.R_m2c, p.t_m2c_m))
+    assert conv.ObjectPoseMessages(msgs, []).detection3d_array(h).detections == []
+
+
+def test_box_marker_points_are_the_pose_box_corners(msgs):
+    p = make_pose()
+    box = conv.object_markers(msgs, [p], header(msgs)).markers[1]
+    pts = np.array([[q.x, q.y, q.z] for q in box.points])
+    np.testing.assert_array_equal(pts, p.box_corners_m()[[i for e in BOX_EDGES for i in e]])
+    # ...which lie where box_corners_c_m puts them once the marker pose is applied
+    R, t = conv.pose_msg_to_Rt(box.pose)
+    np.testing.assert_allclose(pts[::2] @ R.T + t, p.box_corners_c_m()[[e[0] for e in BOX_EDGES]], atol=1e-12)
+
+
+@pytest.mark.parametrize("field", ["t", "R", "center"])
+def test_a_bad_pose_among_several_names_its_object(msgs, field):
+    poses = [make_pose(), make_pose("can", 5), make_pose("duck", 9)]
+    if field == "t":
+        poses[1].t_m2c_m = np.array([0.0, np.inf, 1.0])
+    elif field == "R":
+        poses[1].R_m2c = np.eye(3)[:2]
+    else:
+        poses[1].center_m = np.array([np.nan, 0.0, 0.0])
+    with pytest.raises(conv.ConversionError, match=r"^can: "):
+        conv.object_poses_to_detection3d_array(msgs, poses, header(msgs))
+    if field != "center":  # the box centre is only in the detections
+        with pytest.raises(conv.ConversionError, match=r"^can: "):
+            conv.object_markers(msgs, poses, header(msgs))
+
+
+def test_detection3d_zero_quaternion_names_the_field(msgs):
+    arr = conv.object_poses_to_detection3d_array(msgs, [make_pose(), make_pose("can", 5)], header(msgs))
+    q = arr.detections[1].results[0].pose.pose.orientation
+    q.x = q.y = q.z = q.w = 0.0
+    with pytest.raises(conv.ConversionError, match=r"detections\.detections\[1\]\.pose\.orientation: quaternion: zero norm"):
+        conv.detection3d_array_to_object_poses(arr)
+
+
+def test_rosbags_defaults_are_fresh_values(msgs):
+    a, b = msgs.new("visualization_msgs/msg/Marker"), msgs.new("visualization_msgs/msg/Marker")
+    assert a.pose is not b.pose and a.points is not b.points and a.texture.data is not b.texture.data
+    a.points.append(conv.point_msg(msgs, [1, 2, 3]))
+    assert b.points == []
+    with pytest.raises(conv.ConversionError, match=r"geometry_msgs/msg/Point: no field\(s\) \['w'\]"):
+        msgs.new("geometry_msgs/msg/Point", x=1.0, w=2.0)
 
 
 # ---------------------------------------------------------------- hands
