@@ -8,6 +8,7 @@ not included; the nodes' ``/diagnostics`` report the latency from input stamp to
     featmap bench node                          # bundled demo weights, both nodes
     featmap bench node --task object --frames 100 --debug-image
     featmap bench node --random                 # randomly initialised nets (latency only)
+    featmap bench node --task object --objects 1,4,8   # scaling with the objects in view (one batched call)
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--roi-source", choices=("ground_truth", "localiser"), default="ground_truth",
                    help="object windows: ground truth of the synthetic frame (always one object) or the built-in localiser")
     p.add_argument("--debug-image", action="store_true", help="also build the debug image (as when someone subscribes)")
+    p.add_argument("--objects", default="1",
+                   help="objects in view of the object node, comma-separated counts (e.g. 1,4,8): one run each, "
+                        "all windows of a frame estimated in one batched call (ground-truth ROIs only)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
@@ -83,8 +87,23 @@ def _camera(w: int, h: int):
     return CameraModel.from_fxfycxcy(f, f, w / 2.0, h / 2.0, w, h)
 
 
-def _object_frame(msgs, camera, est):
-    """A textured bgr8 frame, its CameraInfo, and a ground-truth Detection3DArray (one object, 0.8 m)."""
+def _object_positions_m(n: int) -> np.ndarray:
+    """(n, 3) object positions at 0.8 m, metres: the centre for one, else a grid across the view."""
+    if n == 1:
+        return np.array([[0.02, -0.01, 0.8]])
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    x = np.linspace(-0.24, 0.24, cols) if cols > 1 else np.zeros(1)
+    y = np.linspace(-0.16, 0.16, rows) if rows > 1 else np.zeros(1)
+    grid = np.array([(xi, yi, 0.8) for yi in y for xi in x])
+    return grid[:n]
+
+
+def _object_frame(msgs, camera, est, n_objects: int = 1):
+    """A textured bgr8 frame, its CameraInfo, and a ground-truth Detection3DArray (``n_objects`` at 0.8 m).
+
+    The objects cycle through the model's objects; several instances of one object are allowed.
+    """
     from featmap_ros.geometry import look_at_R_m2c
     from featmap_ros.results import ObjectPose
     from featmap_ros.ros import conversions as conv
@@ -92,13 +111,13 @@ def _object_frame(msgs, camera, est):
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (camera.height, camera.width, 3), dtype=np.uint8)
     header = conv.make_header(msgs, 1_700_000_000_000_000_000, "camera_color_optical_frame")
-    name = est.object_names[0]
-    i = 0
-    gt = ObjectPose(object_name=name, obj_id=1, R_m2c=look_at_R_m2c(np.array([0.2, -0.5, 0.8])),
-                    t_m2c_m=np.array([0.02, -0.01, 0.8]), score=1.0,
-                    extents_m=np.asarray(est.extents_m[i]), center_m=np.asarray(est.center_m[i]))
+    gts = []
+    for k, t in enumerate(_object_positions_m(n_objects)):
+        i = k % len(est.object_names)
+        gts.append(ObjectPose(object_name=est.object_names[i], obj_id=i + 1, R_m2c=look_at_R_m2c(np.array([0.2, -0.5, 0.8])),
+                              t_m2c_m=t, score=1.0, extents_m=np.asarray(est.extents_m[i]), center_m=np.asarray(est.center_m[i])))
     return (conv.numpy_to_image(msgs, img, "bgr8", header), conv.camera_model_to_info(msgs, camera, header),
-            conv.object_poses_to_detection3d_array(msgs, [gt], header))
+            conv.object_poses_to_detection3d_array(msgs, gts, header))
 
 
 def _hand_frame(msgs, camera):
@@ -113,27 +132,35 @@ def _hand_frame(msgs, camera):
     return conv.numpy_to_image(msgs, depth_mm, "16UC1", header), conv.camera_model_to_info(msgs, camera, header)
 
 
-def _time(process, n: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Run ``process`` 3 + n times; returns (n,) total seconds, (n, 4) stage seconds, frames with output."""
+def _time(process, n: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Run ``process`` 3 + n times; returns (n,) total seconds, (n, 4) stage seconds, frames with
+    output, estimates in all."""
     for _ in range(3):
         process()
-    totals, stages, hits = [], [], 0
+    totals, stages, hits, estimates = [], [], 0, 0
     for _ in range(n):
         t0 = time.perf_counter()
         out, found = process()
         totals.append(time.perf_counter() - t0)
         stages.append([out.timings[k] for k in STAGES])
-        hits += int(found)
-    return np.array(totals), np.array(stages), hits
+        hits += int(found > 0)
+        estimates += int(found)
+    return np.array(totals), np.array(stages), hits, estimates
 
 
-def _report(task: str, what: str, totals: np.ndarray, stages: np.ndarray, hits: int) -> dict:
+def _report(task: str, what: str, totals: np.ndarray, stages: np.ndarray, hits: int, estimates: int,
+            objects: int | None = None) -> dict:
     ms = lambda a: {"mean": float(a.mean() * 1e3), "p50": float(np.median(a) * 1e3), "p95": float(np.percentile(a, 95) * 1e3)}
     conv_s = stages[:, 0] + stages[:, 2]
     rep = {"task": task, "weights": what, "frames": int(totals.size), "frames_with_output": hits,
+           "estimates_per_frame": estimates / totals.size,
            "total_ms": ms(totals), **{k.replace("_s", "_ms"): ms(stages[:, j]) for j, k in enumerate(STAGES)},
            "conversion_share": float(conv_s.sum() / totals.sum())}
-    print(f"\n{task}_pose_node work per frame ({rep['frames']} frames, {hits} with an estimate; weights: {what})")
+    in_view = ""
+    if objects is not None:
+        rep["objects_in_view"] = objects
+        in_view = f"{objects} object{'s' if objects > 1 else ''} in view, {rep['estimates_per_frame']:.1f} estimates per frame; "
+    print(f"\n{task}_pose_node work per frame ({rep['frames']} frames, {hits} with an estimate; {in_view}weights: {what})")
     print(f"  {'stage':<18}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}")
     for key, label in (("convert_in_ms", "messages -> numpy"), ("estimate_ms", "estimator"),
                        ("convert_out_ms", "numpy -> messages"), ("debug_ms", "debug image"), ("total_ms", "total")):
@@ -141,6 +168,26 @@ def _report(task: str, what: str, totals: np.ndarray, stages: np.ndarray, hits: 
         print(f"  {label:<18}{r['mean']:>10.2f}{r['p50']:>10.2f}{r['p95']:>10.2f}")
     print(f"  share in conversions: {100 * rep['conversion_share']:.1f} % of the total")
     return rep
+
+
+def _print_scaling(reports: list[dict]) -> None:
+    """The object node's p50 per frame against the objects in view."""
+    print("\nobject_pose_node scaling with the objects in view (p50 ms; one batched estimator call per frame)")
+    print(f"  {'objects':>7}{'total':>9}{'estimator':>11}{'conversions':>13}{'per object':>12}")
+    for r in reports:
+        conv_ms = r["convert_in_ms"]["p50"] + r["convert_out_ms"]["p50"]
+        n = r["objects_in_view"]
+        print(f"  {n:>7}{r['total_ms']['p50']:>9.2f}{r['estimate_ms']['p50']:>11.2f}{conv_ms:>13.2f}{r['total_ms']['p50'] / n:>12.2f}")
+
+
+def _object_counts(text: str) -> list[int]:
+    try:
+        counts = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(not 1 <= n <= 64 for n in counts):
+        raise InputError(f"--objects: comma-separated counts from 1 to 64, got {text!r}")
+    return counts
 
 
 def run(args: argparse.Namespace) -> int:
@@ -153,6 +200,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--frames: must be >= 1, got {args.frames}")
     if args.width < 32 or args.height < 32:
         raise InputError(f"--width/--height: at least 32 pixels, got {args.width}x{args.height}")
+    counts = _object_counts(args.objects)
+    if counts != [1] and args.roi_source != "ground_truth":
+        raise InputError(f"--objects: needs --roi-source ground_truth (the localiser finds what it finds), got {args.roi_source}")
     msgs = conv.RosbagsMessages(featmap_typestore("jazzy"))
     camera = _camera(args.width, args.height)
     reports = []
@@ -160,15 +210,20 @@ def run(args: argparse.Namespace) -> int:
         est, what = _object_estimator(args)
         est.warmup()
         values = validate_params(OBJECT_NODE_PARAMS, {"roi_source": args.roi_source})
-        pipe = ObjectPipeline(est, msgs, ObjectSettings.from_params(values, est.object_names))
-        image, info, gt = _object_frame(msgs, camera, est)
-        gt_msg = gt if args.roi_source == "ground_truth" else None
+        object_reports = []
+        for n in counts:
+            pipe = ObjectPipeline(est, msgs, ObjectSettings.from_params(values, est.object_names))
+            image, info, gt = _object_frame(msgs, camera, est, n)
+            gt_msg = gt if args.roi_source == "ground_truth" else None
 
-        def step_object():
-            out = pipe.process(image, info, ground_truth_msg=gt_msg, want_debug=args.debug_image)
-            return out, bool(out.results)
+            def step_object():
+                out = pipe.process(image, info, ground_truth_msg=gt_msg, want_debug=args.debug_image)
+                return out, len(out.results)
 
-        reports.append(_report("object", what, *_time(step_object, args.frames)))
+            object_reports.append(_report("object", what, *_time(step_object, args.frames), objects=n))
+        if len(counts) > 1:
+            _print_scaling(object_reports)
+        reports += object_reports
     if args.task in ("hand", "both"):
         est, what = _hand_estimator(args)
         est.warmup()
@@ -177,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
 
         def step_hand():
             out = pipe.process(depth, info, want_debug=args.debug_image)
-            return out, out.result is not None
+            return out, int(out.result is not None)
 
         reports.append(_report("hand", what, *_time(step_hand, args.frames)))
     import torch
