@@ -20,6 +20,7 @@ from featmap_ros import atomic
 from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
 from featmap_ros.evaluation import plots
 from featmap_ros.evaluation.datasets import evaluate_hand_dataset, evaluate_object_dataset
+from featmap_ros.evaluation.published import write_bop_results
 
 
 def register(sub) -> None:
@@ -31,6 +32,8 @@ def register(sub) -> None:
     p.add_argument("--max-frames", type=int, default=0, help="evaluate at most this many frames (0 = all)")
     p.add_argument("--overlays", type=int, default=8, help="overlay pictures to write")
     p.add_argument("--out", type=Path, default=Path("featmap_out/eval_object"))
+    p.add_argument("--bop-csv", type=Path, default=None, metavar="OUT.csv",
+                   help="also write every estimate as a BOP-19 results file (score it with featmap eval bop)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=run_object)
 
@@ -54,6 +57,9 @@ def run_object(args: argparse.Namespace) -> int:
     report = {"checkpoint": str(args.checkpoint), "dataset_root": str(args.dataset_root), "split": args.split, "boxes": args.boxes,
               "summary": s, "per_object": res["per_object"]}
     atomic.write_json(args.out / "object_metrics.json", report)
+    if args.bop_csv is not None:
+        write_bop_results(args.bop_csv, res["bop_estimates"])
+        print(f"wrote {args.bop_csv} ({len(res['bop_estimates'])} estimates, BOP-19 format)")
     plots.plot_object_curves({Path(args.checkpoint).stem: s}, args.out / "object_curves.png", title=f"{args.dataset_root.name} {args.split}")
     print(f"instances {s['instances']}  2D proj <= 5 px {100 * s['proj2d_5px']:.1f} %  ADD(-S) <= 10 % {100 * s['add_10']:.1f} %  "
           f"5cm5deg {100 * s['5cm_5deg']:.1f} %  mean corner error {s['mean_corner_px']:.1f} px")

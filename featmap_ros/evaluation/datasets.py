@@ -3,6 +3,7 @@ built-in localiser) and an NYU-layout folder (hands); what ``featmap eval object
 Overlays are drawn by :mod:`featmap_ros.draw`."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from featmap_ros.data import bop, nyu
 from featmap_ros.draw import boxes as draw_boxes, images, skeleton
 from featmap_ros.errors import InputError
+from featmap_ros.evaluation.published import BopEstimate
 from featmap_ros.evaluation.records import hand_summary, object_record, object_summary
 
 #: overlay colours (RGB).
@@ -21,8 +23,9 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
     """Run an :class:`~featmap_ros.estimators.ObjectPoseEstimator` over a BOP split.
 
     Returns:
-        ``{"summary": {...}, "per_object": {name: {...}}, "records": [...]}``; overlays go to
-        ``out/overlays`` when ``out`` is given.
+        ``{"summary": {...}, "per_object": {name: {...}}, "records": [...], "bop_estimates": [...]}``
+        (every pose the estimator returned, as :class:`~featmap_ros.evaluation.published.BopEstimate`
+        with the image's estimation time); overlays go to ``out/overlays`` when ``out`` is given.
     """
     from tqdm import tqdm
 
@@ -45,6 +48,7 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
     if max_frames:
         frames = frames[:max_frames]
     records = []
+    bop_estimates: list[BopEstimate] = []
     written = 0
     for fr in tqdm(frames, desc="eval object", dynamic_ncols=True):
         gts = [g for g in fr.instances if g.obj_id in id_to_k]
@@ -55,9 +59,15 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
             box_list = [(est.object_names[id_to_k[g.obj_id]], np.asarray(g.bbox_obj, dtype=np.float64)) for g in gts if g.bbox_obj is not None and g.bbox_obj[2] > 0]
             if len(box_list) != len(gts):
                 raise InputError(f"{fr.rgb_path}: --boxes gt needs scene_gt_info.json bbox_obj for every instance")
+            t0 = time.perf_counter()
             poses = est.estimate(img, fr.K, box_list)
         else:
+            t0 = time.perf_counter()
             poses = est.estimate(img, fr.K)
+        dt = time.perf_counter() - t0
+        name_to_id = dict(zip(est.object_names, est.obj_ids))
+        bop_estimates += [BopEstimate(fr.scene_id, fr.im_id, name_to_id[p.object_name], float(p.score), p.R_m2c,
+                                      np.asarray(p.t_m2c_m, np.float64) * 1000.0, dt, 0) for p in poses]
         by_name: dict[str, list] = {}
         for p in poses:
             by_name.setdefault(p.object_name, []).append(p)
@@ -93,7 +103,7 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
         if rs:
             s = object_summary(rs)
             per_object[name] = {k: v for k, v in s.items() if not k.startswith("curve")}
-    return {"summary": summary, "per_object": per_object, "records": [r.__dict__ for r in records]}
+    return {"summary": summary, "per_object": per_object, "records": [r.__dict__ for r in records], "bop_estimates": bop_estimates}
 
 
 def evaluate_hand_dataset(est, root: Path, split: str, gt_center: bool, max_frames: int, out: Path | None, overlays: int) -> dict:

@@ -7,12 +7,14 @@ import contextlib
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from featmap_ros import atomic
 from featmap_ros.data import bop  # the object reader (its own module, with mesh loading)
 from featmap_ros.data import hand_predictions
 from featmap_ros.data.specs import hand_dataset, object_dataset
@@ -91,6 +93,18 @@ class BopEstimate:
     t_m2c_mm: np.ndarray
     time_s: float
     line: int
+
+
+def write_bop_results(path: str | Path, estimates: Sequence[BopEstimate]) -> Path:
+    """Write a BOP-19 results CSV (``scene_id,im_id,obj_id,score,R,t,time``; R row-major, t in mm,
+    time per image in seconds), atomically; :func:`read_bop_results` and ``featmap eval bop`` read it."""
+    rows = ["scene_id,im_id,obj_id,score,R,t,time"]
+    for e in estimates:
+        R = " ".join(f"{x:.8f}" for x in np.asarray(e.R_m2c, np.float64).reshape(9))
+        t = " ".join(f"{x:.4f}" for x in np.asarray(e.t_m2c_mm, np.float64).reshape(3))
+        rows.append(f"{e.scene_id},{e.im_id},{e.obj_id},{e.score:.6f},{R},{t},{e.time_s:.6f}")
+    atomic.write_text(path, "\n".join(rows) + "\n")
+    return Path(path)
 
 
 def read_bop_results(path: str | Path) -> list[BopEstimate]:
