@@ -30,7 +30,7 @@ setup(
         "torch>=2.1",
         "torchvision>=0.16",
     ],
-    extras_require={"test": ["pytest>=7", "catkin_pkg>=0.5", "onnx>=1.14", "onnxruntime>=1.16"],
+    extras_require={"test": ["pytest>=7", "catkin_pkg>=0.5", "onnx>=1.14", "onnxruntime>=1.16", "vermin>=1.6"],
                     "onnx": ["onnx>=1.14", "onnxruntime>=1.16"]},
     entry_points={"console_scripts": ["featmap = featmap_ros.cli:main"]},
 )
