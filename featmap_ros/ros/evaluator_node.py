@@ -11,6 +11,7 @@ A ground-truth frame without an estimate counts as a failure. The logic is
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -43,7 +44,7 @@ class EvaluatorNode(Node):
         self.core = online_eval.make_evaluator(task, dataset, root, objects, v["max_pending"], int(v["max_lag_s"] * 1e9))
         self.lock = threading.Lock()
         self.log = ThrottledLog(self, 5.0)
-        self.out_dir = Path(v["output_dir"])
+        self.out_dir = output_dir(v["output_dir"])
         self.msgs = conv.RclpyMessages()
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=v["qos.depth"], durability=DurabilityPolicy.VOLATILE,
                          reliability=ReliabilityPolicy.RELIABLE if v["qos.reliability"] == "reliable" else ReliabilityPolicy.BEST_EFFORT)
@@ -105,6 +106,13 @@ class EvaluatorNode(Node):
                 self.get_logger().info(f"wrote {', '.join(str(p) for p in paths)}")
             except InputError as e:
                 self.get_logger().warning(f"nothing written: {e}")
+
+
+def output_dir(value: str) -> Path:
+    """``output_dir`` as given when absolute; a relative one lands under ``$ROS_HOME`` (``~/.ros``),
+    as ROS logs do, not in whatever folder the launch was started from."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else Path(os.environ.get("ROS_HOME", Path.home() / ".ros")).expanduser() / p
 
 
 def main(args=None) -> int:

@@ -15,10 +15,11 @@ from typing import Any
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 
 from featmap_ros.errors import InputError
 from featmap_ros.ros.diagnostics import ErrorThrottle
@@ -131,27 +132,43 @@ def report_frame_error(log: ThrottledLog, err: BaseException) -> None:
 
 
 def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = None) -> int:
-    """``rclpy.init`` -> build -> spin -> clean exit; a configuration error exits 2 naming it."""
-    rclpy.init(args=args)
+    """``rclpy.init`` -> build -> spin -> clean exit 0 on SIGINT/SIGTERM; a configuration error exits 2 naming it.
+
+    rclpy's own signal handler shuts the context down from inside the signal, which races with
+    the executor building its next wait set (``RCLError: failed to initialize wait set: the given
+    context is not valid``, a traceback and exit code 1, seen under ``ros2 launch``). Here the
+    signal only sets a flag: the spin loop ends, the node closes (the evaluator writes its files
+    and can still log to /rosout), is destroyed, and only then is the context shut down.
+    """
+    stop = threading.Event()
+    in_main = threading.current_thread() is threading.main_thread()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    if in_main:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
     node = None
+    executor = SingleThreadedExecutor()
     rc = 0
     try:
         node = make_node()
-        rclpy.spin(node)
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except InputError as e:
         get_logger(name).fatal(f"{e}")
         rc = 2
     finally:
-        # a second Ctrl-C (the terminal signals the whole process group, and ros2 launch forwards one more)
-        # must not interrupt the cleanup below: it would end the process with -SIGINT ("process has died")
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if in_main:  # a second Ctrl-C (ros2 launch forwards one more) must not interrupt the cleanup
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
         if node is not None:
             close = getattr(node, "close", None)
             if close is not None:
                 close()
+            executor.remove_node(node)
             node.destroy_node()
+        executor.shutdown()
         rclpy.try_shutdown()
     return rc

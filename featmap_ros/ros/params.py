@@ -259,7 +259,7 @@ def _evaluator_params():
         ParamSpec("dataset_root", "", "dataset folder (objects: models/ for points and diameters); empty = the embedded sample"),
         ParamSpec("objects", "", "object names to evaluate, comma-separated; empty = every ground-truth instance"),
         ParamSpec("camera_info_topic", "/camera/color/camera_info", "camera_info giving K for the 2D projection error (objects)"),
-        ParamSpec("output_dir", "featmap_eval_online", "where metrics JSON/CSV/PNG are written at shutdown"),
+        ParamSpec("output_dir", "featmap_eval_online", "where metrics JSON/CSV/PNG are written at shutdown (a relative path is under $ROS_HOME, default ~/.ros)"),
         ParamSpec("write_period_s", 0.0, "also write the results every this many seconds (0 = only at shutdown)", min=0.0, max=3600.0),
         ParamSpec("summary_period_s", 2.0, "period of the running summary (log, ~/summary, /diagnostics), seconds", min=0.1, max=3600.0),
         ParamSpec("max_lag_s", 10.0, "a ground-truth frame this far (stamp time) behind the newest is scored as missed, seconds",
