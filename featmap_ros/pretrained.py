@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +152,7 @@ def load_efficientnet_lite(model: nn.Module, variant: str) -> bool:
         mapped = lukemelas_to_timm(state, [len(stage) for stage in model.blocks])
         _check_fits(mapped, model.state_dict())
         model.load_state_dict(mapped, strict=True)
-    except (OSError, RuntimeError, ValueError, KeyError) as e:  # a broken or foreign file: a note, not a failure
+    except (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as e:  # a broken or foreign file: a note, not a failure
         log.warning("ImageNet weights for %s in %s do not load (%s: %s); starting from random init",
                     variant, path, e.__class__.__name__, str(e).splitlines()[0][:200])
         return False
