@@ -154,6 +154,6 @@ def load_efficientnet_lite(model: nn.Module, variant: str) -> bool:
         model.load_state_dict(mapped, strict=True)
     except (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as e:  # a broken or foreign file: a note, not a failure
         log.warning("ImageNet weights for %s in %s do not load (%s: %s); starting from random init",
-                    variant, path, e.__class__.__name__, str(e).splitlines()[0][:200])
+                    variant, path, e.__class__.__name__, (str(e).splitlines() or [""])[0][:200])
         return False
     return True
