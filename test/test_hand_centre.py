@@ -7,14 +7,22 @@ import numpy as np
 import pytest
 import torch
 
-from featmap_ros.hand_localiser import localise_hand
 from featmap_ros.data.nyu import nyu_K
 from featmap_ros.errors import InputError
-from featmap_ros.hand_localiser import BUNDLED_WEIGHTS, CHECKPOINT_FORMAT, HandCentreNet, HandCentreNetConfig, HandCentreRefiner, crop_for_refiner, localise_and_refine
-from featmap_ros.training.hand_centre import HandCentreTrainConfig, train
-from featmap_ros.evaluation.bench import centre_error_stats, check_eval_seed
+from featmap_ros.evaluation.bench import check_eval_seed
+from featmap_ros.hand_localiser import (
+    BUNDLED_WEIGHTS,
+    CHECKPOINT_FORMAT,
+    HandCentreNet,
+    HandCentreNetConfig,
+    HandCentreRefiner,
+    crop_for_refiner,
+    localise_and_refine,
+    localise_hand,
+)
 from featmap_ros.render.depth_sensor import sample_pair
 from featmap_ros.render.hand import PALM_CENTER
+from featmap_ros.training.hand_centre import HandCentreTrainConfig, centre_error_stats, train
 
 
 @pytest.fixture(scope="module")

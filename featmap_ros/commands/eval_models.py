@@ -3,7 +3,7 @@
 - ``featmap eval object --checkpoint CK --dataset-root BOP_ROOT [--split test] [--boxes gt|localiser]``:
   every ground-truth instance of an object the model knows, cropped from its ground-truth box
   (``bbox_obj``, as BB8's evaluation on LINEMOD) or found by the built-in localiser; reports
-  2D projection <= 5 px, ADD(-S) <= 10 % of the diameter, 5 cm 5 deg (DESIGN §3) as JSON, the
+  2D projection <= 5 px, ADD(-S) <= 10 % of the diameter, 5 cm 5 deg (the thresholds of evaluation.metrics) as JSON, the
   two accuracy curves as PNG, and overlays of the first frames.
 - ``featmap eval hand --checkpoint CK --dataset-root NYU_LAYOUT [--split test]``: every frame,
   hand found by the estimator's localiser (or centred on the ground-truth palm with

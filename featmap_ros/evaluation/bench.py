@@ -21,6 +21,7 @@ from featmap_ros.hand_localiser import BUNDLED_WEIGHTS, HandCentreRefiner, local
 from featmap_ros.render.depth_sensor import render_pair, sample_pair
 from featmap_ros.render.hand import PALM_CENTER, sample_hand
 from featmap_ros.render.hand_depth import render_hand_depth
+from featmap_ros.training.hand_centre import evaluate_centres
 
 
 def _rate(fn, seconds: float) -> float:
@@ -91,7 +92,7 @@ def run_hand_render_bench(seconds: float = 5.0, seed: int = 0) -> dict:
 
 
 def run_hand_detector_bench(frames: int = 300, seed: int = 1, progress: bool = True) -> dict:
-    """Accuracy of the run-time hand localiser (``crops.localise_hand``) on real-like frames.
+    """Accuracy of the run-time hand localiser (``hand_localiser.localise_hand``) on real-like frames.
 
     Frames come from ``depth_sensor.sample_pair`` (hand, forearm, upper arm, body, wall, floor,
     clutter, sensor noise and dropout); the error is the 3D distance from the localiser's centre
@@ -130,7 +131,7 @@ def run_hand_centre_bench(frames: int = 300, seed: int = 1, refiner=None, iterat
 
     Same frames and error as :func:`run_hand_detector_bench` (``sample_pair`` from
     ``np.random.default_rng(seed)``, 3D distance to the palm-centre joint), measured for
-    ``crops.localise_hand`` and for ``hand_centre.HandCentreRefiner.refine`` started from it.
+    ``hand_localiser.localise_hand`` and for ``hand_localiser.HandCentreRefiner.refine`` started from it.
 
     Args:
         frames: real-like frames.
@@ -167,59 +168,6 @@ def latency_ms(fn, n: int, warmup: int = 3) -> np.ndarray:
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t) * 1000.0)
     return np.asarray(times)
-
-
-def evaluate_centres(refiner: HandCentreRefiner | None, n_frames: int, seed: int, iterations: int = 3, progress: bool = True) -> dict:
-    """Localiser error on real-like frames, unrefined and (with ``refiner``) refined.
-
-    Frames come from ``np.random.default_rng(seed)`` through ``sample_pair`` (the same stream
-    as :func:`run_hand_detector_bench`); the error is the 3D distance to
-    the palm-centre joint.
-
-    Returns:
-        dict: frames, found, ``unrefined`` and ``refined`` (when a refiner is given), each with
-        mean / median / p90 error in mm over the found frames and the fractions of all frames
-        within 15 mm and 25 mm.
-    """
-    from tqdm import tqdm
-
-    K = nyu_K()
-    rng = np.random.default_rng(seed)
-    e0, e1 = [], []
-    for _ in tqdm(range(n_frames), desc=f"hand-centre eval (seed {seed})", unit="frame", disable=not progress):
-        hand, _, real = sample_pair(rng, K)
-        palm = hand.joints_c_m()[PALM_CENTER]
-        c = localise_hand(real, K)
-        e0.append(np.inf if c is None else float(np.linalg.norm(c - palm)))
-        if refiner is not None:
-            r = None if c is None else refiner.refine(real, K, c, iterations)
-            e1.append(np.inf if r is None else float(np.linalg.norm(r - palm)))
-    out = {"frames": n_frames, "seed": seed, "unrefined": centre_error_stats(np.array(e0) * 1000.0)}
-    out["found"] = out["unrefined"].pop("found")
-    if refiner is not None:
-        out["refined"] = centre_error_stats(np.array(e1) * 1000.0)
-        out["refined"].pop("found")
-        out["iterations"] = iterations
-    return out
-
-
-def centre_error_stats(errors_mm: np.ndarray) -> dict:
-    """(N,) errors in mm (inf = not found) -> found, mean / median / p90 (found), within 15/25 mm (all)."""
-    e = np.asarray(errors_mm, dtype=np.float64)
-    found = np.isfinite(e)
-    with np.errstate(invalid="ignore"):  # percentiles next to an inf (not found) are inf, as meant
-        return _stats(e, found)
-
-
-def _stats(e: np.ndarray, found: np.ndarray) -> dict:
-    return {
-        "found": int(found.sum()),
-        "mean_error_mm": float(e[found].mean()) if found.any() else float("nan"),
-        "median_error_mm": float(np.median(e)) if len(e) else float("nan"),
-        "p90_error_mm": float(np.percentile(e, 90)) if len(e) else float("nan"),
-        "within_15mm": float((e <= 15.0).mean()) if len(e) else float("nan"),
-        "within_25mm": float((e <= 25.0).mean()) if len(e) else float("nan"),
-    }
 
 
 def check_eval_seed(refiner: HandCentreRefiner, seed: int) -> None:
