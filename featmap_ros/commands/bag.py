@@ -13,6 +13,7 @@ from pathlib import Path
 
 from featmap_ros.data import player
 from featmap_ros.errors import InputError
+from featmap_ros.ros.bag import write_bag
 
 
 def _ints(text: str, name: str) -> list[int]:
@@ -52,7 +53,6 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from featmap_ros.ros.bag import write_bag
 
     if args.bag_kind == "nyu":
         src = player.NyuSource(args.dataset_root, args.split, synthetic=args.synthetic)

@@ -20,7 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from featmap_ros import atomic
+from featmap_ros.checkpoint import bundled_weights
+from featmap_ros.data.specs import hand_dataset
 from featmap_ros.errors import InputError
+from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
+from featmap_ros.geometry import CameraModel, box_corners, look_at_R_m2c
+from featmap_ros.nets import ModelConfig, build_model
+from featmap_ros.results import ObjectPose
+from featmap_ros.ros import conversions as conv
+from featmap_ros.ros.msg_defs import featmap_typestore
+from featmap_ros.ros.params import HAND_NODE_PARAMS, OBJECT_NODE_PARAMS, validate_params
+from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
 
 STAGES = ("convert_in_s", "estimate_s", "convert_out_s", "debug_s")
 
@@ -48,15 +58,11 @@ def register(sub) -> None:
 
 
 def _object_estimator(args):
-    from featmap_ros.estimators import ObjectPoseEstimator
 
     if args.object_checkpoint or not args.random:
-        from featmap_ros.checkpoint import bundled_weights
 
         path = args.object_checkpoint or bundled_weights("object")
         return ObjectPoseEstimator.from_checkpoint(path, device=args.device), str(path)
-    from featmap_ros.geometry import box_corners
-    from featmap_ros.nets import ModelConfig, build_model
 
     model = build_model(ModelConfig(task="object", backbone=args.backbone, pretrained=False, n_objects=1))
     meta = {"object_names": ["object"], "obj_ids": [1],
@@ -65,15 +71,11 @@ def _object_estimator(args):
 
 
 def _hand_estimator(args):
-    from featmap_ros.estimators import HandPoseEstimator
 
     if args.hand_checkpoint or not args.random:
-        from featmap_ros.checkpoint import bundled_weights
 
         path = args.hand_checkpoint or bundled_weights("hand")
         return HandPoseEstimator.from_checkpoint(path, device=args.device), str(path)
-    from featmap_ros.data.specs import hand_dataset
-    from featmap_ros.nets import ModelConfig, build_model
 
     model = build_model(ModelConfig(task="hand", backbone="deepprior", pretrained=False))
     meta = {"joint_names": list(hand_dataset("nyu").joint_names), "cube_mm": 300.0}
@@ -81,7 +83,6 @@ def _hand_estimator(args):
 
 
 def _camera(w: int, h: int):
-    from featmap_ros.geometry import CameraModel
 
     f = 572.4114 * w / 640.0
     return CameraModel.from_fxfycxcy(f, f, w / 2.0, h / 2.0, w, h)
@@ -104,9 +105,6 @@ def _object_frame(msgs, camera, est, n_objects: int = 1):
 
     The objects cycle through the model's objects; several instances of one object are allowed.
     """
-    from featmap_ros.geometry import look_at_R_m2c
-    from featmap_ros.results import ObjectPose
-    from featmap_ros.ros import conversions as conv
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (camera.height, camera.width, 3), dtype=np.uint8)
@@ -122,7 +120,6 @@ def _object_frame(msgs, camera, est, n_objects: int = 1):
 
 def _hand_frame(msgs, camera):
     """A 16UC1 frame: a wall at 1.5 m and a hand-sized blob at 0.5 m in front of it."""
-    from featmap_ros.ros import conversions as conv
 
     v, u = np.mgrid[0:camera.height, 0:camera.width]
     depth_mm = np.full((camera.height, camera.width), 1500, np.uint16)
@@ -191,10 +188,6 @@ def _object_counts(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from featmap_ros.ros import conversions as conv
-    from featmap_ros.ros.msg_defs import featmap_typestore
-    from featmap_ros.ros.params import HAND_NODE_PARAMS, OBJECT_NODE_PARAMS, validate_params
-    from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
 
     if args.frames < 1:
         raise InputError(f"--frames: must be >= 1, got {args.frames}")

@@ -31,7 +31,10 @@ from featmap_ros.errors import InputError
 from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
 from featmap_ros.evaluation.online import jsonable
 from featmap_ros.nets import ModelConfig, build_model
-from featmap_ros.ros import online_eval
+from featmap_ros.ros import conversions as conv, online_eval
+from featmap_ros.ros.bag import frame_messages
+from featmap_ros.ros.msg_defs import featmap_typestore
+from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
 
 
 def register(sub) -> None:
@@ -107,11 +110,6 @@ def run_replay(task: str, source, estimator, frames: int, evaluator, warmup: int
         after ``warmup`` with the last.
     """
     from tqdm import tqdm
-
-    from featmap_ros.ros import conversions as conv
-    from featmap_ros.ros.bag import frame_messages
-    from featmap_ros.ros.msg_defs import featmap_typestore
-    from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
 
     if frames < 1:
         raise InputError(f"--frames: must be >= 1, got {frames}")
