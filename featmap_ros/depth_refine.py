@@ -250,7 +250,21 @@ def _farthest_point_indices(points: np.ndarray, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_depth(depth_m, expected_shape_hw) -> np.ndarray:
+def check_registered_depth(depth_m, expected_shape_hw=None) -> np.ndarray:
+    """Check a depth image for refinement: (H, W) float metres, of the colour image's size.
+
+    Args:
+        depth_m: (H, W) float depth along z, metres (0 or NaN = invalid).
+        expected_shape_hw: (H, W) of the colour image, or None.
+
+    Returns:
+        ``depth_m`` as an array (not copied).
+
+    Raises:
+        InputError: naming ``depth_m``: not 2-D, not float (16UC1 millimetres), or another size
+            than the colour image (then it is not registered: same size and K as the colour
+            camera, e.g. RealSense ``aligned_depth_to_color``).
+    """
     d = np.asarray(depth_m)
     if d.ndim != 2:
         raise InputError(f"depth_m: expected an (H, W) depth image, got shape {d.shape}")
@@ -260,8 +274,9 @@ def _check_depth(depth_m, expected_shape_hw) -> np.ndarray:
         )
     if expected_shape_hw is not None and tuple(d.shape) != tuple(int(s) for s in expected_shape_hw):
         raise InputError(
-            f"depth_m: shape {tuple(d.shape)} differs from the colour image's {tuple(expected_shape_hw)}; "
-            "depth must be registered to colour (same size and K, e.g. RealSense aligned_depth_to_color)"
+            f"depth_m: shape {tuple(d.shape)} differs from the colour image's {tuple(int(s) for s in expected_shape_hw)}; "
+            "depth must be registered to colour (aligned to the colour camera: same size and K, "
+            "e.g. RealSense aligned_depth_to_color)"
         )
     return d
 
@@ -410,7 +425,7 @@ def refine_pose_with_depth(
     if t0.shape != (3,) or not np.all(np.isfinite(t0)):
         raise InputError(f"t_m2c_m: expected a finite (3,) translation, got {t0.tolist()}")
     K = check_K(K)
-    depth = _check_depth(depth_m, expected_shape_hw)
+    depth = check_registered_depth(depth_m, expected_shape_hw)
     if len(model.points_m) == 0:
         raise InputError(f"mesh {model.name!r}: no surface points")
     if window_xywh is not None:

@@ -3,7 +3,9 @@
 - :class:`ObjectPoseEstimator`: colour image + K (+ optional boxes) -> crops -> f, g, h ->
   8 box-corner projections per object -> PnP (OpenCV) -> :class:`~featmap_ros.results.ObjectPose`.
   Several objects and instances go through the network in one batch. Without boxes, the
-  built-in localiser finds each object's window.
+  built-in localiser finds each object's window. With a registered depth image, each pose is
+  then refined against it (:mod:`featmap_ros.depth_refine`, the model's surface points from the
+  checkpoint's meshes).
 - :class:`HandPoseEstimator`: depth map (metres) + K -> hand localisation (closest blob) ->
   DeepPrior crop -> f, g, h -> 14 joints in metres, camera optical frame.
 
@@ -13,6 +15,7 @@ Real images go through g (the mapping) when the model was trained with it (check
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -23,14 +26,38 @@ import torch
 from featmap_ros import crops, geometry, hand_localiser
 from featmap_ros.checkpoint import HandMeta, ObjectMeta, load_checkpoint, model_from_checkpoint, resolve_device
 from featmap_ros.config import from_dict
+from featmap_ros.data.bop import load_mesh
+from featmap_ros.depth_refine import (DepthRefineConfig, RefineModel, check_registered_depth, refine_model_from_mesh,
+                                      refine_pose_with_depth)
 from featmap_ros.errors import InputError
 from featmap_ros.nets import FeatureMappingNet, Localiser, LocaliserConfig
+from featmap_ros.render.toy_object import TOY_NAME, make_toy_object
 from featmap_ros.results import HandPose, ObjectPose
 
 log = logging.getLogger(__name__)
 
 
 RUNTIMES = ("torch", "onnxruntime")
+#: Mesh source of the project's toy object: checkpoints trained on it (``data.models_root: toy``,
+#: the bundled demo weights) store an empty mesh path.
+TOY_MESH = "toy"
+#: Surface points per object for depth refinement (``depth_refine.refine_model_from_mesh``).
+REFINE_POINTS = 500
+
+
+def mesh_sources(meta: ObjectMeta, config: dict | None = None) -> tuple[str, ...]:
+    """Where each object's mesh is, for depth refinement: ``meta.mesh_paths``, with an empty
+    path read as :data:`TOY_MESH` when the checkpoint's ``config.data`` says it was trained on
+    the toy object (``models_root`` empty or ``toy``, no ``mesh``); else '' = unknown.
+
+    Args:
+        meta: the objects' facts.
+        config: the checkpoint's ``config`` dict (training configuration), or None.
+    """
+    data = (config or {}).get("data", {}) or {}
+    toy = str(data.get("models_root", "toy")) in ("", "toy") and not data.get("mesh")
+    paths = list(meta.mesh_paths) + [""] * (len(meta.object_names) - len(meta.mesh_paths))
+    return tuple(p if p else (TOY_MESH if toy and name == TOY_NAME else "") for p, name in zip(paths, meta.object_names))
 
 
 class _Base:
@@ -73,10 +100,14 @@ class ObjectPoseEstimator(_Base):
         use_mapping: pass real features through g.
         device: ``auto`` | ``cpu`` | ``cuda``.
         runtime: ``torch`` or ``onnxruntime`` (f, g, h exported to ONNX and run by ONNX Runtime).
+        mesh_sources: (n,) per object a mesh file (BOP PLY, millimetres), :data:`TOY_MESH`, or ''
+            (no depth refinement); default ``meta.mesh_paths`` (see :func:`mesh_sources`).
+        refine_config: thresholds of the depth refinement.
     """
 
     def __init__(self, model: FeatureMappingNet, meta: ObjectMeta | dict, localiser: Localiser | None = None,
-                 use_mapping: bool = True, device: str = "auto", runtime: str = "torch") -> None:
+                 use_mapping: bool = True, device: str = "auto", runtime: str = "torch",
+                 mesh_sources: Sequence[str] | None = None, refine_config: DepthRefineConfig | None = None) -> None:
         if model.cfg.task != "object":
             raise InputError(f"model.task is {model.cfg.task!r}; ObjectPoseEstimator needs an object model")
         meta = meta if isinstance(meta, ObjectMeta) else ObjectMeta.from_dict(meta)
@@ -95,6 +126,15 @@ class ObjectPoseEstimator(_Base):
         self.localiser = None
         if localiser is not None:
             self.localiser = localiser.eval().to(self.device)
+        sources = tuple(meta.mesh_paths) if mesh_sources is None else tuple(str(m) for m in mesh_sources)
+        sources += ("",) * (len(names) - len(sources))
+        if len(sources) != len(names):
+            raise InputError(f"mesh_sources: {len(sources)} entries for {len(names)} objects")
+        #: per object: mesh file, TOY_MESH or '' (depth refinement needs a mesh)
+        self.mesh_sources = sources
+        self.refine_config = DepthRefineConfig() if refine_config is None else refine_config
+        # built on first use (a colour-only user never pays for the meshes); name -> model or the reason there is none
+        self._refine_models: dict[str, RefineModel | str] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", runtime: str = "torch") -> "ObjectPoseEstimator":
@@ -113,7 +153,7 @@ class ObjectPoseEstimator(_Base):
             loc.load_state_dict(ck["localiser"]["state"])
         meta = ObjectMeta.from_dict(ck.get("meta", {}), f"{path}: meta")
         return cls(model, meta, localiser=loc, use_mapping=bool(ck.get("config", {}).get("mapping", True)), device=device,
-                   runtime=runtime)
+                   runtime=runtime, mesh_sources=mesh_sources(meta, ck.get("config")))
 
     @property
     def object_names(self) -> list[str]:
@@ -153,7 +193,8 @@ class ObjectPoseEstimator(_Base):
         return found
 
     def estimate(self, image_rgb: np.ndarray, K: np.ndarray,
-                 boxes: Sequence[tuple[str, np.ndarray]] | None = None) -> list[ObjectPose]:
+                 boxes: Sequence[tuple[str, np.ndarray]] | None = None,
+                 depth_m: np.ndarray | None = None) -> list[ObjectPose]:
         """Poses of the objects in one image.
 
         Args:
@@ -161,13 +202,88 @@ class ObjectPoseEstimator(_Base):
             K: (3, 3) intrinsics, pixels.
             boxes: [(object name, (4,) x, y, w, h pixels)], several per object allowed; None
                 = find the objects with the built-in localiser.
+            depth_m: optional (H, W) float depth along z, metres (NaN or 0 = invalid),
+                registered to the colour image (same size and K): each pose is then refined
+                with it (:meth:`refine_with_depth`).
 
         Returns:
             One :class:`ObjectPose` per box (or per localised object); boxes of unknown
             object names raise InputError. Poses whose PnP fails are left out.
+
+        Raises:
+            InputError: bad arguments, naming them; a ``depth_m`` of another size than the
+                image (not registered), checked before the network runs.
         """
         img = _check_image(image_rgb)
         K = geometry.check_K(K)
+        if depth_m is not None:
+            check_registered_depth(depth_m, img.shape[:2])
+        poses = self._estimate_colour(img, K, boxes)
+        return poses if depth_m is None else self.refine_with_depth(poses, depth_m, K)
+
+    def refine_model(self, name: str) -> RefineModel | str:
+        """The surface points of object ``name`` for depth refinement, built once from its mesh
+        source; or, when there is none or it is unusable (missing file, no faces), the reason
+        (a string naming the mesh): the poses of that object then stay colour poses.
+
+        Raises:
+            InputError: an unknown object name.
+        """
+        if name not in self._index:
+            raise InputError(f"unknown object {name!r}; this model knows {self._names}")
+        if name not in self._refine_models:
+            self._refine_models[name] = self._build_refine_model(name)
+        return self._refine_models[name]
+
+    def _build_refine_model(self, name: str) -> RefineModel | str:
+        k = self._index[name]
+        src = self.mesh_sources[k]
+        if not src:
+            return f"no mesh for {name!r} (the checkpoint's meta.mesh_paths is empty): no depth refinement"
+        try:
+            if src == TOY_MESH:
+                mesh = make_toy_object(self.obj_ids[k])[0]
+            elif not Path(src).is_file():
+                return f"mesh of {name!r} not found: {src} (meta.mesh_paths): no depth refinement"
+            else:
+                mesh = load_mesh(src, units="mm")
+            return refine_model_from_mesh(mesh.vertices_m, mesh.faces, REFINE_POINTS, str(src))
+        except InputError as e:
+            return f"mesh of {name!r} unusable for depth refinement: {e}"
+
+    def refine_with_depth(self, poses: Sequence[ObjectPose], depth_m: np.ndarray, K: np.ndarray) -> list[ObjectPose]:
+        """Refine colour poses with a registered depth image.
+
+        A refined pose takes the refined ``R_m2c``/``t_m2c_m`` and, as its ``score``, the
+        refinement's fitness (the fraction of its visible surface the depth confirms). A
+        rejected one keeps the colour pose and score, with ``refine_reason`` saying why (no
+        mesh, no valid depth in the window, low fitness, moved too far, ...).
+
+        Args:
+            poses: colour estimates (not changed).
+            depth_m: (H, W) float depth along z, metres (NaN or 0 = invalid), registered to
+                the image the poses come from.
+            K: (3, 3) intrinsics of the (colour and depth) image, pixels.
+
+        Returns:
+            One new :class:`ObjectPose` per input pose, in order.
+        """
+        K = geometry.check_K(K)
+        depth = check_registered_depth(depth_m)
+        out = []
+        for p in poses:
+            model = self.refine_model(p.object_name)
+            if isinstance(model, str):
+                out.append(replace(p, refined=False, refine_fitness=0.0, refine_rmse_m=float("nan"), refine_reason=model))
+                continue
+            r = refine_pose_with_depth(p.R_m2c, p.t_m2c_m, depth, K, model, self.refine_config)
+            out.append(replace(
+                p, R_m2c=r.R_m2c, t_m2c_m=r.t_m2c_m, score=r.fitness if r.accepted else p.score, refined=r.accepted,
+                refine_fitness=r.fitness, refine_rmse_m=r.inlier_rmse_m, refine_reason=r.reason,
+            ))
+        return out
+
+    def _estimate_colour(self, img: np.ndarray, K: np.ndarray, boxes) -> list[ObjectPose]:
         jobs: list[tuple[int, crops.Window, np.ndarray, float]] = []
         if boxes is None:
             for name, win, p in self.localise(img):

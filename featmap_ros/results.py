@@ -26,6 +26,13 @@ class ObjectPose:
         bbox_xywh: (4,) float64 image box used for the crop, pixels.
         extents_m: (3,) float64 box size of the model, metres (for Detection3D.bbox).
         center_m: (3,) float64 box centre in the model frame, metres.
+        refined: whether ``R_m2c``/``t_m2c_m`` come from depth refinement
+            (:mod:`featmap_ros.depth_refine`); False = the colour estimate.
+        refine_fitness: fraction of the visible model points the depth confirmed (within 5 mm)
+            at the refined pose; 0 when no refinement was tried.
+        refine_rmse_m: RMS point-to-plane distance of those points, metres (NaN = none).
+        refine_reason: why a refinement was rejected or skipped (the colour pose was kept);
+            "" when refined, or when no depth was given.
     """
 
     object_name: str
@@ -37,6 +44,10 @@ class ObjectPose:
     bbox_xywh: np.ndarray = field(default_factory=lambda: np.zeros(4))
     extents_m: np.ndarray = field(default_factory=lambda: np.zeros(3))
     center_m: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    refined: bool = False
+    refine_fitness: float = 0.0
+    refine_rmse_m: float = float("nan")
+    refine_reason: str = ""
 
     def box_corners_m(self) -> np.ndarray:
         """The 8 corners of the model's box in the model frame: (8, 3) float64, metres.

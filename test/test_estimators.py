@@ -3,6 +3,8 @@ from featmap_ros.render.renderer import preload_torch_compiler
 
 preload_torch_compiler()  # at collection, before any test renders (Mesa then triton segfaults)
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -158,3 +160,103 @@ def test_window_crop_matches_full_image_crop():
         a = crops.crop_image(img, w, 48).astype(int)
         b = _crop_window(img, w, 48).astype(int)
         assert np.abs(a - b).max() <= 1
+
+
+# ----------------------------------------------------------------------------- depth refinement
+
+
+def _box_estimator(tmp_path, monkeypatch, R_colour, t_colour, mesh_sources=None):
+    """An estimator of the box of test_depth_refine whose network returns the corners of
+    (R_colour, t_colour) exactly; its mesh is a PLY written here (millimetres)."""
+    from test_depth_refine import BOX
+
+    from featmap_ros.data.bop import Mesh, save_mesh
+
+    ply = tmp_path / "box.ply"
+    save_mesh(ply, Mesh(np.asarray(BOX.vertices), np.asarray(BOX.faces), None, "box"))
+    corners = geometry.box_corners([-0.05, -0.035, -0.025], [0.10, 0.07, 0.05])
+    meta = {"object_names": ["box"], "obj_ids": [1], "corners_m": [corners.tolist()], "window_scale": 1.2}
+    est = ObjectPoseEstimator(tiny_model(1), meta, device="cpu", mesh_sources=[str(ply)] if mesh_sources is None else mesh_sources)
+    px = geometry.project_model_points(corners, R_colour, t_colour, K)
+    box = np.r_[px.min(0), px.max(0) - px.min(0)]
+    win = crops.window_from_bbox(box, scale=1.2)
+    calls = []
+
+    def perfect(batch):
+        calls.append(batch.shape)
+        return crops.image_to_crop_normalised(px, win)[None, None].repeat(len(batch), 0)
+
+    monkeypatch.setattr(est, "_infer", perfect)
+    return est, [("box", box)], calls
+
+
+@pytest.fixture(scope="module")
+def box_scene():
+    from test_depth_refine import BOX, R_GT, T_GT, in_camera, perturbed, render_depth
+
+    depth = render_depth([in_camera(BOX, R_GT, T_GT)]).astype(np.float32)
+    R0, t0 = perturbed(np.random.default_rng(11), R_GT, T_GT)
+    return depth, R0, t0, R_GT, T_GT
+
+
+def test_depth_refines_the_colour_pose(tmp_path, monkeypatch, box_scene):
+    from test_depth_refine import K as K_LM
+
+    depth, R0, t0, R_gt, t_gt = box_scene
+    est, boxes, calls = _box_estimator(tmp_path, monkeypatch, R0, t0)
+    img = np.zeros((480, 640, 3), np.uint8)
+    (colour,) = est.estimate(img, K_LM, boxes)  # without depth: the colour pose, not refined
+    assert np.allclose(colour.t_m2c_m, t0, atol=1e-4) and not colour.refined and colour.refine_reason == ""
+    assert np.linalg.norm(colour.t_m2c_m - t_gt) > 0.015
+    (ref,) = est.estimate(img, K_LM, boxes, depth_m=depth)
+    assert ref.refined and ref.refine_reason == "", ref.refine_reason
+    assert np.linalg.norm(ref.t_m2c_m - t_gt) < 0.003 and geometry.rotation_angle_deg(ref.R_m2c, R_gt) < 2.0
+    assert ref.refine_fitness > 0.9 and ref.score == ref.refine_fitness and ref.refine_rmse_m < 0.001
+    np.testing.assert_array_equal(ref.corners_px, colour.corners_px)  # the network's output stays
+    # NaN depth: rejected, the colour pose and score kept, the reason recorded
+    (kept,) = est.estimate(img, K_LM, boxes, depth_m=np.full((480, 640), np.nan, np.float32))
+    assert not kept.refined and kept.refine_reason == "no valid depth in window"
+    np.testing.assert_array_equal(kept.t_m2c_m, colour.t_m2c_m)
+    assert kept.score == colour.score
+
+
+def test_depth_of_another_size_is_refused_before_the_network(tmp_path, monkeypatch, box_scene):
+    from test_depth_refine import K as K_LM
+
+    depth, R0, t0, _, _ = box_scene
+    est, boxes, calls = _box_estimator(tmp_path, monkeypatch, R0, t0)
+    img = np.zeros((480, 640, 3), np.uint8)
+    with pytest.raises(InputError, match=r"depth_m: shape \(240, 320\) differs from the colour image's \(480, 640\); "
+                                         r"depth must be registered .*aligned_depth_to_color"):
+        est.estimate(img, K_LM, boxes, depth_m=depth[::2, ::2])
+    with pytest.raises(InputError, match="depth_m: expected float metres"):
+        est.estimate(img, K_LM, boxes, depth_m=(depth * 1000).astype(np.uint16))
+    assert calls == []
+
+
+def test_objects_without_a_usable_mesh_keep_the_colour_pose(tmp_path, monkeypatch, box_scene):
+    from test_depth_refine import K as K_LM
+
+    depth, R0, t0, _, _ = box_scene
+    img = np.zeros((480, 640, 3), np.uint8)
+    cloud = tmp_path / "cloud.ply"
+    cloud.write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+                     "end_header\n0 0 0\n1 0 0\n0 1 0\n")
+    for source, reason in [("", "no mesh for 'box'"), (str(tmp_path / "gone.ply"), "mesh of 'box' not found"),
+                           (str(cloud), "mesh of 'box' unusable for depth refinement: .*cloud.ply")]:
+        est, boxes, _ = _box_estimator(tmp_path, monkeypatch, R0, t0, mesh_sources=[source])
+        (p,) = est.estimate(img, K_LM, boxes, depth_m=depth)
+        assert not p.refined and np.allclose(p.t_m2c_m, t0, atol=1e-4)
+        assert re.match(reason, p.refine_reason), p.refine_reason
+
+
+def test_mesh_sources_of_checkpoints():
+    from featmap_ros.checkpoint import ObjectMeta
+    from featmap_ros.estimators import TOY_MESH, mesh_sources
+
+    meta = ObjectMeta.from_dict({"object_names": ["toy"], "corners_m": np.zeros((1, 8, 3)).tolist(), "mesh_paths": [""]})
+    assert mesh_sources(meta, {"data": {"models_root": "toy", "mesh": ""}}) == (TOY_MESH,)
+    assert mesh_sources(meta, {"data": {"models_root": "/data/lm/models", "mesh": ""}}) == ("",)
+    meta2 = ObjectMeta.from_dict({"object_names": ["ape", "can"], "corners_m": np.zeros((2, 8, 3)).tolist(),
+                                  "mesh_paths": ["/m/obj_000001.ply"]})
+    assert mesh_sources(meta2, {}) == ("/m/obj_000001.ply", "")
