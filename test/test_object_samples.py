@@ -173,3 +173,109 @@ def test_bop_crop_dataset(real_like_root, toy):
     with pytest.raises(InputError):
         BopCropDataset(frames, info, window_from="nope")
     assert collect_frames(real_like_root, "train", 7) == []
+
+
+# ------------------------------------------------------------------------------------------
+# Occlusion: occluder meshes in front of the target, cut-outs
+
+
+def _occluder():
+    from featmap_ros.render.toy_object import box_mesh
+
+    return box_mesh([-0.03, -0.03, -0.03], [0.06, 0.06, 0.06], np.full((8, 3), (250, 20, 200), np.uint8), "occluder")
+
+
+def _targets(s):
+    return [s[k] for k in ("corners_n", "R_m2c", "t_m2c_m", "window")]
+
+
+def test_occlusion_off_leaves_the_stream_unchanged(toy):
+    mesh, info = toy
+    kw = dict(width=160, height=120, crop_size=32, sampling=SAMPLING, length=3, seed=5)
+    plain = list(SyntheticObjectDataset(mesh, info, K, **kw))
+    off = list(SyntheticObjectDataset(mesh, info, K, occluders=[_occluder()], occluder_prob=0.0, cutout_prob=0.0, **kw))
+    for a, b in zip(plain, off):
+        assert torch.equal(a["image"], b["image"])
+        assert float(a["visib_fract"]) == 1.0
+
+
+def test_occluders_hide_part_of_the_target_and_keep_its_targets(toy):
+    from featmap_ros.data.object_samples import MIN_VISIB_FRACT
+
+    mesh, info = toy
+    kw = dict(width=160, height=120, crop_size=32, sampling=SAMPLING, length=4, seed=5)
+    plain = list(SyntheticObjectDataset(mesh, info, K, **kw))
+    occ = SyntheticObjectDataset(mesh, info, K, occluders=[_occluder()], occluder_prob=1.0, **kw)
+    a, b = list(occ), list(occ)
+    visib = [float(s["visib_fract"]) for s in a]
+    assert all(MIN_VISIB_FRACT - 1e-6 <= v <= 1.0 for v in visib)
+    assert min(visib) < 0.97, visib  # at least one of the four is occluded
+    for p, s, s2 in zip(plain, a, b):
+        assert torch.equal(s["image"], s2["image"])  # deterministic
+        # the pose, window and box corners are the whole target's, occluded or not
+        for x, y in zip(_targets(p), _targets(s)):
+            assert torch.equal(x, y)
+    k = int(np.argmin(visib))
+    diff = (a[k]["image"] - plain[k]["image"]).abs().sum(0) > 0.05
+    assert 0 < diff.float().mean() < 1
+    # the occluder's magenta shows where the crops differ
+    img = a[k]["image"].numpy()
+    assert (img[1][diff.numpy()] < img[0][diff.numpy()]).mean() > 0.5
+
+
+def test_cutouts_paste_rectangles_over_the_target(toy):
+    mesh, info = toy
+    kw = dict(width=160, height=120, crop_size=32, sampling=SAMPLING, length=4, seed=6)
+    plain = list(SyntheticObjectDataset(mesh, info, K, **kw))
+    cut = list(SyntheticObjectDataset(mesh, info, K, cutout_prob=1.0, **kw))
+    assert any(not torch.equal(p["image"], c["image"]) for p, c in zip(plain, cut))
+    assert any(float(c["visib_fract"]) < 1.0 for c in cut)
+    for p, c in zip(plain, cut):
+        for x, y in zip(_targets(p), _targets(c)):
+            assert torch.equal(x, y)
+
+
+def test_add_cutouts_known_mask():
+    from featmap_ros.data.object_samples import MIN_VISIB_FRACT, add_cutouts
+
+    image = np.full((40, 40, 3), 100, np.uint8)
+    before = image.copy()
+    mask = np.zeros((40, 40), bool)
+    mask[10:30, 10:30] = True
+    for seed in range(10):
+        out, hidden = add_cutouts(np.random.default_rng(seed), image, mask, np.zeros_like(mask), BackgroundSource(None))
+        assert np.array_equal(image, before)  # input untouched
+        assert not (hidden & ~mask).any()  # only target pixels count as hidden
+        assert (mask & ~hidden).sum() >= MIN_VISIB_FRACT * mask.sum()
+        changed = (out != before).any(axis=2)
+        assert not (hidden & ~changed).sum() > 0.1 * hidden.sum()  # hidden pixels were pasted over (flat colour may equal 100 rarely)
+    # no target: nothing to cover
+    out, hidden = add_cutouts(np.random.default_rng(0), image, np.zeros_like(mask), np.zeros_like(mask), BackgroundSource(None))
+    assert np.array_equal(out, image) and not hidden.any()
+
+
+def test_occlusion_bad_input(toy):
+    mesh, info = toy
+    with pytest.raises(InputError, match="occluder_prob must be in"):
+        SyntheticObjectDataset(mesh, info, K, occluders=[_occluder()], occluder_prob=1.5)
+    with pytest.raises(InputError, match="cutout_prob must be in"):
+        SyntheticObjectDataset(mesh, info, K, cutout_prob=-0.1)
+    with pytest.raises(InputError, match="no occluder meshes"):
+        SyntheticObjectDataset(mesh, info, K, occluder_prob=0.5)
+
+
+def test_occluders_are_the_other_objects_or_shapes(toy):
+    from featmap_ros.training.prepare import occluders_for
+
+    mesh, _ = toy
+    other = _occluder()
+    assert occluders_for([mesh, other], 0, 0) == [other]
+    assert occluders_for([mesh, other], 1, 0) == [mesh]
+    alone = occluders_for([mesh], 0, 0)
+    assert len(alone) == 9 and all(m is not mesh for m in alone)
+
+
+def test_synthetic_dataset_takes_package_photos(toy):
+    mesh, info = toy
+    ds = SyntheticObjectDataset(mesh, info, K, 160, 120, crop_size=24, sampling=SAMPLING, seed=1, backgrounds="photos", length=1)
+    assert next(iter(ds))["image"].shape == (3, 24, 24)

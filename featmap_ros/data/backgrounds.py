@@ -1,14 +1,36 @@
-"""Backgrounds for synthetic renders: a folder of the user's images, or procedural clutter.
+"""Backgrounds for synthetic renders: a folder of the user's images, photographs that installed
+packages ship, or procedural clutter.
 
 BB8 and Feature Mapping paste renders over real photographs (LINEMOD frames, ImageNet, COCO);
 :class:`BackgroundSource` takes any folder of such images (searched recursively for .jpg, .jpeg,
-.png, .bmp) and returns random crops of them, rescaled and flipped. Without a folder it falls back
-to :func:`procedural_background`: smooth colour gradients and multi-scale noise with random
-rectangles, ellipses, polygons and lines, which gives edges and textures at many scales but no
-real objects. Everything is drawn from the generator passed in, so a seed reproduces it.
+.png, .bmp) and returns random crops of them, rescaled and flipped.
+
+``"photos"`` (:data:`PACKAGE_PHOTOS_KEY`) instead of a folder means the photographs that
+well-known packages ship inside their wheels, so that nothing is downloaded
+(:data:`PACKAGE_PHOTOS`, :func:`package_photos`):
+
+- scikit-image (``skimage/data``, a dependency of featmap_ros): colour scenes astronaut, chelsea
+  (a cat), coffee, rocket, motorcycle_left; grey scenes and textures camera, coins, brick, grass,
+  gravel. Only files in the wheel: those that ``skimage.data`` fetches with pooch are not used.
+- matplotlib (``mpl-data/sample_data``): grace_hopper.jpg, its one photograph.
+- scikit-learn (``sklearn/datasets/images``, used when installed, not a dependency): china.jpg,
+  flower.jpg.
+
+Left out: scikit-image's microscopy, astronomy and medical images, text pages and synthetic
+test patterns, and matplotlib's logos and product picture, which look like no scene a robot's
+camera sees. A package that is not installed, or a file that a version of it no longer ships, is
+skipped; with none of them, :class:`BackgroundSource` logs one warning and uses the procedural
+fallback.
+
+Without any photos, :func:`procedural_background` draws smooth colour gradients and multi-scale
+noise with random rectangles, ellipses, polygons and lines, which gives edges and textures at
+many scales but no real objects. Everything is drawn from the generator passed in, so a seed
+reproduces it.
 """
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
 from pathlib import Path
 
@@ -18,6 +40,82 @@ import numpy as np
 from featmap_ros.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+#: The ``backgrounds`` string meaning "the photographs bundled with installed packages"; a user's
+#: folder of that name is given as ``./photos`` (or as a ``Path``).
+PACKAGE_PHOTOS_KEY = "photos"
+
+#: Photographs shipped inside package wheels: (import name, path inside the package).
+PACKAGE_PHOTOS: tuple[tuple[str, str], ...] = (
+    ("skimage", "data/astronaut.png"),
+    ("skimage", "data/chelsea.png"),
+    ("skimage", "data/coffee.png"),
+    ("skimage", "data/rocket.jpg"),
+    ("skimage", "data/motorcycle_left.png"),
+    ("skimage", "data/camera.png"),
+    ("skimage", "data/coins.png"),
+    ("skimage", "data/brick.png"),
+    ("skimage", "data/grass.png"),
+    ("skimage", "data/gravel.png"),
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    ("sklearn", "datasets/images/china.jpg"),
+    ("sklearn", "datasets/images/flower.jpg"),
+)
+
+_log = logging.getLogger(__name__)
+
+
+def _package_dir(name: str) -> Path | None:
+    # find_spec locates a package without importing it (scikit-image and scikit-learn take a
+    # second or more to import, and only their files are needed)
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def package_photos(table: tuple[tuple[str, str], ...] | None = None) -> list[Path]:
+    """The photographs of ``table`` that are installed, in table order.
+
+    Args:
+        table: (import name, path inside the package) pairs, or None for :data:`PACKAGE_PHOTOS`.
+
+    Returns:
+        Existing image files; missing packages and files are skipped (maybe an empty list).
+    """
+    out = []
+    dirs: dict[str, Path | None] = {}
+    for pkg, rel in PACKAGE_PHOTOS if table is None else table:
+        if pkg not in dirs:
+            dirs[pkg] = _package_dir(pkg)
+        base = dirs[pkg]
+        if base is not None and (base / rel).is_file():
+            out.append(base / rel)
+    return out
+
+
+def _is_package_photos(backgrounds) -> bool:
+    return isinstance(backgrounds, str) and backgrounds == PACKAGE_PHOTOS_KEY
+
+
+def background_files(backgrounds: str | os.PathLike | None) -> list[Path]:
+    """The image files a ``data.backgrounds`` value names.
+
+    Args:
+        backgrounds: None or '' (procedural: no files), :data:`PACKAGE_PHOTOS_KEY` (the
+            packages' photographs, maybe none), or a folder (:func:`list_images`).
+
+    Raises:
+        InputError: a folder that does not exist or holds no images.
+    """
+    if backgrounds is None or (isinstance(backgrounds, str) and backgrounds == ""):
+        return []
+    if _is_package_photos(backgrounds):
+        return package_photos()
+    return list_images(backgrounds)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -98,18 +196,25 @@ def procedural_background(rng: np.random.Generator, width: int, height: int, clu
 
 
 class BackgroundSource:
-    """Random backgrounds: crops of the user's images, or procedural clutter.
+    """Random backgrounds: crops of photos, or procedural clutter.
 
     Args:
-        folder: folder of images, or None for :func:`procedural_background`.
+        folder: a folder of images, :data:`PACKAGE_PHOTOS_KEY` (``"photos"``: the packages'
+            photographs), or None/'' for :func:`procedural_background`.
         max_cached: decoded images kept per instance (loading a photo costs more than cropping it).
 
     ``sample(rng, width, height)`` returns (height, width, 3) uint8 RGB.
     """
 
     def __init__(self, folder: str | os.PathLike | None = None, max_cached: int = 64):
-        self.folder = None if folder is None else Path(folder)
-        self.files = list_images(self.folder) if self.folder is not None else []
+        if folder is None or (isinstance(folder, str) and folder == ""):
+            self.folder = None
+        else:
+            self.folder = folder if _is_package_photos(folder) else Path(folder)
+        self.files = background_files(self.folder)
+        if _is_package_photos(self.folder) and not self.files:
+            _log.warning("backgrounds: %r, but none of scikit-image, matplotlib, scikit-learn ships its photos here: "
+                         "procedural backgrounds instead (pip install scikit-image)", PACKAGE_PHOTOS_KEY)
         self.max_cached = int(max_cached)
         self._cache: dict[Path, np.ndarray] = {}
 

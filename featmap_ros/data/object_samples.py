@@ -27,6 +27,14 @@ frame (azimuth 0-360 deg, elevation 0-90 deg, uniform in area), in-plane rotatio
 +-``inplane_deg``, distance uniform in the dataset's range; the object's centre is then placed at a
 uniformly drawn pixel (keeping a margin), rotating the whole pose so that the object is still seen
 from the sampled direction relative to the line of sight.
+
+Occlusion (both off by default, so that existing streams and caches are unchanged): with
+``occluder_prob`` an occluder mesh (another object of the model, or a distractor shape) is
+rendered in front of the target (:func:`add_occluder`), and with ``cutout_prob`` one or two
+rectangles of photo, noise or flat colour are pasted over the crop (:func:`add_cutouts`). Either
+is placed over an edge of the target's silhouette and redrawn while it would leave less than
+:data:`MIN_VISIB_FRACT` of the target visible. The targets (box corners, pose) stay those of the
+whole target object; samples carry ``visib_fract``, the share of its silhouette left visible.
 """
 from __future__ import annotations
 
@@ -40,15 +48,24 @@ import numpy as np
 from featmap_ros import crops, geometry
 from featmap_ros.crops import Window
 from featmap_ros.data import bop
-from featmap_ros.data.backgrounds import BackgroundSource, list_images
+from featmap_ros.data.backgrounds import BackgroundSource, background_files
 from featmap_ros.errors import InputError
-from featmap_ros.render.renderer import Lighting, MeshRenderer, composite, random_lighting
+from featmap_ros.render.renderer import Lighting, MeshRenderer, RenderOutput, composite, crop_intrinsics, random_lighting
 
 #: Window side / extent of the projected box corners.
 WINDOW_SCALE = 1.1
 #: BB8 training jitter.
 JITTER_SHIFT_PX = 10.0
 JITTER_SCALE_FRAC = 0.2
+#: Occluders: depth of the occluder's centre as a fraction of the target's (in front of it).
+OCCLUDER_DEPTH_FRAC = (0.55, 0.85)
+#: An occluder or cut-out is redrawn (up to PLACEMENT_TRIES times, then dropped) while it would
+#: hide more than 1 - MIN_VISIB_FRACT of the target: BOP scores instances visible >= 10 %, but a
+#: crop mostly of something else teaches the box regression little.
+MIN_VISIB_FRACT = 0.4
+PLACEMENT_TRIES = 4
+#: Cut-outs: 1 or 2 rectangles, each side this fraction of the crop side.
+CUTOUT_SIDE_FRAC = (0.15, 0.45)
 
 try:  # torch is a hard dependency of training, but this module's numpy parts work without it
     import torch
@@ -159,6 +176,124 @@ def _sample_dict(image_key_values: dict, corners_n, R, t, K, window: Window, **e
 
 
 # ------------------------------------------------------------------------------------------
+# Occlusion
+
+
+def mesh_center_m(mesh) -> np.ndarray:
+    """(3,) float64 centre of a mesh's axis-aligned bounding box, model frame, metres."""
+    v = np.asarray(mesh.vertices_m, dtype=np.float64)
+    return (v.min(axis=0) + v.max(axis=0)) / 2.0
+
+
+def _edge_point(rng: np.random.Generator, mask: np.ndarray) -> tuple[float, float]:
+    # a silhouette pixel pushed outwards from the centroid: whatever is centred there covers an
+    # edge of the object, not all of it
+    ys, xs = np.nonzero(mask)
+    cu, cv = xs.mean(), ys.mean()
+    k = int(rng.integers(len(xs)))
+    f = rng.uniform(0.3, 1.0)
+    return float(xs[k] + (xs[k] - cu) * f), float(ys[k] + (ys[k] - cv) * f)
+
+
+def _visible_enough(target_mask: np.ndarray, hidden: np.ndarray, visible_px: int) -> bool:
+    return int((target_mask & ~hidden).sum()) >= MIN_VISIB_FRACT * visible_px
+
+
+def add_occluder(
+    rng: np.random.Generator, renderer, image: np.ndarray, target: RenderOutput, hidden: np.ndarray,
+    occluders: Sequence, centers_m: Sequence[np.ndarray], K: np.ndarray, window: Window, size: int,
+    lighting: Lighting | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render one occluder in front of the target of a crop.
+
+    The occluder (drawn from ``occluders``, uniformly random rotation) is centred on the line of
+    sight through a point near the target's silhouette edge, at :data:`OCCLUDER_DEPTH_FRAC` of
+    the target's depth, and redrawn while it would leave less than :data:`MIN_VISIB_FRACT` of the
+    target visible (after :data:`PLACEMENT_TRIES`, none is added).
+
+    Args:
+        rng: random generator (all randomness comes from it).
+        renderer: a :class:`~featmap_ros.render.renderer.MeshRenderer`.
+        image: (S, S, 3) uint8 crop with the target composited in.
+        target: the target's render in the crop (``mask`` (S, S) bool, ``depth_m`` metres).
+        hidden: (S, S) bool pixels of the target already hidden.
+        occluders: meshes (metres) to draw from.
+        centers_m: (3,) model-frame centre of each occluder (:func:`mesh_center_m`).
+        K: (3, 3) full-image intrinsics; window: the crop window; size: S.
+        lighting: light and material of the render.
+
+    Returns:
+        (image, hidden): new (S, S, 3) uint8 crop and (S, S) bool hidden pixels of the target
+        (the inputs when no placement fitted).
+    """
+    target_mask = target.mask
+    if not len(occluders) or not target_mask.any():
+        return image, hidden
+    n_px = int(target_mask.sum())
+    K_crop = crop_intrinsics(K, window, size)
+    target_z = float(np.median(target.depth_m[target_mask]))
+    for _ in range(PLACEMENT_TRIES):
+        k = int(rng.integers(len(occluders)))
+        u, v = _edge_point(rng, target_mask)
+        q = rng.normal(size=4)
+        R = geometry.matrix_from_quat_xyzw(q / np.linalg.norm(q))  # uniform on SO(3)
+        ray = np.linalg.solve(K_crop, np.array([u, v, 1.0]))
+        t = ray / ray[2] * target_z * rng.uniform(*OCCLUDER_DEPTH_FRAC) - R @ np.asarray(centers_m[k], np.float64)
+        occ = renderer.render_crop(occluders[k], R, t, K, window, size, lighting=lighting)
+        now_hidden = hidden | (occ.mask & target_mask)
+        if occ.mask.any() and _visible_enough(target_mask, now_hidden, n_px):
+            return composite(occ, image), now_hidden
+    return image, hidden
+
+
+def add_cutouts(
+    rng: np.random.Generator, image: np.ndarray, target_mask: np.ndarray, hidden: np.ndarray, backgrounds,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paste one or two rectangles over edges of the target (random erasing).
+
+    Each rectangle (sides :data:`CUTOUT_SIDE_FRAC` of the crop's) holds a photo crop from
+    ``backgrounds``, uniform noise or a flat colour, is centred near the target's silhouette edge,
+    and is redrawn while it would leave less than :data:`MIN_VISIB_FRACT` of the target visible.
+
+    Args:
+        rng: random generator.
+        image: (S, S, 3) uint8 crop.
+        target_mask: (S, S) bool silhouette of the target; hidden: (S, S) bool already hidden.
+        backgrounds: :class:`~featmap_ros.data.backgrounds.BackgroundSource` for the photo content.
+
+    Returns:
+        (image, hidden): new crop and hidden pixels of the target.
+    """
+    if not target_mask.any():
+        return image, hidden
+    out = image.copy()
+    h, w = out.shape[:2]
+    n_px = int(target_mask.sum())
+    for _ in range(int(rng.integers(1, 3))):
+        for _ in range(PLACEMENT_TRIES):
+            rw = max(1, int(round(rng.uniform(*CUTOUT_SIDE_FRAC) * w)))
+            rh = max(1, int(round(rng.uniform(*CUTOUT_SIDE_FRAC) * h)))
+            u, v = _edge_point(rng, target_mask)
+            x0 = int(np.clip(round(u - rw / 2), 0, w - rw))
+            y0 = int(np.clip(round(v - rh / 2), 0, h - rh))
+            rect = np.zeros((h, w), bool)
+            rect[y0:y0 + rh, x0:x0 + rw] = True
+            if not _visible_enough(target_mask, hidden | (rect & target_mask), n_px):
+                continue
+            kind = int(rng.integers(3))
+            if kind == 0:
+                patch = backgrounds.sample(rng, rw, rh)
+            elif kind == 1:
+                patch = rng.integers(0, 256, (rh, rw, 3), dtype=np.uint8)
+            else:
+                patch = np.broadcast_to(rng.integers(0, 256, 3).astype(np.uint8), (rh, rw, 3))
+            out[y0:y0 + rh, x0:x0 + rw] = patch
+            hidden = hidden | (rect & target_mask)
+            break
+    return out, hidden
+
+
+# ------------------------------------------------------------------------------------------
 # Synthetic
 
 
@@ -171,12 +306,17 @@ class SyntheticObjectDataset(IterableDataset):
         K: (3, 3) intrinsics of the simulated camera; width, height: its image size.
         crop_size: side S of the crops (128 default; the embedded demo uses 64).
         sampling: pose ranges.
-        backgrounds: folder of background images or None (procedural).
+        backgrounds: folder of background images, ``"photos"`` (the packages' photographs, see
+            :mod:`featmap_ros.data.backgrounds`) or None (procedural).
         seed: base seed; sample i uses ``default_rng([seed, i])``.
         length: number of samples per pass (None: endless).
         random_lighting: randomise light and material (else the default :class:`Lighting`).
         jitter: apply the BB8 window jitter.
         start: index of the first sample (to continue a stream, e.g. after resuming).
+        occluders: meshes (metres) that may be rendered in front of the target (other objects,
+            distractor shapes); needed when ``occluder_prob`` > 0.
+        occluder_prob: probability of one occluder per sample (:func:`add_occluder`).
+        cutout_prob: probability of cut-outs per sample (:func:`add_cutouts`).
 
     Workers: each DataLoader worker creates its own renderer when iteration starts. A Mesa EGL
     context does not survive ``fork``: if the main process has rendered anything before the
@@ -199,9 +339,17 @@ class SyntheticObjectDataset(IterableDataset):
         random_lighting: bool = True,
         jitter: bool = True,
         start: int = 0,
+        occluders: Sequence = (),
+        occluder_prob: float = 0.0,
+        cutout_prob: float = 0.0,
     ):
         if crop_size <= 0:
             raise InputError(f"crop_size must be positive, got {crop_size}")
+        for name, p in (("occluder_prob", occluder_prob), ("cutout_prob", cutout_prob)):
+            if not 0.0 <= float(p) <= 1.0:
+                raise InputError(f"{name} must be in [0, 1], got {p}")
+        if occluder_prob > 0 and not len(occluders):
+            raise InputError(f"occluder_prob is {occluder_prob} but no occluder meshes were given")
         self.mesh, self.info = mesh, info
         self.K = geometry.check_K(K)
         self.width, self.height = int(width), int(height)
@@ -210,9 +358,10 @@ class SyntheticObjectDataset(IterableDataset):
         self.backgrounds_dir = backgrounds
         self.seed, self.length, self.start = int(seed), length, int(start)
         self.random_lighting, self.jitter = bool(random_lighting), bool(jitter)
-        if backgrounds is not None:  # fail early, in the main process, on a bad folder
-
-            list_images(backgrounds)
+        self.occluders = list(occluders)
+        self.occluder_centers_m = [mesh_center_m(m) for m in self.occluders]
+        self.occluder_prob, self.cutout_prob = float(occluder_prob), float(cutout_prob)
+        background_files(backgrounds)  # fail early, in the main process, on a bad folder
 
     def __len__(self) -> int:
         if self.length is None:
@@ -232,8 +381,18 @@ class SyntheticObjectDataset(IterableDataset):
         r = renderer.render_crop(self.mesh, R, t, self.K, window, self.crop_size, lighting=light)
         bg = backgrounds.sample(rng, self.crop_size, self.crop_size)
         image = composite(r, bg)
+        hidden = np.zeros_like(r.mask)
+        # no draw when a probability is 0, so that streams without occlusion stay as they were
+        if self.occluder_prob > 0 and rng.random() < self.occluder_prob:
+            image, hidden = add_occluder(rng, renderer, image, r, hidden, self.occluders, self.occluder_centers_m,
+                                         self.K, window, self.crop_size, light)
+        if self.cutout_prob > 0 and rng.random() < self.cutout_prob:
+            image, hidden = add_cutouts(rng, image, r.mask, hidden, backgrounds)
+        n_px = int(r.mask.sum())
+        visib = 1.0 - float(hidden.sum()) / n_px if n_px else 0.0
         corners_n = crops.image_to_crop_normalised(corners_px, window)
-        return _sample_dict({"image": image}, corners_n, R, t, self.K, window, index=int(index))
+        return _sample_dict({"image": image}, corners_n, R, t, self.K, window, index=int(index),
+                            visib_fract=np.float32(visib))
 
     def __iter__(self):
 

@@ -1,4 +1,6 @@
-"""Overlays of object poses: projected 3D bounding boxes, silhouette outlines and labels.
+"""Overlays of object poses: projected 3D bounding boxes, silhouette outlines, labels, and zoomed
+insets (a strip of per-object zooms below a frame, :func:`with_zoom_strip`), since a 60-px object
+can't be judged on a full 640 x 480 frame.
 
 Every function returns a new image and leaves its input untouched. Images are (H, W, 3) uint8
 RGB; points are pixels with centres at integer coordinates (as :mod:`featmap_ros.geometry`).
@@ -6,12 +8,19 @@ RGB; points are pixels with centres at integer coordinates (as :mod:`featmap_ros
 from __future__ import annotations
 
 import colorsys
+from typing import Sequence
 
 import cv2
 import numpy as np
 
-from featmap_ros import geometry
+from featmap_ros import crops, geometry
+from featmap_ros.crops import Window
 from featmap_ros.errors import InputError
+
+#: Side of a zoom tile, pixels (four fit across a 640-px frame with their gaps), and the window
+#: around an object's projected box (x its extent).
+ZOOM_TILE_PX = 150
+ZOOM_WINDOW_SCALE = 1.5
 
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 
@@ -120,3 +129,77 @@ def draw_pose(
         if len(fin):
             out = draw_label(out, label, (fin[:, 0].min(), fin[:, 1].min() - 14), color)
     return out
+
+
+def zoom_window(corners_px: np.ndarray, scale: float = ZOOM_WINDOW_SCALE) -> Window:
+    """Square window around an object's projected box corners (8, 2), pixels, for its zoom tile."""
+    return crops.window_from_points(corners_px, scale=scale, min_side=16.0)
+
+
+def zoom_tile(
+    image: np.ndarray,
+    K: np.ndarray,
+    window: Window,
+    poses: Sequence[tuple],
+    label: str | None = None,
+    size: int = ZOOM_TILE_PX,
+    thickness: int = 1,
+) -> np.ndarray:
+    """A zoomed crop of ``image`` with poses drawn at the zoom's resolution (crisp lines).
+
+    Args:
+        image: (H, W, 3) uint8 RGB frame, without overlays.
+        K: (3, 3) intrinsics of ``image``.
+        window: the zoomed window, full-image pixels (:func:`zoom_window`).
+        poses: ``(corners_m (8, 3) metres, R_m2c (3, 3), t_m2c_m (3,) metres, RGB colour)`` each.
+        label: text in the tile's top-left corner (e.g. the object's name), or None.
+        size: tile side, pixels.
+        thickness: line width in the tile, pixels.
+
+    Returns:
+        (size, size, 3) uint8 new image.
+    """
+    img = _check_image(image)
+    if size < 16:
+        raise InputError(f"zoom_tile: size must be >= 16 px, got {size}")
+    tile = crops.crop_image(img, window, int(size))
+    K_tile = np.vstack([window.affine_to_crop(int(size)), [0.0, 0.0, 1.0]]) @ geometry.check_K(K)
+    for corners_m, R_m2c, t_m2c_m, color in poses:
+        tile = draw_pose(tile, corners_m, R_m2c, t_m2c_m, K_tile, color=color, thickness=thickness)
+    if label:
+        tile = draw_label(tile, label, (2, 2))
+    return tile
+
+
+def with_zoom_strip(frame: np.ndarray, tiles: Sequence[np.ndarray], gap: int = 4, fill=(32, 32, 32)) -> np.ndarray:
+    """``frame`` with ``tiles`` laid out in rows below it (as many per row as the width holds).
+
+    Args:
+        frame: (H, W, 3) uint8 RGB.
+        tiles: (s, s, 3) uint8 tiles of one size (:func:`zoom_tile`); none returns a copy of ``frame``.
+        gap: pixels between tiles and around the strip.
+        fill: RGB of the strip's background.
+
+    Returns:
+        (H + rows * (s + gap) + gap, W', 3) uint8 new image, W' = max(W, one tile and its gaps).
+    """
+    out = _check_image(frame)
+    if not len(tiles):
+        return out
+    tiles = [np.asarray(t) for t in tiles]
+    s = tiles[0].shape[0]
+    for t in tiles:
+        if t.shape != (s, s, 3) or t.dtype != np.uint8:
+            raise InputError(f"with_zoom_strip: tiles must all be ({s}, {s}, 3) uint8, got {t.shape} {t.dtype}")
+    h, w = out.shape[:2]
+    width = max(w, s + 2 * gap)
+    per_row = max(1, (width - gap) // (s + gap))
+    rows = -(-len(tiles) // per_row)
+    sheet = np.empty((h + rows * (s + gap) + gap, width, 3), np.uint8)
+    sheet[:] = np.asarray(fill, np.uint8)
+    sheet[:h, :w] = out
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, per_row)
+        y, x = h + gap + r * (s + gap), gap + c * (s + gap)
+        sheet[y:y + s, x:x + s] = t
+    return sheet

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featmap_ros import geometry
 from featmap_ros.data import bop, nyu
 from featmap_ros.draw import boxes as draw_boxes, images, skeleton
 from featmap_ros.errors import InputError
@@ -25,7 +26,9 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
     Returns:
         ``{"summary": {...}, "per_object": {name: {...}}, "records": [...], "bop_estimates": [...]}``
         (every pose the estimator returned, as :class:`~featmap_ros.evaluation.published.BopEstimate`
-        with the image's estimation time); overlays go to ``out/overlays`` when ``out`` is given.
+        with the image's estimation time); overlays go to ``out/overlays`` when ``out`` is given:
+        the frame with the boxes, and below it a zoom of each instance labelled with its name and
+        2D projection error (:func:`featmap_ros.draw.boxes.with_zoom_strip`).
     """
     from tqdm import tqdm
 
@@ -86,14 +89,22 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
                 points[g.obj_id], info.diameter_m, info.is_symmetric, None if match is None else match.corners_px, est.corners_m[k],
             )
             records.append(rec)
-            frame_poses.append((g, match, k))
+            frame_poses.append((g, match, k, rec))
         if out is not None and written < overlays:
             pic = img
-            for g, match, k in frame_poses:
+            tiles = []
+            for g, match, k, rec in frame_poses:
                 pic = draw_boxes.draw_pose(pic, est.corners_m[k], g.R_m2c, g.t_m2c_m, fr.K, color=GT_RGB, thickness=2)
+                poses = [(est.corners_m[k], g.R_m2c, g.t_m2c_m, GT_RGB)]
                 if match is not None:
                     pic = draw_boxes.draw_pose(pic, est.corners_m[k], match.R_m2c, match.t_m2c_m, fr.K, color=EST_RGB, thickness=2)
+                    poses.append((est.corners_m[k], match.R_m2c, match.t_m2c_m, EST_RGB))
+                # a zoom per instance below the frame: a 60-px object can't be judged at 640 x 480
+                gt_corners = geometry.project_model_points(est.corners_m[k], g.R_m2c, g.t_m2c_m, fr.K)
+                label = f"{rec.object_name} {rec.proj2d_px:.1f} px" if rec.found else f"{rec.object_name} not found"
+                tiles.append(draw_boxes.zoom_tile(img, fr.K, draw_boxes.zoom_window(gt_corners), poses, label, thickness=2))
             pic = draw_boxes.draw_label(pic, "green: ground truth   blue: estimate", (8, 8))
+            pic = draw_boxes.with_zoom_strip(pic, tiles)
             images.write_png(out / "overlays" / f"{fr.scene_id:06d}_{fr.im_id:06d}.png", pic)
             written += 1
     summary = object_summary(records)

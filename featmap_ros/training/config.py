@@ -25,7 +25,14 @@ class DataConfig:
         synthetic_count: size of the pre-rendered synthetic set (rendered once to
             ``cache_dir``, reused across runs); 0 renders online in DataLoader workers.
         cache_dir: where pre-rendered sets are kept ('' = none).
-        backgrounds: folder of background images for synthetic renders ('' = procedural).
+        backgrounds: backgrounds of synthetic renders: a folder of images, ``photos`` = the
+            photographs that installed packages ship (scikit-image, matplotlib, scikit-learn; see
+            ``featmap_ros.data.backgrounds``), '' = procedural. A folder named ``photos`` is ``./photos``.
+        occluder_prob: probability that a synthetic object crop gets an occluder rendered in
+            front of it: another object of ``object_ids``, or a random box/cylinder/sphere when
+            there is one object (0 = none, as before; sim-to-real for LM-O's occlusions).
+        cutout_prob: probability that a synthetic object crop gets one or two rectangles of
+            photo, noise or flat colour pasted over the object's edge (random erasing; 0 = none).
         domain_preset: the ablation's real-like domain: '' = the default real-like domain;
             ``harsh`` = a far domain (``render.real_like.harsh_crop_domain`` /
             ``render.depth_sensor.harsh_crop_depth``) on the real-like crops, used by the ablation
@@ -46,6 +53,8 @@ class DataConfig:
     synthetic_count: int = 0
     cache_dir: str = ""
     backgrounds: str = ""
+    occluder_prob: float = 0.0
+    cutout_prob: float = 0.0
     num_workers: int = 2
     val_count: int = 200
     test_count: int = 500
@@ -85,7 +94,9 @@ class TrainConfig:
         match_grad: what the matching term trains: ``f_and_g`` (the paper) or ``g`` only (f
             then learns from the pose losses alone).
         baseline_pair_synth: without mapping, also give the pairs' synthetic halves (control).
-        augment: photometric augmentation of synthetic (and real) crops: none|photometric|strong.
+        augment: photometric augmentation of synthetic (and real) crops:
+            none|photometric|strong|simreal (``simreal``: strong's colour changes plus Gaussian
+            blur, stronger noise and JPEG re-compression, see ``training.augment``).
         augment_real: also augment the real crops.
         amp: mixed precision on GPU.
         checkpoint_every: steps between checkpoints (0 = only at the end).
@@ -114,7 +125,7 @@ class TrainConfig:
     match_target: Literal["current", "stage1"] = "current"
     match_grad: Literal["f_and_g", "g"] = "f_and_g"
     baseline_pair_synth: bool = False
-    augment: Literal["none", "photometric", "strong"] = "photometric"
+    augment: Literal["none", "photometric", "strong", "simreal"] = "photometric"
     augment_real: bool = False
     amp: bool = True
     checkpoint_every: int = 1000

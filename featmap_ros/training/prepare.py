@@ -14,7 +14,7 @@ import torch
 
 from featmap_ros import crops, geometry
 from featmap_ros.data import bop
-from featmap_ros.data.backgrounds import BackgroundSource
+from featmap_ros.data.backgrounds import PACKAGE_PHOTOS_KEY, BackgroundSource, background_files
 from featmap_ros.data.hand_samples import NyuPairCrops, SyntheticHandCrops
 from featmap_ros.data.nyu import eval_joints, nyu_K
 from featmap_ros.data.object_samples import BopCropDataset, RealSynthPairs, SyntheticObjectDataset, collect_frames, object_window
@@ -22,7 +22,7 @@ from featmap_ros.data.specs import hand_dataset, object_dataset
 from featmap_ros.errors import InputError
 from featmap_ros.render.hand import sample_hand
 from featmap_ros.render.hand_depth import render_hand_depth
-from featmap_ros.render.real_like import write_object_dataset
+from featmap_ros.render.real_like import make_distractor_bank, write_object_dataset
 from featmap_ros.render.renderer import MeshRenderer, preload_torch_compiler
 from featmap_ros.render.toy_object import make_toy_object
 from featmap_ros.training.caches import cache_path, load_or_build
@@ -110,15 +110,27 @@ def _stack_samples(samples: list[dict], keys: dict[str, str]) -> dict:
     return out
 
 
-def render_synthetic_objects(meshes, infos, K, size: int, count: int, seed: int, backgrounds: str | None, progress: bool = True) -> dict:
-    """``count`` synthetic crops per object (SyntheticObjectDataset), as compact tensors."""
+def occluders_for(meshes: list, k: int, seed: int) -> list:
+    """Occluder meshes of object ``k``: the other objects, or distractor shapes when it is alone."""
+    others = [m for j, m in enumerate(meshes) if j != k]
+    return others or make_distractor_bank(np.random.default_rng([seed, 2**31 - 2]), 9)
+
+
+def render_synthetic_objects(meshes, infos, K, size: int, count: int, seed: int, backgrounds: str | None, progress: bool = True,
+                             occluder_prob: float = 0.0, cutout_prob: float = 0.0) -> dict:
+    """``count`` synthetic crops per object (SyntheticObjectDataset), as compact tensors.
+
+    With ``occluder_prob`` > 0 the other objects (:func:`occluders_for`) occlude each object.
+    """
     from tqdm import tqdm
 
     parts = []
     with MeshRenderer(size, size) as renderer:
         bgs = BackgroundSource(backgrounds or None)
         for k, (mesh, info) in enumerate(zip(meshes, infos)):
-            ds = SyntheticObjectDataset(mesh, info, K, crop_size=size, seed=seed * 100 + k, length=count, backgrounds=backgrounds or None)
+            occ = occluders_for(meshes, k, seed) if occluder_prob > 0 else ()
+            ds = SyntheticObjectDataset(mesh, info, K, crop_size=size, seed=seed * 100 + k, length=count, backgrounds=backgrounds or None,
+                                        occluders=occ, occluder_prob=occluder_prob, cutout_prob=cutout_prob)
             samples = [ds.make_sample(i, renderer, bgs) for i in tqdm(range(count), desc=f"synthetic crops obj {k}", disable=not progress, dynamic_ncols=True)]
             t = _stack_samples(samples, {"image": "image", "corners_n": "corners_n"})
             t["obj_index"] = torch.full((count,), k, dtype=torch.long)
@@ -224,18 +236,24 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
         meshes, infos, names, obj_ids, paths = object_models(cfg, object_name)
         if cfg.model.n_objects != len(meshes):
             raise InputError(f"model.n_objects is {cfg.model.n_objects} but data.object_ids lists {len(meshes)} object(s)")
+        for name in ("occluder_prob", "cutout_prob"):
+            if not 0.0 <= getattr(d, name) <= 1.0:
+                raise InputError(f"data.{name} must be in [0, 1], got {getattr(d, name)}")
         spec = object_dataset(d.dataset)
         K = np.array([[spec.fx, 0, spec.cx], [0, spec.fy, spec.cy], [0, 0, 1.0]])
         if d.synthetic_count > 0:
-            synth_t = synthetic_object_cache(cache_dir, meshes, infos, K, size, d.synthetic_count, cfg.seed, d.backgrounds, paths, progress)
+            synth_t = synthetic_object_cache(cache_dir, meshes, infos, K, size, d.synthetic_count, cfg.seed, d.backgrounds, paths, progress,
+                                             d.occluder_prob, d.cutout_prob)
             synthetic = CachedSource(synth_t, cfg.seed, 0)
         else:
             if len(meshes) != 1:
                 raise InputError("data.synthetic_count: online rendering (0) supports one object; set a cache size for several")
 
             mesh, info = meshes[0], infos[0]
+            occ = occluders_for(meshes, 0, cfg.seed) if d.occluder_prob > 0 else ()
             synthetic = IterableSource(
-                lambda s: SyntheticObjectDataset(mesh, info, K, crop_size=size, seed=s, backgrounds=d.backgrounds or None),
+                lambda s: SyntheticObjectDataset(mesh, info, K, crop_size=size, seed=s, backgrounds=d.backgrounds or None,
+                                                 occluders=occ, occluder_prob=d.occluder_prob, cutout_prob=d.cutout_prob),
                 cfg.seed, 0, d.num_workers, cfg.batch_size)
         pairs = None
         window_scale = 1.4
@@ -329,9 +347,17 @@ def render_hand_synthetic(size: int, count: int, seed: int, offset_sigma_m: floa
 
 
 def synthetic_object_cache(cache_dir: Path, meshes, infos, K, size: int, count: int, seed: int, backgrounds: str,
-                           paths: list[str], progress: bool = True) -> dict:
+                           paths: list[str], progress: bool = True, occluder_prob: float = 0.0, cutout_prob: float = 0.0) -> dict:
     """:func:`render_synthetic_objects`, rendered once per parameter set and kept in ``cache_dir``."""
     key = {"v": 1, "size": size, "n": count, "seed": seed, "meshes": [m.name for m in meshes],
            "nv": [int(len(m.vertices_m)) for m in meshes], "bg": backgrounds, "paths": paths}
+    # keys of the newer options only when used, so that existing caches keep their names
+    if backgrounds == PACKAGE_PHOTOS_KEY:  # the photo set depends on what is installed
+        key["bg_files"] = [f"{p.parent.name}/{p.name}" for p in background_files(backgrounds)]
+    if occluder_prob > 0:
+        key["occluder_prob"] = float(occluder_prob)
+    if cutout_prob > 0:
+        key["cutout_prob"] = float(cutout_prob)
     return load_or_build(cache_path(Path(cache_dir), "object_synth", key),
-                          lambda: render_synthetic_objects(meshes, infos, K, size, count, seed, backgrounds, progress))
+                          lambda: render_synthetic_objects(meshes, infos, K, size, count, seed, backgrounds, progress,
+                                                           occluder_prob, cutout_prob))
