@@ -1,10 +1,13 @@
-"""object_pose_node on a live colour camera (RealSense topic names by default) (+ RViz).
+"""object_pose_node on a live colour (+ depth) camera (RealSense topic names by default) (+ RViz).
 
     ros2 launch realsense2_camera rs_launch.py           # in another terminal
     ros2 launch featmap_ros camera_object.launch.py rviz:=true
     ros2 launch featmap_ros camera_object.launch.py image:=/my_cam/image_rect camera_info:=/my_cam/camera_info
 
 realsense2_camera >= 4.54 names its topics /camera/camera/color/...: pass image:= and camera_info:=.
+Depth refines the poses when it arrives on depth:= (registered to colour: rs_launch.py
+align_depth.enable:=true publishes /camera/aligned_depth_to_color/...); a colour-only camera
+still gets answers.
 The images are assumed rectified (the node warns once when camera_info has distortion).
 """
 import os
@@ -25,6 +28,10 @@ def generate_launch_description():
         DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"], description="start RViz"),
         DeclareLaunchArgument("image", default_value="/camera/color/image_raw", description="colour image topic"),
         DeclareLaunchArgument("camera_info", default_value="/camera/color/camera_info", description="its camera_info"),
+        DeclareLaunchArgument("depth", default_value="/camera/aligned_depth_to_color/image_raw",
+                              description="depth image registered to the colour image (used when it arrives)"),
+        DeclareLaunchArgument("depth_camera_info", default_value="/camera/aligned_depth_to_color/camera_info",
+                              description="its camera_info"),
         DeclareLaunchArgument("detections_2d", default_value="/detections_2d",
                               description="vision_msgs/Detection2DArray topic (roi_source:=detections)"),
         DeclareLaunchArgument("roi_source", default_value="localiser",
@@ -43,7 +50,8 @@ def generate_launch_description():
                     {"weights": ParameterValue(arg("weights"), value_type=str),
                      "roi_source": ParameterValue(arg("roi_source"), value_type=str),
                      "device": ParameterValue(arg("device"), value_type=str), "runtime": ParameterValue(arg("runtime"), value_type=str)}],
-        remappings=[("image", arg("image")), ("camera_info", arg("camera_info")), ("detections_2d", arg("detections_2d"))],
+        remappings=[("image", arg("image")), ("camera_info", arg("camera_info")), ("depth", arg("depth")),
+                    ("depth_camera_info", arg("depth_camera_info")), ("detections_2d", arg("detections_2d"))],
     )
     rviz = Node(
         package="rviz2", executable="rviz2", name="rviz2", output="log", condition=IfCondition(arg("rviz")),

@@ -3,8 +3,12 @@
     ros2 launch featmap_ros linemod.launch.py                      # embedded sample, no RViz
     ros2 launch featmap_ros linemod.launch.py rviz:=true dataset_root:=/data/bop/lm
     ros2 launch featmap_ros linemod.launch.py roi_source:=localiser     # windows from the built-in localiser
+    ros2 launch featmap_ros linemod.launch.py refine_depth:=off         # colour only (the dataset's depth unused)
 
-With no arguments it replays the sample the project makes itself and the bundled weights.
+With no arguments it replays the sample the project makes itself and the bundled weights. The
+player's depth (BOP depth is registered to colour) refines the poses (refine_depth:=auto); the
+evaluator scores the per-frame poses (~/detections_raw): dataset frames are not one continuous
+video, so the filtered ones (~/detections) would mix frames.
 """
 import os
 
@@ -38,6 +42,9 @@ def generate_launch_description():
                               description="where the object node's image windows come from: ground_truth = the "
                                           "player's boxes (pose accuracy alone); localiser/tracking = the "
                                           "checkpoint's built-in localiser (full pipeline)"),
+        DeclareLaunchArgument("refine_depth", default_value="auto", choices=["auto", "on", "off"],
+                              description="refine the poses with the player's registered depth: auto = when it "
+                                          "arrives, on = wait for it, off = colour only"),
         DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda"),
         DeclareLaunchArgument("runtime", default_value="torch", choices=["torch", "onnxruntime"],
                               description="what runs the networks: torch, or onnxruntime (needs pip install onnxruntime)"),
@@ -61,8 +68,10 @@ def generate_launch_description():
         parameters=[os.path.join(share, "config", "object_pose_node.yaml"),
                     {"weights": ParameterValue(arg("weights"), value_type=str),
                      "roi_source": ParameterValue(arg("roi_source"), value_type=str),
+                     "refine.depth": ParameterValue(arg("refine_depth"), value_type=str),
                      "device": ParameterValue(arg("device"), value_type=str), "runtime": ParameterValue(arg("runtime"), value_type=str), "use_sim_time": sim_time}],
         remappings=[("image", "/camera/color/image_raw"), ("camera_info", "/camera/color/camera_info"),
+                    ("depth", "/camera/depth/image_raw"), ("depth_camera_info", "/camera/depth/camera_info"),
                     ("detections_2d", "/detections_2d"), ("ground_truth/detections", "/ground_truth/detections")],
     )
     evaluator = Node(
@@ -71,7 +80,7 @@ def generate_launch_description():
                     {"task": "object", "dataset": ParameterValue(arg("dataset"), value_type=str),
                      "dataset_root": ParameterValue(arg("dataset_root"), value_type=str),
                      "output_dir": ParameterValue(arg("output_dir"), value_type=str), "use_sim_time": sim_time}],
-        remappings=[("estimates", "/object_pose_node/detections"), ("ground_truth", "/ground_truth/detections")],
+        remappings=[("estimates", "/object_pose_node/detections_raw"), ("ground_truth", "/ground_truth/detections")],
     )
     rviz = Node(
         package="rviz2", executable="rviz2", name="rviz2", output="log", condition=IfCondition(arg("rviz")),

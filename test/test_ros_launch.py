@@ -120,7 +120,8 @@ def test_object_node_pose_matches_ground_truth_and_survives_bad_input(tmp_path, 
     pub_info = io.create_publisher(CameraInfo, "camera_info", 10)
     pub_gt = io.create_publisher(Detection3DArray, "ground_truth/detections", 10)
     got, tfs = {}, []
-    io.create_subscription(Detection3DArray, "/object_pose_node/detections",
+    # the per-frame poses: these frames are unrelated views, which ~/detections would filter together
+    io.create_subscription(Detection3DArray, "/object_pose_node/detections_raw",
                            lambda m: got.setdefault(conv.stamp_to_ns(m.header.stamp), m), 10)
     io.create_subscription(TFMessage, "/tf", tfs.append, 100)
     ex = MultiThreadedExecutor()

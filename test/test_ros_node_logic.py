@@ -2,6 +2,7 @@
 and the per-frame pipelines on real ROS message types (rosbags) with a test double estimator."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -409,3 +410,136 @@ def test_hand_pipeline(store, msgs):
     store.serialize_cdr(out.hand_pose, out.hand_pose.__msgtype__)
     with pytest.raises(conv.ConversionError, match=r"depth\.data: no valid depth"):
         pipe.process(*depth_frame(msgs, np.zeros((480, 640), np.uint16)))
+
+
+# ---------------------------------------------------------------- object pipeline: depth and the pose filter
+
+
+class FakeDepthEstimator(FakeObjectEstimator):
+    """Also takes ``depth_m`` (recorded) and says which objects it cannot refine."""
+
+    def __init__(self, no_mesh=()):
+        super().__init__()
+        self.depths = []
+        self.no_mesh = set(no_mesh)
+
+    def estimate(self, image_rgb, K, boxes=None, depth_m=None):
+        self.depths.append(depth_m)
+        poses = super().estimate(image_rgb, K, boxes)
+        for p in poses if depth_m is not None else []:
+            p.refined, p.refine_fitness = True, 0.9
+        return poses
+
+    def refine_model(self, name):
+        return f"no mesh for {name!r}" if name in self.no_mesh else object()
+
+
+def depth_msgs(msgs, depth, encoding, ns=1_000_000_123, k=None):
+    h = conv.make_header(msgs, ns, "camera_color_optical_frame")
+    from featmap_ros.geometry import CameraModel
+
+    info = conv.camera_model_to_info(msgs, CameraModel(K if k is None else k, depth.shape[1], depth.shape[0]), h)
+    return conv.numpy_to_image(msgs, depth, encoding, h), info
+
+
+def test_object_pipeline_refines_with_16UC1_and_32FC1_depth(msgs):
+    est = FakeDepthEstimator()
+    pipe = ObjectPipeline(est, msgs, settings())
+    img, info = frame(msgs)
+    mm = np.full((480, 640), 800, np.uint16)
+    mm[:10] = 0  # invalid
+    out = pipe.process(img, info, depth_msg=depth_msgs(msgs, mm, "16UC1")[0], depth_info_msg=depth_msgs(msgs, mm, "16UC1")[1])
+    assert out.warnings == [] and all(p.refined for p in out.results)
+    d = est.depths[-1]
+    assert d.dtype == np.float32 and d.shape == (480, 640)
+    assert d[100, 100] == pytest.approx(0.8) and np.isnan(d[0, 0])
+    m = np.full((480, 640), 0.8, np.float32)
+    out = pipe.process(img, info, depth_msg=depth_msgs(msgs, m, "32FC1")[0])  # no depth_camera_info: K not checked
+    assert out.warnings == [] and est.depths[-1][5, 5] == pytest.approx(0.8)
+    # without depth nothing changes: the estimator is called as before (no depth_m)
+    out = pipe.process(img, info)
+    assert est.depths[-1] is None and not any(p.refined for p in out.results)
+    # off: the depth is not used
+    pipe.settings = settings(**{"refine.depth": "off"})
+    pipe.process(img, info, depth_msg=depth_msgs(msgs, m, "32FC1")[0])
+    assert est.depths[-1] is None
+
+
+@pytest.mark.parametrize("make,field", [
+    (lambda msgs: depth_msgs(msgs, np.full((240, 320), 800, np.uint16), "16UC1"),
+     r"depth\.width/height: 320x240 but the colour image is 640x480: the depth must be registered to the colour "
+     r"image \(aligned to the colour camera: same size and K, e\.g\. RealSense aligned_depth_to_color\)"),
+    (lambda msgs: depth_msgs(msgs, np.full((480, 640, 3), 80, np.uint8), "rgb8"), r"depth\.encoding: 'rgb8' is not a depth encoding"),
+    (lambda msgs: depth_msgs(msgs, np.full((480, 640), np.nan, np.float32), "32FC1"), r"depth\.data: no valid depth pixel"),
+    (lambda msgs: depth_msgs(msgs, np.full((480, 640), 800, np.uint16), "16UC1", k=K * [[1.1], [1.1], [1]]),
+     r"depth_camera_info\.k differs from camera_info\.k: the depth must be registered"),
+])
+def test_object_pipeline_bad_depth_keeps_the_colour_pose_with_a_named_warning(msgs, make, field):
+    est = FakeDepthEstimator()
+    pipe = ObjectPipeline(est, msgs, settings())
+    img, info = frame(msgs)
+    depth, depth_info = make(msgs)
+    out = pipe.process(img, info, depth_msg=depth, depth_info_msg=depth_info)
+    assert len(out.warnings) == 1 and re.match(field, out.warnings[0]), out.warnings
+    assert out.warnings[0].endswith("colour poses published, not refined")
+    assert est.depths == [None] and sorted(out.poses) == ["ape", "can"]  # colour poses, still published
+    assert not any(p.refined for p in out.results)
+
+
+def test_object_pipeline_depth_warnings_for_objects_without_a_mesh_and_on_without_depth(msgs):
+    est = FakeDepthEstimator(no_mesh=["can"])
+    pipe = ObjectPipeline(est, msgs, settings())
+    img, info = frame(msgs)
+    out = pipe.process(img, info, depth_msg=depth_msgs(msgs, np.full((480, 640), 800, np.uint16), "16UC1")[0])
+    assert out.warnings == ["refine.depth: no mesh for 'can'"]
+    assert pipe.prepare_refinement() == ["refine.depth: no mesh for 'can'"]
+    pipe.settings = settings(**{"refine.depth": "on"})
+    out = pipe.process(img, info)
+    assert out.warnings == ["depth: refine.depth is 'on' but the frame came without a depth image: colour poses published, not refined"]
+    # an estimator without depth refinement says so
+    pipe = ObjectPipeline(FakeObjectEstimator(), msgs, settings())
+    assert "has no depth refinement" in pipe.prepare_refinement()[0]
+
+
+class NoisyEstimator(FakeObjectEstimator):
+    """Poses of a still object (ape at 0.8 m) with 3 mm noise per axis, independent per frame."""
+
+    def __init__(self):
+        super().__init__()
+        self.rng = np.random.default_rng(0)
+
+    def estimate(self, image_rgb, K, boxes=None):
+        return [make_pose("ape", t=np.array([0.0, 0.0, 0.8]) + self.rng.normal(0, 0.003, 3))]
+
+
+def positions(det_msg):
+    return np.array([[d.results[0].pose.pose.position.x, d.results[0].pose.pose.position.y,
+                      d.results[0].pose.pose.position.z] for d in det_msg.detections])
+
+
+def test_object_pipeline_filters_poses_over_time_and_keeps_the_raw_ones(store, msgs):
+    pipe = ObjectPipeline(NoisyEstimator(), msgs, settings())
+    raw, filt = [], []
+    for i in range(60):  # 2 s at 30 Hz, stamps from the input header
+        out = pipe.process(*frame(msgs, ns=1_000_000_000 + i * 33_333_333))
+        r, f = positions(out.detections_raw)[0], positions(out.detections)[0]
+        np.testing.assert_allclose(r, out.raw_results[0].t_m2c_m)
+        np.testing.assert_allclose(f, out.results[0].t_m2c_m)
+        assert out.poses["ape"].pose.position.z == pytest.approx(f[2])  # pose topic and TF: the filtered pose
+        assert out.transforms[0].transform.translation.x == pytest.approx(f[0])
+        assert conv.stamp_to_ns(out.detections_raw.header.stamp) == 1_000_000_000 + i * 33_333_333
+        store.serialize_cdr(out.detections_raw, out.detections_raw.__msgtype__)
+        raw.append(r)
+        filt.append(f)
+    raw, filt = np.array(raw), np.array(filt)
+    np.testing.assert_array_equal(raw[0], filt[0])  # a track starts at its first pose
+    assert np.std(raw[20:], axis=0).mean() > 3.0 * np.std(filt[20:], axis=0).mean()
+    # the filter off: both outputs are the per-frame poses
+    pipe.settings = settings(**{"filter.enabled": False})
+    out = pipe.process(*frame(msgs, ns=3_000_000_000))
+    np.testing.assert_array_equal(positions(out.detections), positions(out.detections_raw))
+    # new constants (ros2 param set) start the tracks over
+    pipe.settings = settings(**{"filter.min_cutoff": 1.0})
+    out = pipe.process(*frame(msgs, ns=3_100_000_000))
+    np.testing.assert_array_equal(positions(out.detections), positions(out.detections_raw))
+    assert pipe.pose_filter.config.trans_min_cutoff_hz == 1.0 == pipe.pose_filter.config.rot_min_cutoff_hz

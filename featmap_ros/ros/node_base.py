@@ -21,6 +21,10 @@ from featmap_ros.ros.node_common import ThrottledLog, declare_params, input_qos,
 from featmap_ros.ros.params import ParamSpec, resolve_weights
 from featmap_ros.ros.worker import FrameWorker
 
+#: Optional inputs (depth) count as flowing while a frame with them was synchronised this recently,
+#: seconds; then the frames without them are skipped (the synchroniser with them has those frames).
+OPTIONAL_INPUT_TIMEOUT_S = 1.0
+
 
 def load_estimator(values: dict[str, Any], kind: str):
     """The ``ObjectPoseEstimator`` / ``HandPoseEstimator`` the ``weights``, ``device``, ``runtime``
@@ -67,23 +71,36 @@ class PoseNode(Node):
         self.tf = TransformBroadcaster(self)
         self.worker: FrameWorker | None = None
 
-    def start(self, inputs: list[tuple[str, type]]) -> None:
-        """Subscribe to ``inputs`` (relative topic, type), synchronised, and start the worker."""
+    def start(self, inputs: list[tuple[str, type]], optional: list[tuple[str, type]] = ()) -> None:
+        """Subscribe to ``inputs`` (relative topic, type), synchronised, and start the worker.
+
+        ``optional`` inputs (depth) get a second synchroniser over ``inputs + optional``. While its
+        frames come (within :data:`OPTIONAL_INPUT_TIMEOUT_S`) they are processed and the frames of
+        ``inputs`` alone are skipped; otherwise those are processed, with None for each optional
+        message: a camera without the optional topics still gets answers.
+        """
         qos = input_qos(self.values)
         self.watchdog = InputWatchdog([t for t, _ in inputs], 5.0 * self.values["diagnostics.period_s"],
                                       self.values["sync.slop_s"])
         self.subs = []
-        for topic, msg_type in inputs:
+        for topic, msg_type in [*inputs, *optional]:
             sub = message_filters.Subscriber(self, msg_type, topic, qos_profile=qos)
             sub.registerCallback(self._on_input, topic)
             self.subs.append(sub)
+        self.n_optional = len(optional)
+        self._optional_synced_s: float | None = None
         self.sync = message_filters.ApproximateTimeSynchronizer(
-            self.subs, self.values["sync.queue_size"], self.values["sync.slop_s"])
+            self.subs[:len(inputs)], self.values["sync.queue_size"], self.values["sync.slop_s"])
         self.sync.registerCallback(self._on_frame)
+        if optional:
+            self.sync_optional = message_filters.ApproximateTimeSynchronizer(
+                self.subs, self.values["sync.queue_size"], self.values["sync.slop_s"])
+            self.sync_optional.registerCallback(self._on_frame_with_optional)
         self.worker = FrameWorker(self._process, lambda _frame, err: report_frame_error(self.log, err), name=self.get_name())
         self.timer = self.create_timer(self.values["diagnostics.period_s"], self._on_timer)
         self.add_on_set_parameters_callback(make_set_parameters_callback(self.specs, self._apply_params))
-        self.get_logger().info(f"inputs {[self.resolve_topic_name(t) for t, _ in inputs]}")
+        self.get_logger().info(f"inputs {[self.resolve_topic_name(t) for t, _ in inputs]}"
+                               + (f", optional {[self.resolve_topic_name(t) for t, _ in optional]}" if optional else ""))
 
     # to override ------------------------------------------------------------------------
     def handle_frame(self, msgs: tuple) -> tuple[dict[str, float], list[str]]:
@@ -106,8 +123,17 @@ class PoseNode(Node):
 
     def _on_frame(self, *msgs) -> None:
         # Called under message_filters' lock: only hand the frame over (dropped if busy).
-        self.watchdog.synced(time.monotonic())
-        self.worker.offer((time.monotonic(), msgs))
+        now = time.monotonic()
+        if self._optional_synced_s is not None and now - self._optional_synced_s < OPTIONAL_INPUT_TIMEOUT_S:
+            return  # the optional inputs flow: this frame comes (or came) from sync_optional
+        self.watchdog.synced(now)
+        self.worker.offer((now, msgs + (None,) * self.n_optional))
+
+    def _on_frame_with_optional(self, *msgs) -> None:
+        now = time.monotonic()
+        self._optional_synced_s = now
+        self.watchdog.synced(now)
+        self.worker.offer((now, msgs))
 
     def _on_timer(self) -> None:
         problem = self.watchdog.check(time.monotonic())

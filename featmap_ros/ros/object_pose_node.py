@@ -2,8 +2,11 @@
 
 In: ``image`` (rgb8/bgr8/mono8), ``camera_info``, and per ``roi_source`` ``detections_2d``
 (vision_msgs/Detection2DArray) or ``ground_truth/detections`` (Detection3DArray), synchronised
-by message_filters. Out: ``~/detections``, ``~/<object>/pose``, TF ``<frame_prefix><object>``,
-``~/markers``, ``~/debug_image`` (built only when subscribed), ``/diagnostics``.
+by message_filters; with ``refine.depth`` auto/on also ``depth`` (16UC1 mm or 32FC1 m, registered
+to the colour image) and ``depth_camera_info`` (auto: used when they arrive). Out:
+``~/detections`` (filtered over time with ``filter.enabled``), ``~/detections_raw`` (per frame),
+``~/<object>/pose``, TF ``<frame_prefix><object>``, ``~/markers``, ``~/debug_image`` (built only
+when subscribed), ``/diagnostics``.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from visualization_msgs.msg import MarkerArray
 from featmap_ros.ros.node_base import PoseNode, load_estimator
 from featmap_ros.ros.node_common import run_node
 from featmap_ros.ros.params import OBJECT_NODE_PARAMS
-from featmap_ros.ros.pipeline import ObjectPipeline, ObjectSettings, mesh_uris, uri_exists
+from featmap_ros.ros.pipeline import ObjectPipeline, ObjectSettings, filter_config_from_params, mesh_uris, uri_exists
 from featmap_ros.ros.roi import check_roi_source
 
 NAME = "object_pose_node"
@@ -46,6 +49,7 @@ class ObjectPoseNode(PoseNode):
         self.pipeline = ObjectPipeline(estimator, self.msgs, settings)
 
         self.pub_detections = self.create_publisher(Detection3DArray, "~/detections", 10)
+        self.pub_detections_raw = self.create_publisher(Detection3DArray, "~/detections_raw", 10)
         self.pub_poses = {n: self.create_publisher(PoseStamped, f"~/{n}/pose", 10) for n in settings.objects}
         self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10)
         inputs = [("image", Image), ("camera_info", CameraInfo)]
@@ -53,17 +57,25 @@ class ObjectPoseNode(PoseNode):
             inputs.append(("detections_2d", Detection2DArray))
         elif settings.roi_source == "ground_truth":
             inputs.append(("ground_truth/detections", Detection3DArray))
-        self.start(inputs)
-        self.get_logger().info(f"estimating {list(settings.objects)}, image windows from {settings.roi_source}")
+        self.n_colour_inputs = len(inputs)
+        depth = [("depth", Image), ("depth_camera_info", CameraInfo)] if settings.refine_depth != "off" else []
+        for w in self.pipeline.prepare_refinement() if depth else []:
+            self.get_logger().warning(w)
+        self.start(inputs + depth if settings.refine_depth == "on" else inputs, depth if settings.refine_depth == "auto" else [])
+        self.get_logger().info(f"estimating {list(settings.objects)}, image windows from {settings.roi_source}, "
+                               f"depth refinement {settings.refine_depth}")
 
     def handle_frame(self, msgs):
         """One synchronised frame (worker thread): estimate, then publish every output."""
-        image, info, extra = msgs[0], msgs[1], (msgs[2] if len(msgs) > 2 else None)
+        n = self.n_colour_inputs
+        image, info, extra = msgs[0], msgs[1], (msgs[2] if n > 2 else None)
+        depth, depth_info = (msgs[n], msgs[n + 1]) if len(msgs) > n else (None, None)
         roi = self.pipeline.settings.roi_source
         out = self.pipeline.process(image, info, detections_msg=extra if roi == "detections" else None,
                                     ground_truth_msg=extra if roi == "ground_truth" else None,
-                                    want_debug=self.debug_wanted)
+                                    want_debug=self.debug_wanted, depth_msg=depth, depth_info_msg=depth_info)
         self.pub_detections.publish(out.detections)
+        self.pub_detections_raw.publish(out.detections_raw)
         for name, pose in out.poses.items():
             self.pub_poses[name].publish(pose)
         if out.transforms:
@@ -87,10 +99,14 @@ class ObjectPoseNode(PoseNode):
             frame_prefix=changed.get("frame_prefix", s.frame_prefix), publish_tf=changed.get("publish_tf", s.publish_tf),
             tracking_max_age_s=changed.get("tracking.max_age_s", s.tracking_max_age_s),
             tracking_min_score=changed.get("tracking.min_score", s.tracking_min_score),
-            mesh_scale=changed.get("markers.mesh_scale", s.mesh_scale))
+            mesh_scale=changed.get("markers.mesh_scale", s.mesh_scale),
+            filter_enabled=changed.get("filter.enabled", s.filter_enabled),
+            filter_config=filter_config_from_params({**self.values, **changed}))
+        self.values.update({k: v for k, v in changed.items() if k.startswith("filter.")})
 
     def diagnostic_values(self):
-        return {"roi_source": self.pipeline.settings.roi_source}
+        s = self.pipeline.settings
+        return {"roi_source": s.roi_source, "refine_depth": s.refine_depth, "filter_enabled": s.filter_enabled}
 
 
 def main(args=None) -> int:

@@ -112,6 +112,27 @@ OBJECT_NODE_PARAMS: tuple[ParamSpec, ...] = (
               choices=("localiser", "detections", "tracking", "ground_truth")),
     ParamSpec("tracking.max_age_s", 0.5, "tracking: a pose older than this is lost, seconds", read_only=False, min=0.0, max=60.0),
     ParamSpec("tracking.min_score", 0.3, "tracking: a pose scored lower is lost", read_only=False, min=0.0, max=1.0),
+    ParamSpec("refine.depth", "auto",
+              "refine the poses with a depth image registered to the colour image (inputs depth, 16UC1 mm or "
+              "32FC1 m, and depth_camera_info; same size and K as the colour image, e.g. RealSense "
+              "aligned_depth_to_color): auto = when depth arrives (a colour-only camera still gets answers), "
+              "on = every frame waits for its depth, off = colour only", choices=("auto", "on", "off")),
+    ParamSpec("filter.enabled", True, "smooth the poses over time (One-Euro filter on SE(3) per object track): filtered "
+              "poses on ~/detections, pose topics, TF and markers; the per-frame ones always on ~/detections_raw",
+              read_only=False),
+    ParamSpec("filter.min_cutoff", 0.2, "filter cutoff at rest, Hz (translation and rotation): lower = less jitter, "
+              "more lag when motion starts", read_only=False, min=1e-3, max=100.0),
+    ParamSpec("filter.beta", 30.0, "translation cutoff rise with speed, Hz per m/s: higher = less lag in motion, "
+              "more jitter at rest", read_only=False, min=0.0, max=1e4),
+    ParamSpec("filter.beta_rot", 6.0, "rotation cutoff rise with angular speed, Hz per rad/s", read_only=False,
+              min=0.0, max=1e4),
+    ParamSpec("filter.d_cutoff", 0.3, "cutoff of the speed estimate, Hz", read_only=False, min=1e-3, max=100.0),
+    ParamSpec("filter.max_gap_s", 0.5, "a track unseen for longer than this starts over, seconds (input stamps)",
+              read_only=False, min=0.0, max=3600.0),
+    ParamSpec("filter.max_jump_m", 0.1, "a pose further than this from its track starts the track over, metres",
+              read_only=False, min=0.0, max=100.0),
+    ParamSpec("filter.max_jump_deg", 30.0, "a pose turned further than this from its track starts it over, degrees",
+              read_only=False, min=0.0, max=180.0),
     ParamSpec("markers.mesh_resource", "package://featmap_ros/meshes/{object}.ply",
               "mesh marker URI; {object} = object name, {obj_id} (e.g. {obj_id:06d}) = dataset id; empty = boxes only", read_only=False),
     ParamSpec("markers.mesh_scale", 0.001, "mesh marker scale (0.001 for meshes in millimetres)", read_only=False,

@@ -4,6 +4,13 @@
 the estimator and build every output message with a message factory (rclpy in the nodes,
 rosbags in the tests and in ``featmap bench node``). They time each stage, so the share spent
 in conversions can be reported. The nodes only publish what they return.
+
+The object pipeline refines the poses with a registered depth image when one comes with the
+frame (``refine.depth``), and filters them over time per object track (``filter.*``,
+:class:`featmap_ros.tracking.PoseTracker`, stamps from the input header): filtered poses on
+``detections``, the per-frame ones on ``detections_raw``. A depth frame it cannot use (another
+size than the colour image, a wrong encoding, no valid pixel, other intrinsics) leaves the
+colour poses in place and comes back as a warning naming the topic and field.
 """
 from __future__ import annotations
 
@@ -17,10 +24,17 @@ import numpy as np
 
 from featmap_ros.draw.debug import draw_hand_debug, draw_object_debug
 from featmap_ros.errors import InputError
+from featmap_ros.geometry import CameraModel
 from featmap_ros.results import HandPose, ObjectPose
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.params import check_objects, parse_objects
 from featmap_ros.ros.roi import Tracker, keep_poses, select_rois
+from featmap_ros.tracking import PoseFilterConfig, PoseTracker
+
+#: ``refine.depth`` values.
+REFINE_DEPTH_MODES = ("auto", "on", "off")
+#: Intrinsics of a registered depth image equal the colour image's within this (pixels).
+REGISTERED_K_TOL_PX = 0.5
 
 
 def uri_exists(uri: str, share_dir_of: Callable[[str], str | None]) -> bool:
@@ -77,6 +91,9 @@ class ObjectSettings:
     tracking_min_score: float = 0.3
     meshes: dict[str, str] = field(default_factory=dict)
     mesh_scale: float = 0.001
+    refine_depth: str = "auto"
+    filter_enabled: bool = True
+    filter_config: PoseFilterConfig = field(default_factory=PoseFilterConfig)
 
     @classmethod
     def from_params(cls, values: Mapping[str, Any], available: Sequence[str], obj_ids: Mapping[str, int] | None = None,
@@ -88,13 +105,73 @@ class ObjectSettings:
             frame_prefix=values["frame_prefix"], publish_tf=values["publish_tf"],
             tracking_max_age_s=values["tracking.max_age_s"], tracking_min_score=values["tracking.min_score"],
             meshes=mesh_uris(values["markers.mesh_resource"], objects, obj_ids, exists)[0],
-            mesh_scale=values["markers.mesh_scale"],
+            mesh_scale=values["markers.mesh_scale"], refine_depth=values["refine.depth"],
+            filter_enabled=values["filter.enabled"], filter_config=filter_config_from_params(values),
         )
+
+
+def filter_config_from_params(values: Mapping[str, Any]) -> PoseFilterConfig:
+    """The pose filter's constants from the ``filter.*`` parameters (one cutoff for translation
+    and rotation at rest)."""
+    return PoseFilterConfig(
+        trans_min_cutoff_hz=values["filter.min_cutoff"], rot_min_cutoff_hz=values["filter.min_cutoff"],
+        trans_beta_hz_s_per_m=values["filter.beta"], rot_beta_hz_s_per_rad=values["filter.beta_rot"],
+        d_cutoff_hz=values["filter.d_cutoff"], max_gap_s=values["filter.max_gap_s"],
+        max_jump_m=values["filter.max_jump_m"], max_jump_deg=values["filter.max_jump_deg"],
+    )
+
+
+def registered_depth(depth_msg: Any, depth_info_msg: Any, image_hw: tuple[int, int], camera: CameraModel,
+                     mode: str = "auto") -> tuple[np.ndarray | None, list[str]]:
+    """The depth image of a frame in metres, if it can refine the colour poses.
+
+    Args:
+        depth_msg: sensor_msgs/Image (16UC1 millimetres or 32FC1 metres, REP 117), or None.
+        depth_info_msg: its sensor_msgs/CameraInfo, or None (then its K is not checked).
+        image_hw: (H, W) of the colour image.
+        camera: the colour camera (from ``camera_info``).
+        mode: ``refine.depth``: auto | on | off.
+
+    Returns:
+        ((H, W) float32 metres with NaN = invalid, or None; warnings). A depth image that
+        cannot be used gives None and a warning naming the topic and field (the colour poses
+        are published): another size than the colour image, other intrinsics (not registered),
+        a wrong encoding, no valid pixel.
+    """
+    if mode not in REFINE_DEPTH_MODES:
+        raise InputError(f"parameter 'refine.depth': {mode!r} is not one of {list(REFINE_DEPTH_MODES)}")
+    if mode == "off":
+        return None, []
+    keep = "colour poses published, not refined"
+    if depth_msg is None:
+        return None, ([f"depth: refine.depth is 'on' but the frame came without a depth image: {keep}"] if mode == "on" else [])
+    registered = ("the depth must be registered to the colour image (aligned to the colour camera: same size and K, "
+                  "e.g. RealSense aligned_depth_to_color)")
+    try:
+        depth_m = conv.image_to_depth_m(depth_msg, "depth")
+    except conv.ConversionError as e:
+        return None, [f"{e}: {keep}"]
+    H, W = (int(x) for x in image_hw)
+    if depth_m.shape != (H, W):
+        return None, [f"depth.width/height: {depth_m.shape[1]}x{depth_m.shape[0]} but the colour image is {W}x{H}: "
+                      f"{registered}; {keep}"]
+    if depth_info_msg is not None:
+        try:
+            dcam = conv.camera_info_to_model(depth_info_msg, "depth_camera_info")
+        except conv.ConversionError as e:
+            return None, [f"{e}: {keep}"]
+        if not np.allclose(dcam.K, camera.K, rtol=0.0, atol=REGISTERED_K_TOL_PX):
+            return None, [f"depth_camera_info.k differs from camera_info.k: {registered}; {keep}"]
+    return depth_m, []
 
 
 @dataclass
 class ObjectOutputs:
-    """Messages for one frame. ``poses``: object name -> PoseStamped of its best estimate."""
+    """Messages for one frame. ``poses``: object name -> PoseStamped of its best estimate.
+
+    ``detections``, ``poses``, ``transforms``, ``markers``, ``debug_image`` and ``results`` hold
+    the filtered poses when ``filter.enabled`` (else the per-frame ones).
+    """
 
     detections: Any
     poses: dict[str, Any]
@@ -104,6 +181,10 @@ class ObjectOutputs:
     results: list[ObjectPose]
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: Detection3DArray of the per-frame poses (before the filter; equal to ``detections`` with it off).
+    detections_raw: Any = None
+    #: the per-frame poses (``results`` are the filtered ones).
+    raw_results: list[ObjectPose] = field(default_factory=list)
 
 
 def _best_per_object(poses: list[ObjectPose]) -> dict[str, ObjectPose]:
@@ -115,10 +196,13 @@ def _best_per_object(poses: list[ObjectPose]) -> dict[str, ObjectPose]:
 
 
 class ObjectPipeline:
-    """One colour frame -> Detection3DArray, PoseStamped per object, TF, markers, debug image.
+    """One colour (+ depth) frame -> Detection3DArray (filtered and raw), PoseStamped per object,
+    TF, markers, debug image.
 
     Args:
-        estimator: has ``estimate(image_rgb, K, boxes=None) -> list[ObjectPose]``.
+        estimator: has ``estimate(image_rgb, K, boxes=None) -> list[ObjectPose]`` (and
+            ``depth_m=`` for depth refinement; ``refine_model(name)``, when it has it, says which
+            objects cannot be refined).
         msgs: message factory (:class:`~featmap_ros.ros.conversions.RclpyMessages` or
             :class:`~featmap_ros.ros.conversions.RosbagsMessages`).
         settings: behaviour; may be replaced between frames (dynamic parameters).
@@ -131,6 +215,7 @@ class ObjectPipeline:
         self.settings = settings
         self.clock = clock
         self.tracker = Tracker()
+        self.pose_filter = PoseTracker(settings.filter_config)
 
     def _with_model_box(self, pose: ObjectPose) -> ObjectPose:
         """A ground-truth pose whose bbox size is unset gets the model box the estimator knows."""
@@ -144,15 +229,32 @@ class ObjectPipeline:
         centers = getattr(self.estimator, "center_m", np.zeros((len(names), 3)))
         return replace(pose, extents_m=np.asarray(extents[i], np.float64), center_m=np.asarray(centers[i], np.float64))
 
+    def prepare_refinement(self) -> list[str]:
+        """Build the estimator's depth refinement models now (a node calls it at start-up, so the
+        first depth frame is not slow) and say which objects cannot be refined (no mesh, ...)."""
+        refine_model = getattr(self.estimator, "refine_model", None)
+        if refine_model is None:
+            return [f"refine.depth: this estimator ({type(self.estimator).__name__}) has no depth refinement: colour poses"]
+        return [f"refine.depth: {m}" for m in (refine_model(n) for n in self.settings.objects) if isinstance(m, str)]
+
     def process(self, image_msg: Any, info_msg: Any, detections_msg: Any = None, ground_truth_msg: Any = None,
-                want_debug: bool = False) -> ObjectOutputs:
-        """Raises ConversionError (bad input message, naming the field) before any estimate."""
+                want_debug: bool = False, depth_msg: Any = None, depth_info_msg: Any = None) -> ObjectOutputs:
+        """One frame; ``depth_msg``/``depth_info_msg``: the registered depth image and its
+        camera_info, or None (colour only).
+
+        Raises ConversionError (bad colour input message, naming the field) before any estimate;
+        a depth image that cannot be used is a warning instead (colour poses).
+        """
         s, msgs = self.settings, self.msgs
         t0 = self.clock()
         rgb = conv.image_to_rgb(image_msg, "image")
         camera = conv.camera_info_to_model(info_msg, "camera_info")
         conv.check_image_matches_camera(rgb.shape[:2], camera, "image")
         warnings = conv.camera_info_warnings(info_msg, "camera_info")
+        depth_m, depth_warnings = registered_depth(depth_msg, depth_info_msg, rgb.shape[:2], camera, s.refine_depth)
+        warnings += depth_warnings
+        if depth_m is not None:
+            warnings += self.prepare_refinement()
         boxes = conv.detection2d_array_to_boxes(detections_msg, "detections_2d") if detections_msg is not None else None
         gt = conv.detection3d_array_to_object_poses(ground_truth_msg, name="ground_truth/detections") if ground_truth_msg is not None else None
         if gt:
@@ -163,23 +265,30 @@ class ObjectPipeline:
         t1 = self.clock()
         results: list[ObjectPose] = []
         if rois is None or rois:
-            results = list(self.estimator.estimate(rgb, camera.K, rois))
+            if depth_m is None:
+                results = list(self.estimator.estimate(rgb, camera.K, rois))
+            else:
+                results = list(self.estimator.estimate(rgb, camera.K, rois, depth_m=depth_m))
         t2 = self.clock()
         kept = keep_poses(results, s.objects, s.min_score)
         if s.roi_source == "tracking":
             self.tracker.update(kept, stamp_s)
+        if self.pose_filter.config != s.filter_config:  # constants changed (ros2 param set): start over
+            self.pose_filter = PoseTracker(s.filter_config)
+        shown = self.pose_filter.update(kept, stamp_s) if s.filter_enabled else kept
         header = image_msg.header
-        best = _best_per_object(kept)
+        best = _best_per_object(shown)
+        raw_msg = conv.object_poses_to_detection3d_array(msgs, kept, header)
         out = ObjectOutputs(
-            detections=conv.object_poses_to_detection3d_array(msgs, kept, header),
+            detections=conv.object_poses_to_detection3d_array(msgs, shown, header) if s.filter_enabled else raw_msg,
             poses={n: conv.object_pose_to_pose_stamped(msgs, p, header) for n, p in best.items()},
             transforms=[conv.object_pose_to_transform(msgs, p, header, s.frame_prefix) for p in best.values()] if s.publish_tf else [],
-            markers=conv.object_markers(msgs, kept, header, s.meshes, s.mesh_scale),
-            debug_image=None, results=kept, warnings=warnings,
+            markers=conv.object_markers(msgs, shown, header, s.meshes, s.mesh_scale),
+            debug_image=None, results=shown, warnings=warnings, detections_raw=raw_msg, raw_results=kept,
         )
         t3 = self.clock()
         if want_debug:
-            out.debug_image = conv.numpy_to_image(msgs, draw_object_debug(rgb, kept, camera.K, rois), "rgb8", header)
+            out.debug_image = conv.numpy_to_image(msgs, draw_object_debug(rgb, shown, camera.K, rois), "rgb8", header)
         t4 = self.clock()
         out.timings = {"convert_in_s": t1 - t0, "estimate_s": t2 - t1, "convert_out_s": t3 - t2, "debug_s": t4 - t3}
         return out
