@@ -51,3 +51,15 @@ def test_render_gt_frames_and_bad_input(dataset, tmp_path, capsys):
     assert "models_info.json" in capsys.readouterr().err
     assert main(["render", "object", "--mesh", str(tmp_path / "missing.ply"), "--count", "1", "--out", str(out)]) == 2
     assert "missing.ply" in capsys.readouterr().err
+
+
+def test_render_object_sequence(tmp_path, capsys):
+    root = tmp_path / "seq"
+    assert main(["render", "object", "--toy", "--count", "3", "--out", str(root), "--seed", "1", "--domain", "real-like",
+                 "--sequence", "--fps", "5", "--split", "test"]) == 0
+    assert "sequence (5 fps" in capsys.readouterr().out
+    meta = json.loads((root / "sequence.json").read_text())
+    assert meta["fps"] == 5.0 and meta["frames"] == 3 and meta["rest_periods"][0][0] == 0
+    frames = bop.read_scene(root / "test" / "000001")
+    assert len(frames) == 3 and all(f.depth_path is not None for f in frames)
+    assert main(["render", "object", "--toy", "--count", "3", "--out", str(root), "--sequence", "--fps", "0"]) == 2

@@ -1,7 +1,9 @@
 """``featmap render object`` and ``featmap render gt``.
 
 - ``featmap render object (--mesh PLY | --toy) --count N --out DIR [--domain synthetic|real-like]``
-  writes N frames with ground truth in the BOP layout (readable by :mod:`featmap_ros.data.bop`).
+  writes N frames with ground truth in the BOP layout (readable by :mod:`featmap_ros.data.bop`);
+  with ``--sequence``, one scene seen by a camera that rests and moves smoothly (for pose
+  filters; ``sequence.json`` says which frames move), sensor noise new in every frame.
 - ``featmap render gt DATASET_ROOT --scene S [--frames ...] --out DIR`` renders the ground-truth
   objects of a BOP scene: an overlay PNG per frame that has an image (silhouette outline +
   projected 3D box), and ``silhouettes.json`` for every ground-truth frame:
@@ -29,7 +31,7 @@ from featmap_ros.data.specs import object_dataset
 from featmap_ros.draw.boxes import color_for, draw_pose
 from featmap_ros.draw.images import write_png
 from featmap_ros.errors import InputError
-from featmap_ros.render.real_like import RealLikeConfig, write_object_dataset
+from featmap_ros.render.real_like import RealLikeConfig, SequenceConfig, write_object_dataset, write_object_sequence
 from featmap_ros.render.renderer import MeshRenderer, render_silhouette
 from featmap_ros.render.toy_object import make_toy_object
 
@@ -51,6 +53,9 @@ def register(sub) -> None:
     p.add_argument("--split", default="train", help="split folder name in the output")
     p.add_argument("--scene", type=int, default=1, help="scene id in the output")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sequence", action="store_true",
+                   help="one scene from a smoothly moving camera with rest periods (BOP sequence + sequence.json)")
+    p.add_argument("--fps", type=float, default=SequenceConfig.fps, help="--sequence: frames per second of the motion")
     p.set_defaults(func=run_object)
 
     g = sub.add_parser("gt", help="overlay ground-truth objects of a BOP scene and write silhouettes.json")
@@ -185,9 +190,15 @@ def run_object(args: argparse.Namespace) -> int:
         info = bop.model_info_from_mesh(args.obj_id, mesh)
     spec = object_dataset(args.dataset)
     cfg = RealLikeConfig() if args.domain == "real-like" else None
-    write_object_dataset(
-        args.out, mesh, info, args.count, spec=spec, domain=args.domain, seed=args.seed,
-        backgrounds_dir=args.backgrounds, split=args.split, scene_id=args.scene, real_like=cfg,
-    )
-    print(f"wrote {args.count} {args.domain} frames of obj {args.obj_id} to {args.out} (BOP layout, split {args.split})")
+    common = dict(spec=spec, domain=args.domain, seed=args.seed, backgrounds_dir=args.backgrounds, split=args.split,
+                  scene_id=args.scene, real_like=cfg)
+    if args.sequence:
+        if not args.fps > 0:
+            raise InputError(f"--fps must be positive, got {args.fps}")
+        write_object_sequence(args.out, mesh, info, args.count, sequence=SequenceConfig(fps=args.fps), **common)
+        what = f"{args.domain} sequence ({args.fps:g} fps, rest periods in sequence.json)"
+    else:
+        write_object_dataset(args.out, mesh, info, args.count, **common)
+        what = f"{args.domain} frames"
+    print(f"wrote {args.count} {what} of obj {args.obj_id} to {args.out} (BOP layout, split {args.split})")
     return 0

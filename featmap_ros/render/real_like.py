@@ -34,28 +34,44 @@ Camera (applied to the composed image, :func:`camera_effects`):
     read noise (sigma 1-4 grey levels), then 8-bit quantisation;
   - JPEG compression at quality 55-90.
 
-Ground truth (``scene_gt.json``, ``scene_gt_info.json``, ``mask/``, ``mask_visib/``, ``depth/``) is
-exact: masks come from the renderer (``bbox_obj``/``px_count_all`` from the full silhouette, also
-outside the image), depth is the rendered scene depth in millimetres. The dataset root also gets
-``train.txt``/``test.txt``: a LINEMOD-style split, ``train_fraction`` (15 %) of the frames chosen
-with far-apart viewpoints (:func:`featmap_ros.data.bop.farthest_view_split`).
+Depth (``depth/``, millimetres, registered to the colour image: same size and K, as BOP and
+LINEMOD ship it and RealSense's ``aligned_depth_to_color`` publishes it): the rendered scene (clutter,
+object, occluder) in front of a backdrop plane (a wall or table ``backdrop_behind_m`` 0.4-0.8 m
+behind the object, tilted by ``backdrop_tilt``), seen through the structured-light sensor model
+of :func:`featmap_ros.render.depth_sensor.apply_sensor` (the hand domain's sensor,
+``depth_sensor``: projector shadows beside depth edges, dropouts at grazing angles and at
+silhouettes, disparity noise and quantisation, hence an error growing with the square of the
+distance: about 1.4 mm at 0.8 m, in steps of ~1.9 mm, speckle holes, whole millimetres; 0 =
+invalid). The synthetic domain's depth is exact.
+
+Ground truth (``scene_gt.json``, ``scene_gt_info.json``, ``mask/``, ``mask_visib/``) is exact: masks
+come from the renderer (``bbox_obj``/``px_count_all`` from the full silhouette, also outside the
+image). The dataset root also gets ``train.txt``/``test.txt``: a LINEMOD-style split,
+``train_fraction`` (15 %) of the frames chosen with far-apart viewpoints
+(:func:`featmap_ros.data.bop.farthest_view_split`).
+
+Sequences (:func:`write_object_sequence`, ``featmap render object --sequence``): one scene
+(:class:`SceneLayout`) seen by a camera that rests and moves smoothly (:func:`camera_motion`),
+for measuring pose filters; camera effects and sensor noise are drawn anew for every frame.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from featmap_ros import geometry
+from featmap_ros import atomic, geometry
 from featmap_ros.data import bop
 from featmap_ros.data.backgrounds import BackgroundSource
 from featmap_ros.data.bop import Mesh
 from featmap_ros.data.object_samples import PoseSampling, sample_pose
 from featmap_ros.data.specs import object_dataset
 from featmap_ros.errors import InputError
+from featmap_ros.render.depth_sensor import SensorModel, apply_sensor
+from featmap_ros.render.hand_depth import composite_nearest, render_plane_depth
 from featmap_ros.render.renderer import Lighting, MeshRenderer, composite, fill_depth_holes, random_lighting, render_silhouette
 
 
@@ -89,6 +105,12 @@ class RealLikeConfig:
     read_noise: tuple[float, float] = (1.0, 4.0)
     jpeg_quality: tuple[int, int] = (55, 90)
     train_fraction: float = 0.15
+    #: The depth camera (structured light, :mod:`featmap_ros.render.depth_sensor`); None = exact depth.
+    depth_sensor: SensorModel | None = SensorModel()
+    #: A plane (wall, table) this far behind the object's far side, metres, fills the depth image's background.
+    backdrop_behind_m: tuple[float, float] = (0.4, 0.8)
+    #: Its normal's tilt from the optical axis, radians (std per axis).
+    backdrop_tilt: float = 0.15
 
 
 def _u(rng: np.random.Generator, lo_hi) -> float:
@@ -201,6 +223,139 @@ def _random_pose_at(rng, K, u, v, depth_m):
     return Rotation.random(random_state=int(rng.integers(2**31))).as_matrix(), ray / ray[2] * depth_m
 
 
+@dataclass
+class SceneLayout:
+    """What a real-like frame shows, in its reference camera frame (metres), before rendering.
+
+    A sequence renders one layout from a moving camera; a single frame is one layout, rendered once.
+
+    Attributes:
+        R_m2c, t_m2c_m: (3, 3), (3,) the object's pose.
+        background: (H, W, 3) uint8 backdrop photo (fixed in the image: a picture at infinity).
+        light: its lighting (a point light on the camera, moving with it).
+        parts: [(Mesh, R (3, 3), t (3,))] clutter behind the object.
+        occluder: (Mesh, R, t) between the camera and the object, or None.
+        backdrop: (point (3,), normal (3,)) of the plane behind everything in the depth image (a
+            wall or table), or None (drawn per frame).
+    """
+
+    R_m2c: np.ndarray
+    t_m2c_m: np.ndarray
+    background: np.ndarray
+    light: Lighting
+    parts: list = field(default_factory=list)
+    occluder: tuple | None = None
+    backdrop: tuple | None = None
+
+
+def sample_layout(renderer, rng: np.random.Generator, mesh, info, K: np.ndarray, width: int, height: int, sampling,
+                  backgrounds, domain: str = "real-like", cfg: RealLikeConfig = RealLikeConfig(),
+                  bank: list | None = None) -> SceneLayout:
+    """Draw a frame's scene (see :func:`render_frame` for the arguments); the occluder placement
+    renders the object and candidate occluders to check how much they hide."""
+    if domain not in ("real-like", "synthetic"):
+        raise InputError(f"domain must be 'real-like' or 'synthetic', got {domain!r}")
+    K = geometry.check_K(K)
+    R, t = sample_pose(rng, K, width, height, sampling, info.center_m)
+    image = backgrounds.sample(rng, width, height)
+    if domain == "synthetic":
+        return SceneLayout(R, t, image, random_lighting(rng))
+    if not bank:
+        raise InputError("render_frame: the real-like domain needs a distractor bank")
+    z = float(t[2])
+    light = real_like_lighting(rng, z, cfg)
+    n = int(rng.integers(cfg.distractors[0], cfg.distractors[1] + 1))
+    parts = []
+    for _ in range(n):
+        dm = bank[int(rng.integers(len(bank)))]
+        Rd, td = _random_pose_at(rng, K, rng.uniform(0, width), rng.uniform(0, height),
+                                 z + info.diameter_m / 2 + rng.uniform(0.08, 0.35))
+        parts.append((dm, Rd, td))
+    layout = SceneLayout(R, t, image, light, parts)
+    if rng.random() < cfg.occlusion_prob:
+        obj = renderer.render(mesh, R, t, K, lighting=light)
+        if obj.mask.any():
+            ys, xs = np.nonzero(obj.mask)
+            cu, cv = xs.mean(), ys.mean()
+            n_obj = int(obj.mask.sum())
+            for _ in range(4):  # placements that hide too much of the object are redrawn
+                k = int(rng.integers(len(xs)))
+                # aim at a silhouette pixel pushed outwards, so the occluder covers an edge, not all
+                u = xs[k] + (xs[k] - cu) * rng.uniform(0.3, 1.0)
+                v = ys[k] + (ys[k] - cv) * rng.uniform(0.3, 1.0)
+                occ_mesh = bank[int(rng.integers(len(bank)))]
+                Ro, to = _random_pose_at(rng, K, u, v, z * _u(rng, cfg.occluder_depth_frac))
+                occ = renderer.render(occ_mesh, Ro, to, K, lighting=light)
+                if (obj.mask & ~occ.mask).sum() >= cfg.min_visib_fract * n_obj:
+                    layout.occluder = (occ_mesh, Ro, to)
+                    break
+    return layout
+
+
+def sample_backdrop(rng: np.random.Generator, t_m2c_m: np.ndarray, diameter_m: float,
+                    cfg: RealLikeConfig = RealLikeConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """A plane behind the scene for the depth image: ``backdrop_behind_m`` beyond the object's
+    far side along z, its normal tilted by ``backdrop_tilt`` (radians, std per axis)."""
+    t = np.asarray(t_m2c_m, dtype=np.float64).reshape(3)
+    point = np.array([0.0, 0.0, t[2] + diameter_m / 2 + _u(rng, cfg.backdrop_behind_m)])
+    normal = np.array([rng.normal(0, cfg.backdrop_tilt), rng.normal(0, cfg.backdrop_tilt), -1.0])
+    return point, normal
+
+
+def render_layout(renderer, layout: SceneLayout, rng: np.random.Generator, mesh, info, K: np.ndarray, width: int,
+                  height: int, domain: str = "real-like", cfg: RealLikeConfig = RealLikeConfig(),
+                  motion: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Render a layout, optionally from a moved camera; ``rng`` draws this frame's camera effects
+    and depth sensor noise. ``motion`` = (dR (3, 3), dt (3,)) maps the reference camera frame to
+    this frame's: ``p' = dR p + dt``. Returns what :func:`render_frame` returns."""
+    K = geometry.check_K(K)
+    dR, dt = (np.eye(3), np.zeros(3)) if motion is None else (np.asarray(motion[0], np.float64), np.asarray(motion[1], np.float64))
+
+    def moved(R, t):
+        return dR @ R, dR @ np.asarray(t, np.float64) + dt
+
+    R, t = moved(layout.R_m2c, layout.t_m2c_m)
+    image = layout.background
+    occluded = np.zeros((height, width), bool)
+    if domain == "synthetic":
+        obj = renderer.render(mesh, R, t, K, lighting=layout.light)
+        image = composite(obj, image)
+        depth = obj.depth_m
+    else:
+        depth = np.zeros((height, width), np.float32)
+        if layout.parts:
+            Rs, ts = zip(*(moved(Rp, tp) for _, Rp, tp in layout.parts))
+            back = renderer.render([m for m, _, _ in layout.parts], np.stack(Rs), np.stack(ts), K, lighting=layout.light)
+            image = composite(back, image)
+            depth = back.depth_m.copy()
+        obj = renderer.render(mesh, R, t, K, lighting=layout.light)
+        image = composite(obj, image)
+        depth[obj.mask] = obj.depth_m[obj.mask]
+        if layout.occluder is not None:
+            occ = renderer.render(layout.occluder[0], *moved(*layout.occluder[1:]), K, lighting=layout.light)
+            image = composite(occ, image)
+            depth[occ.mask] = occ.depth_m[occ.mask]
+            occluded = occ.mask
+        image = camera_effects(image, rng, cfg)
+    # masks from the supersampled centre test, so mask, mask_visib and px_count_all agree; the
+    # object's depth covers exactly its visible mask
+    sil = render_silhouette(renderer, mesh, R, t, K)
+    mask = sil.full_mask(width, height)
+    visible = mask & ~occluded
+    depth[visible] = fill_depth_holes(obj.depth_m, mask)[visible]
+    if domain == "real-like" and cfg.depth_sensor is not None:
+        if layout.backdrop is None:
+            point, normal = sample_backdrop(rng, t, info.diameter_m, cfg)
+        else:
+            point, normal = dR @ layout.backdrop[0] + dt, dR @ layout.backdrop[1]
+        depth = composite_nearest(depth, render_plane_depth(point, normal, K, width, height))
+        depth = apply_sensor(depth, K, rng, cfg.depth_sensor)
+    return {
+        "rgb": image, "depth_m": depth, "mask": mask, "mask_visib": visible,
+        "R_m2c": R, "t_m2c_m": t, "silhouette": sil,
+    }
+
+
 def render_frame(
     renderer,
     rng: np.random.Generator,
@@ -215,7 +370,7 @@ def render_frame(
     cfg: RealLikeConfig = RealLikeConfig(),
     bank: list | None = None,
 ) -> dict:
-    """One full frame with ground truth.
+    """One full frame with ground truth (:func:`sample_layout`, then :func:`render_layout`).
 
     Args:
         renderer: :class:`featmap_ros.render.renderer.MeshRenderer` of size (width, height).
@@ -224,76 +379,32 @@ def render_frame(
         K: (3, 3) intrinsics; width, height: image size.
         sampling: :class:`featmap_ros.data.object_samples.PoseSampling`.
         backgrounds: :class:`featmap_ros.data.backgrounds.BackgroundSource`.
-        domain: ``"real-like"`` or ``"synthetic"`` (training-render look, no clutter/occlusion/camera effects).
+        domain: ``"real-like"`` or ``"synthetic"`` (training-render look, no clutter/occlusion/camera
+            effects, exact depth).
         cfg: real-like parameters.
         bank: distractor meshes (:func:`make_distractor_bank`), required for ``"real-like"``.
 
     Returns:
-        dict with ``rgb`` (H, W, 3) uint8, ``depth_m`` (H, W) float32, ``mask``/``mask_visib``
-        (H, W) bool, ``R_m2c``, ``t_m2c_m``, ``silhouette`` (full, :class:`Silhouette`).
+        dict with ``rgb`` (H, W, 3) uint8, ``depth_m`` (H, W) float32 (real-like: what the depth
+        sensor reports, 0 = invalid; synthetic: exact), ``mask``/``mask_visib`` (H, W) bool,
+        ``R_m2c``, ``t_m2c_m``, ``silhouette`` (full, :class:`Silhouette`).
     """
+    layout = sample_layout(renderer, rng, mesh, info, K, width, height, sampling, backgrounds, domain, cfg, bank)
+    return render_layout(renderer, layout, rng, mesh, info, K, width, height, domain, cfg)
 
-    if domain not in ("real-like", "synthetic"):
-        raise InputError(f"domain must be 'real-like' or 'synthetic', got {domain!r}")
-    K = geometry.check_K(K)
-    R, t = sample_pose(rng, K, width, height, sampling, info.center_m)
-    image = backgrounds.sample(rng, width, height)
-    depth = np.zeros((height, width), np.float32)
-    if domain == "synthetic":
-        obj = renderer.render(mesh, R, t, K, lighting=random_lighting(rng))
-        image = composite(obj, image)
-        depth = obj.depth_m
-        occluded = np.zeros((height, width), bool)
-    else:
-        if not bank:
-            raise InputError("render_frame: the real-like domain needs a distractor bank")
-        z = float(t[2])
-        light = real_like_lighting(rng, z, cfg)
-        n = int(rng.integers(cfg.distractors[0], cfg.distractors[1] + 1))
-        meshes, Rs, ts = [], [], []
-        for _ in range(n):
-            dm = bank[int(rng.integers(len(bank)))]
-            Rd, td = _random_pose_at(rng, K, rng.uniform(0, width), rng.uniform(0, height),
-                                     z + info.diameter_m / 2 + rng.uniform(0.08, 0.35))
-            meshes.append(dm)
-            Rs.append(Rd)
-            ts.append(td)
-        if meshes:
-            back = renderer.render(meshes, np.stack(Rs), np.stack(ts), K, lighting=light)
-            image = composite(back, image)
-            depth = back.depth_m.copy()
-        obj = renderer.render(mesh, R, t, K, lighting=light)
-        image = composite(obj, image)
-        depth[obj.mask] = obj.depth_m[obj.mask]
-        occluded = np.zeros((height, width), bool)
-        if rng.random() < cfg.occlusion_prob and obj.mask.any():
-            ys, xs = np.nonzero(obj.mask)
-            cu, cv = xs.mean(), ys.mean()
-            n_obj = int(obj.mask.sum())
-            for _ in range(4):  # placements that hide too much of the object are redrawn
-                k = int(rng.integers(len(xs)))
-                # aim at a silhouette pixel pushed outwards, so the occluder covers an edge, not all
-                u = xs[k] + (xs[k] - cu) * rng.uniform(0.3, 1.0)
-                v = ys[k] + (ys[k] - cv) * rng.uniform(0.3, 1.0)
-                occ_mesh = bank[int(rng.integers(len(bank)))]
-                Ro, to = _random_pose_at(rng, K, u, v, z * _u(rng, cfg.occluder_depth_frac))
-                occ = renderer.render(occ_mesh, Ro, to, K, lighting=light)
-                if (obj.mask & ~occ.mask).sum() >= cfg.min_visib_fract * n_obj:
-                    image = composite(occ, image)
-                    depth[occ.mask] = occ.depth_m[occ.mask]
-                    occluded = occ.mask
-                    break
-        image = camera_effects(image, rng, cfg)
-    # masks from the supersampled centre test, so mask, mask_visib and px_count_all agree; the
-    # object's depth covers exactly its visible mask
-    sil = render_silhouette(renderer, mesh, R, t, K)
-    mask = sil.full_mask(width, height)
-    visible = mask & ~occluded
-    depth[visible] = fill_depth_holes(obj.depth_m, mask)[visible]
-    return {
-        "rgb": image, "depth_m": depth, "mask": mask, "mask_visib": visible,
-        "R_m2c": R, "t_m2c_m": t, "silhouette": sil,
-    }
+
+def _frame_instance(fr: dict, obj_id: int) -> "bop.GtInstance":
+    sil = fr["silhouette"]
+    return bop.GtInstance(obj_id, fr["R_m2c"], fr["t_m2c_m"], bbox_obj=tuple(sil.bbox_xywh()), px_count_all=sil.px_count)
+
+
+def _dataset_setup(spec, cfg, sampling, backgrounds_dir, seed):
+    spec = spec or object_dataset("lm")
+    cfg = cfg or RealLikeConfig()
+    sampling = sampling or PoseSampling.from_spec(spec)
+    K = np.array([[spec.fx, 0.0, spec.cx], [0.0, spec.fy, spec.cy], [0.0, 0.0, 1.0]])
+    bank = make_distractor_bank(np.random.default_rng([seed, 2**31 - 1]), 9, cfg.distractor_size_m)
+    return spec, cfg, sampling, K, BackgroundSource(backgrounds_dir), bank
 
 
 def write_object_dataset(
@@ -333,12 +444,7 @@ def write_object_dataset(
 
     if count <= 0:
         raise InputError(f"count must be positive, got {count}")
-    spec = spec or object_dataset("lm")
-    cfg = real_like or RealLikeConfig()
-    sampling = sampling or PoseSampling.from_spec(spec)
-    K = np.array([[spec.fx, 0.0, spec.cx], [0.0, spec.fy, spec.cy], [0.0, 0.0, 1.0]])
-    backgrounds = BackgroundSource(backgrounds_dir)
-    bank = make_distractor_bank(np.random.default_rng([seed, 2**31 - 1]), 9, cfg.distractor_size_m)
+    spec, cfg, sampling, K, backgrounds, bank = _dataset_setup(spec, real_like, sampling, backgrounds_dir, seed)
     obj_id = int(info.obj_id)
     ids, Rs, ts = [], [], []
     with MeshRenderer(spec.width, spec.height) as renderer, bop.BopWriter(out, split=split) as writer:
@@ -346,9 +452,7 @@ def write_object_dataset(
         for i in tqdm(range(count), desc=f"render {domain}", unit="frame", disable=not progress):
             rng = np.random.default_rng([seed, i])
             fr = render_frame(renderer, rng, mesh, info, K, spec.width, spec.height, sampling, backgrounds, domain, cfg, bank)
-            sil = fr["silhouette"]
-            inst = bop.GtInstance(obj_id, fr["R_m2c"], fr["t_m2c_m"], bbox_obj=tuple(sil.bbox_xywh()), px_count_all=sil.px_count)
-            writer.add_frame(scene_id, i, K, [inst], rgb=fr["rgb"], depth_m=fr["depth_m"],
+            writer.add_frame(scene_id, i, K, [_frame_instance(fr, obj_id)], rgb=fr["rgb"], depth_m=fr["depth_m"],
                              masks=[fr["mask"]], masks_visib=[fr["mask_visib"]])
             ids.append(i)
             Rs.append(fr["R_m2c"])
@@ -356,6 +460,158 @@ def write_object_dataset(
         train, test = bop.farthest_view_split(ids, np.stack(Rs), np.stack(ts), cfg.train_fraction)
         writer.write_split("train.txt", train)
         writer.write_split("test.txt", test)
+    return Path(out)
+
+
+# ============================================================================= sequences
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    """Camera motion of a real-like sequence (:func:`write_object_sequence`).
+
+    The camera alternates rest periods and moves; a move goes, with a minimum-jerk profile
+    (``10 s^3 - 15 s^4 + 6 s^5``: zero speed and acceleration at both ends), to a new camera pose:
+    turned about the object's centre by up to ``max_turn_deg`` from the first pose (slerp), the
+    object shifted by up to ``max_shift_m`` (x, y, z, camera frame). Sensor noise and camera
+    effects are independent per frame.
+    """
+
+    fps: float = 30.0
+    rest_s: tuple[float, float] = (1.0, 2.0)
+    move_s: tuple[float, float] = (1.0, 2.0)
+    max_turn_deg: float = 25.0
+    max_shift_m: tuple[float, float, float] = (0.03, 0.03, 0.08)
+
+
+#: ``default_rng([seed, stream])`` streams of a sequence's scene and motion (frame i uses ``[seed, i]``).
+SEQUENCE_LAYOUT_STREAM = 2**31 - 2
+SEQUENCE_MOTION_STREAM = 2**31 - 3
+
+
+def _min_jerk(s: np.ndarray) -> np.ndarray:
+    return s**3 * (10.0 - 15.0 * s + 6.0 * s * s)
+
+
+def camera_motion(rng: np.random.Generator, count: int, centre_c_m: np.ndarray,
+                  cfg: SequenceConfig = SequenceConfig()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Smooth camera motion with rest periods, as the object's motion in the camera frame.
+
+    Args:
+        rng: random generator.
+        count: frames.
+        centre_c_m: (3,) the object's centre in the first frame's camera frame, metres (the turn's pivot).
+        cfg: motion parameters.
+
+    Returns:
+        (dR (N, 3, 3), dt (N, 3) metres, moving (N,) bool): frame i sees a point ``p`` of the
+        first frame's camera frame at ``dR[i] p + dt[i]``; ``moving`` is False in rest periods
+        (the pose is exactly the previous frame's). The sequence starts at rest.
+    """
+    from scipy.spatial.transform import Rotation, Slerp
+
+    if count <= 0:
+        raise InputError(f"count must be positive, got {count}")
+    c = np.asarray(centre_c_m, dtype=np.float64).reshape(3)
+    turns = [Rotation.identity()]
+    shifts = [np.zeros(3)]
+    rot = np.zeros((count, 3))
+    shift = np.zeros((count, 3))
+    moving = np.zeros(count, bool)
+    i, resting = 0, True
+    while i < count:
+        if resting:
+            n = max(1, int(round(_u(rng, cfg.rest_s) * cfg.fps)))
+            rot[i:i + n] = turns[-1].as_rotvec()
+            shift[i:i + n] = shifts[-1]
+        else:
+            n = max(2, int(round(_u(rng, cfg.move_s) * cfg.fps)))
+            axis = rng.normal(size=3)
+            target = Rotation.from_rotvec(np.radians(rng.uniform(0.4, 1.0) * cfg.max_turn_deg) * axis / np.linalg.norm(axis))
+            target_shift = rng.uniform(-1.0, 1.0, 3) * np.asarray(cfg.max_shift_m)
+            s = _min_jerk(np.arange(1, n + 1) / n)[: count - i]
+            key = Rotation.concatenate([turns[-1], target])
+            rot[i:i + len(s)] = Slerp([0.0, 1.0], key)(s).as_rotvec()
+            shift[i:i + len(s)] = shifts[-1] + s[:, None] * (target_shift - shifts[-1])
+            moving[i:i + len(s)] = True
+            turns.append(target)
+            shifts.append(target_shift)
+        i += n
+        resting = not resting
+    dR = Rotation.from_rotvec(rot).as_matrix()
+    dt = c - dR @ c + shift
+    return dR, dt, moving
+
+
+def rest_periods(moving: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) frame indices of each run of ``moving == False``."""
+    m = np.asarray(moving, bool)
+    out, start = [], None
+    for i, mv in enumerate(m):
+        if not mv and start is None:
+            start = i
+        if mv and start is not None:
+            out.append((start, i - 1))
+            start = None
+    if start is not None:
+        out.append((start, len(m) - 1))
+    return out
+
+
+def write_object_sequence(
+    out: str | os.PathLike,
+    mesh,
+    info,
+    count: int,
+    spec=None,
+    domain: str = "real-like",
+    seed: int = 0,
+    backgrounds_dir: str | os.PathLike | None = None,
+    split: str = "test",
+    scene_id: int = 1,
+    real_like: RealLikeConfig | None = None,
+    sampling=None,
+    sequence: SequenceConfig | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write a BOP sequence of one static scene seen by a moving camera (atomically).
+
+    One layout (:func:`sample_layout`, stream :data:`SEQUENCE_LAYOUT_STREAM`) is rendered along
+    :func:`camera_motion`; frame i's camera effects and depth noise come from
+    ``default_rng([seed, i])`` (independent per frame). Besides the BOP files, ``sequence.json``
+    at the root holds ``fps``, ``split``, ``scene_id``, per frame ``moving`` and the
+    ``rest_periods`` ([first, last] frame indices); ``test.txt`` lists every frame.
+
+    Args: as :func:`write_object_dataset`, plus ``sequence`` (default :class:`SequenceConfig`).
+
+    Returns:
+        The dataset folder.
+    """
+    from tqdm import tqdm
+
+    if count <= 0:
+        raise InputError(f"count must be positive, got {count}")
+    spec, cfg, sampling, K, backgrounds, bank = _dataset_setup(spec, real_like, sampling, backgrounds_dir, seed)
+    seq = sequence or SequenceConfig()
+    obj_id = int(info.obj_id)
+    with MeshRenderer(spec.width, spec.height) as renderer, bop.BopWriter(out, split=split) as writer:
+        writer.write_models({obj_id: mesh}, {obj_id: info})
+        layout_rng = np.random.default_rng([seed, SEQUENCE_LAYOUT_STREAM])
+        layout = sample_layout(renderer, layout_rng, mesh, info, K, spec.width, spec.height, sampling, backgrounds,
+                               domain, cfg, bank)
+        layout.backdrop = sample_backdrop(layout_rng, layout.t_m2c_m, info.diameter_m, cfg)
+        centre = layout.R_m2c @ np.asarray(info.center_m, np.float64) + layout.t_m2c_m
+        dR, dt, moving = camera_motion(np.random.default_rng([seed, SEQUENCE_MOTION_STREAM]), count, centre, seq)
+        for i in tqdm(range(count), desc=f"render {domain} sequence", unit="frame", disable=not progress):
+            fr = render_layout(renderer, layout, np.random.default_rng([seed, i]), mesh, info, K, spec.width, spec.height,
+                               domain, cfg, motion=(dR[i], dt[i]))
+            writer.add_frame(scene_id, i, K, [_frame_instance(fr, obj_id)], rgb=fr["rgb"], depth_m=fr["depth_m"],
+                             masks=[fr["mask"]], masks_visib=[fr["mask_visib"]])
+        writer.write_split("test.txt", range(count))
+        atomic.write_json(writer.tmp_root / "sequence.json", {
+            "fps": float(seq.fps), "split": split, "scene_id": int(scene_id), "frames": int(count),
+            "moving": [bool(m) for m in moving], "rest_periods": [list(r) for r in rest_periods(moving)],
+        })
     return Path(out)
 
 
