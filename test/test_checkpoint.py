@@ -109,3 +109,11 @@ def test_object_meta_names_the_bad_field():
 def test_missing_checkpoint_names_the_file(tmp_path):
     with pytest.raises(InputError, match=r"nope\.pt: checkpoint not found"):
         ckpt.load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_bundled_lmo_weights_cover_the_eight_lmo_objects():
+    est = ObjectPoseEstimator.from_checkpoint(ckpt.WEIGHTS_DIR / "lmo.pt", device="cpu")
+    assert est.obj_ids == [1, 5, 6, 8, 9, 10, 11, 12]
+    assert est.object_names == ["ape", "can", "cat", "driller", "duck", "eggbox", "glue", "holepuncher"]
+    assert est.model.cfg.backbone == "efficientnet_lite0"
+    assert all("/" not in p for p in est.meta.mesh_paths)  # file names in the user's BOP models/ folder
