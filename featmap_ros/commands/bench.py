@@ -1,7 +1,8 @@
 """``featmap bench ...``: benchmarks that print what they measured (and write JSON).
 
 Parts: bench_render.py (``render``), bench_node.py (``node``), bench_models.py (the paper's
-comparisons, inference latency).
+comparisons, inference latency), bench_refine.py (``refine``: depth refinement, ``tracking``: the
+pose filter).
 """
 from featmap_ros.cli import register_parts
 
@@ -10,4 +11,4 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="speed and accuracy benchmarks")
     parts = p.add_subparsers(dest="bench_command", metavar="WHAT")
     parts.required = True
-    register_parts(parts, "bench", ("bench_render", "bench_node", "bench_models", "bench_replay", "bench_hand_centre"))
+    register_parts(parts, "bench", ("bench_render", "bench_node", "bench_models", "bench_replay", "bench_hand_centre", "bench_refine"))

@@ -1,0 +1,147 @@
+"""``featmap bench refine`` and ``featmap bench tracking``: depth refinement and the pose filter,
+measured on real-like RGB-D frames of the toy object (bundled weights), printed and written as JSON.
+
+- ``featmap bench refine [--frames 60] [--json F]``: colour-only vs colour + depth on real-like
+  test frames rendered here (or ``--data DIR``, a BOP dataset with depth).
+- ``featmap bench tracking [--frames 300] [--json F]``: per-frame vs filtered poses on a
+  real-like sequence rendered here (or ``--data DIR`` from ``featmap render object --sequence``).
+
+The logic lives in :mod:`featmap_ros.evaluation.refine_bench`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from featmap_ros import atomic
+from featmap_ros.checkpoint import bundled_weights
+from featmap_ros.data.specs import object_dataset
+from featmap_ros.errors import InputError
+from featmap_ros.estimators import ObjectPoseEstimator
+from featmap_ros.evaluation.refine_bench import DEFAULT_SETTLE_S, run_refine_bench, run_tracking_bench
+from featmap_ros.render.real_like import SequenceConfig, write_object_dataset, write_object_sequence
+from featmap_ros.render.toy_object import make_toy_object
+from featmap_ros.tracking import PoseFilterConfig
+
+#: Seeds of the benches' frames (training used 7, the demo 90210).
+REFINE_SEED = 31337
+TRACKING_SEED = 4711
+#: The tracking bench's motion: rest periods long enough to measure jitter after the filter settles.
+TRACKING_SEQUENCE = SequenceConfig(rest_s=(2.0, 3.0), move_s=(1.0, 2.0))
+
+
+def _common(p) -> None:
+    p.add_argument("--data", type=Path, default=None, help="use this BOP dataset (with depth) instead of rendering frames")
+    p.add_argument("--out", type=Path, default=None, help="where rendered frames go (default featmap_out/bench_<what>)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the rendered frames")
+    p.add_argument("--checkpoint", default=None, help="object checkpoint (default: the bundled toy weights)")
+    p.add_argument("--boxes", choices=("gt", "localiser"), default="gt",
+                   help="image windows: ground-truth boxes (pose accuracy alone) or the built-in localiser")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--json", default=None, help="also write the figures here")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("refine", help="depth refinement: colour-only vs colour + depth on real-like RGB-D frames")
+    _common(p)
+    p.add_argument("--frames", type=int, default=60, help="real-like test frames to render")
+    p.set_defaults(func=run_refine)
+    t = sub.add_parser("tracking", help="pose filter: jitter at rest and lag in motion on a real-like sequence")
+    _common(t)
+    t.add_argument("--frames", type=int, default=300, help="sequence frames to render")
+    t.add_argument("--fps", type=float, default=TRACKING_SEQUENCE.fps, help="frame rate of the rendered sequence")
+    t.add_argument("--rest-s", type=float, nargs=2, default=TRACKING_SEQUENCE.rest_s, metavar=("MIN", "MAX"),
+                   help="rest period lengths of the rendered sequence, seconds")
+    t.add_argument("--move-s", type=float, nargs=2, default=TRACKING_SEQUENCE.move_s, metavar=("MIN", "MAX"),
+                   help="motion lengths of the rendered sequence, seconds")
+    t.add_argument("--settle-s", type=float, default=DEFAULT_SETTLE_S,
+                   help="seconds at the start of each rest period left out of the jitter (the filter settling)")
+    t.add_argument("--source", choices=("depth", "rgb"), default="depth",
+                   help="whose figures are the top-level keys: colour + depth (default) or colour-only poses")
+    t.set_defaults(func=run_tracking)
+
+
+def _estimator(args) -> ObjectPoseEstimator:
+    ck = Path(args.checkpoint) if args.checkpoint else bundled_weights("object")
+    est = ObjectPoseEstimator.from_checkpoint(ck, device=args.device)
+    est.warmup()
+    return est
+
+
+def _machine() -> dict:
+    return {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def _write(args, report: dict) -> None:
+    if args.json:
+        atomic.write_json(args.json, report)
+        print(f"wrote {args.json}")
+
+
+def run_refine(args: argparse.Namespace) -> int:
+    if args.frames <= 0:
+        raise InputError(f"--frames must be positive, got {args.frames}")
+    est = _estimator(args)
+    seed = REFINE_SEED if args.seed is None else args.seed
+    root, split = args.data, "test"
+    if root is None:
+        root = args.out or Path("featmap_out/bench_refine")
+        mesh, info = make_toy_object(est.obj_ids[0])
+        print(f"[refine] rendering {args.frames} real-like RGB-D frames of the toy object (seed {seed}) ...", flush=True)
+        write_object_dataset(root, mesh, info, args.frames, spec=object_dataset("lm"), domain="real-like", seed=seed,
+                             split=split, scene_id=1)
+    r = run_refine_bench(est, root, split, boxes=args.boxes, max_frames=0 if args.data else args.frames)
+    report = {**r, "data": str(root), "seed": None if args.data else seed, **_machine()}
+    print(f"\nbench refine — {r['instances']} instances in {r['frames']} real-like RGB-D frames, windows from {args.boxes} boxes")
+    print(f"  {'':18s} {'ADD(-S)<=10%':>13s} {'5cm 5deg':>9s} {'2D<=5px':>8s} {'median t':>10s} {'median R':>9s}")
+    for key, label in (("rgb", "colour only"), ("depth", "colour + depth")):
+        print(f"  {label:18s} {100 * r[f'add10_{key}']:12.1f}% {100 * r[f'5cm5deg_{key}']:8.1f}% "
+              f"{100 * r[f'proj2d_5px_{key}']:7.1f}% {r[f'median_trans_mm_{key}']:7.1f} mm {r[f'median_rot_deg_{key}']:5.2f} deg")
+    print(f"  refinement: {r['added_ms_per_object']:.2f} ms per object (median, p95 {r['added_ms_per_object_p95']:.2f} ms; "
+          f"{report['cpu_count']} CPUs, torch {report['torch_threads']} threads), "
+          f"accepted {100 * r['refined_fraction']:.1f} %, rejected: {r['rejections'] or 'none'}")
+    _write(args, report)
+    return 0
+
+
+def run_tracking(args: argparse.Namespace) -> int:
+    if args.frames <= 1:
+        raise InputError(f"--frames must be at least 2, got {args.frames}")
+    if not args.fps > 0:
+        raise InputError(f"--fps must be positive, got {args.fps}")
+    for name, (lo, hi) in (("--rest-s", args.rest_s), ("--move-s", args.move_s)):
+        if not 0 < lo <= hi:
+            raise InputError(f"{name}: expected 0 < MIN <= MAX, got {lo} {hi}")
+    if args.settle_s < 0:
+        raise InputError(f"--settle-s must be >= 0, got {args.settle_s}")
+    est = _estimator(args)
+    seed = TRACKING_SEED if args.seed is None else args.seed
+    root = args.data
+    seq = SequenceConfig(fps=args.fps, rest_s=tuple(args.rest_s), move_s=tuple(args.move_s))
+    if root is None:
+        root = args.out or Path("featmap_out/bench_tracking")
+        mesh, info = make_toy_object(est.obj_ids[0])
+        print(f"[tracking] rendering a {args.frames}-frame real-like RGB-D sequence of the toy object (seed {seed}) ...",
+              flush=True)
+        write_object_sequence(root, mesh, info, args.frames, spec=object_dataset("lm"), seed=seed, sequence=seq)
+    r = run_tracking_bench(est, root, boxes=args.boxes, filter_config=PoseFilterConfig(), settle_s=args.settle_s)
+    main = r[args.source]
+    report = {**main, "source": args.source, **r, "data": str(root), "seed": None if args.data else seed,
+              "sequence": None if args.data else asdict(seq), **_machine()}
+    print(f"\nbench tracking — {r['frames']} frames at {r['fps']:g} fps, rest periods {r['rest_periods']} "
+          f"(first {r['settle_s']:g} s of each left out of the jitter), windows from {args.boxes} boxes")
+    print(f"  {'':16s} {'jitter raw':>18s} {'jitter filtered':>20s} {'less':>11s} {'lag (frames) t / R':>20s}")
+    for key, label in (("rgb", "colour only"), ("depth", "colour + depth")):
+        f = r[key]
+        print(f"  {label:16s} {f['jitter_mm_raw']:6.2f} mm {f['jitter_deg_raw']:5.2f} deg "
+              f"{f['jitter_mm_filtered']:8.2f} mm {f['jitter_deg_filtered']:5.2f} deg "
+              f"{f['jitter_ratio_mm']:4.1f}x {f['jitter_ratio_deg']:4.1f}x "
+              f"{f['lag_frames']:8.2f} / {f['lag_frames_rot']:5.2f} (raw {f['lag_frames_raw']:.2f} / {f['lag_frames_rot_raw']:.2f})")
+    _write(args, report)
+    return 0
