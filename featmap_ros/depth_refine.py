@@ -60,6 +60,7 @@ comparison script is not kept; this module's figures are printed by
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -307,6 +308,12 @@ def _rodrigues(w: np.ndarray) -> np.ndarray:
     k = w / th
     Kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
     return np.eye(3) + math.sin(th) * Kx + (1 - math.cos(th)) * (Kx @ Kx)
+
+
+def rejection_kind(reason: str) -> str:
+    """A rejection reason with its numbers replaced by N ("fitness 0.41 < 0.6" -> "fitness N < N"):
+    one message per kind, for counting and for logs that show each message once."""
+    return re.sub(r"[-+]?\d+(\.\d+)?", "N", reason)
 
 
 def _rejected(R, t, reason, fitness=0.0, rmse=float("nan"), n=0, occ=0.0, it=0) -> DepthRefinement:

@@ -543,3 +543,45 @@ def test_object_pipeline_filters_poses_over_time_and_keeps_the_raw_ones(store, m
     out = pipe.process(*frame(msgs, ns=3_100_000_000))
     np.testing.assert_array_equal(positions(out.detections), positions(out.detections_raw))
     assert pipe.pose_filter.config.trans_min_cutoff_hz == 1.0 == pipe.pose_filter.config.rot_min_cutoff_hz
+
+
+def test_object_pipeline_with_the_estimator_and_ray_cast_depth(msgs, tmp_path, monkeypatch):
+    """The real estimator (a box, its network replaced by the corners of a colour pose 2-4 cm off)
+    and a 32FC1 depth message of the box: the published pose is the refined one; a depth that
+    shows only a far wall is refused and the colour pose goes out, with the refusal's kind."""
+    import trimesh
+    from scipy.spatial.transform import Rotation
+
+    from featmap_ros import crops, geometry
+    from featmap_ros.data.bop import Mesh, save_mesh
+    from featmap_ros.estimators import ObjectPoseEstimator
+    from featmap_ros.nets import ModelConfig, build_model
+    from test_depth_refine import BOX, R_GT, T_GT, in_camera, render_depth
+
+    ply = tmp_path / "box.ply"
+    save_mesh(ply, Mesh(np.asarray(BOX.vertices), np.asarray(BOX.faces), None, "box"))
+    corners = geometry.box_corners([-0.05, -0.035, -0.025], [0.10, 0.07, 0.05])
+    meta = {"object_names": ["ape"], "obj_ids": [1], "corners_m": [corners.tolist()], "window_scale": 1.2}
+    model = build_model(ModelConfig(backbone="small", input_size=32, feature_dim=16, small_channels=[4, 8], n_objects=1,
+                                    pretrained=False))
+    est = ObjectPoseEstimator(model, meta, device="cpu", mesh_sources=[str(ply)])
+    R0 = Rotation.from_rotvec([0.03, -0.02, 0.04]).as_matrix() @ R_GT
+    t0 = T_GT * 1.05  # 3 cm too far along the ray
+    px = geometry.project_model_points(corners, R0, t0, K)
+    box = np.r_[px.min(0), px.max(0) - px.min(0)]
+    win = crops.window_from_bbox(box, scale=1.2)
+    monkeypatch.setattr(est, "_infer", lambda b: crops.image_to_crop_normalised(px, win)[None, None].repeat(len(b), 0))
+    pipe = ObjectPipeline(est, msgs, settings(roi_source="detections", objects="ape"))
+    img, info = frame(msgs)
+    dets = conv.boxes_to_detection2d_array(msgs, [("ape", box, 0.9)], img.header)
+    depth = render_depth([in_camera(BOX, R_GT, T_GT)]).astype(np.float32)
+    d_msg, d_info = depth_msgs(msgs, depth, "32FC1")
+    out = pipe.process(img, info, detections_msg=dets, depth_msg=d_msg, depth_info_msg=d_info)
+    assert out.warnings == [] and out.raw_results[0].refined
+    p = out.poses["ape"].pose.position
+    assert np.linalg.norm(np.array([p.x, p.y, p.z]) - T_GT) < 0.003  # the colour pose was 30 mm off
+    wall = np.full((480, 640), 1.6, np.float32)
+    out = pipe.process(*frame(msgs, ns=5_000_000_000), detections_msg=dets, depth_msg=depth_msgs(msgs, wall, "32FC1")[0])
+    assert out.warnings == ["depth: refinement of 'ape' refused (measured depth N m behind the object > max N m): "
+                            "colour pose published"]
+    np.testing.assert_allclose(out.raw_results[0].t_m2c_m, t0, atol=1e-4)

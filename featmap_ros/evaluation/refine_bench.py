@@ -15,7 +15,6 @@ alone, as ``featmap demo``'s first row), or from the estimator's localiser.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -26,6 +25,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from featmap_ros.data import bop
+from featmap_ros.depth_refine import rejection_kind
 from featmap_ros.errors import InputError
 from featmap_ros.evaluation import metrics
 from featmap_ros.evaluation.records import ObjectRecord, object_record
@@ -142,7 +142,7 @@ def run_refine_bench(est, root: str | Path, split: str = "test", boxes: str = "g
             ms_per_object.append(1000.0 * dt / len(colour))
         n_poses += len(refined)
         n_refined += sum(p.refined for p in refined)
-        reasons.update(_reason_kind(p.refine_reason) for p in refined if not p.refined)
+        reasons.update(rejection_kind(p.refine_reason) for p in refined if not p.refined)
         for g in gts:
             k = k_of[g.obj_id]
             name, info = est.object_names[k], infos[g.obj_id]
@@ -164,11 +164,6 @@ def run_refine_bench(est, root: str | Path, split: str = "test", boxes: str = "g
         "refine_config": asdict(est.refine_config),
     })
     return out
-
-
-def _reason_kind(reason: str) -> str:
-    """A rejection reason with its numbers as N ("fitness 0.41 < 0.6" -> "fitness N < N"), for counting."""
-    return re.sub(r"[-+]?\d+(\.\d+)?", "N", reason)
 
 
 # --------------------------------------------------------------------------------------------

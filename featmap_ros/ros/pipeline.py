@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from featmap_ros.depth_refine import rejection_kind
 from featmap_ros.draw.debug import draw_hand_debug, draw_object_debug
 from featmap_ros.errors import InputError
 from featmap_ros.geometry import CameraModel
@@ -270,6 +271,11 @@ class ObjectPipeline:
             else:
                 results = list(self.estimator.estimate(rgb, camera.K, rois, depth_m=depth_m))
         t2 = self.clock()
+        if depth_m is not None:  # a refusal is data, not an error: the colour pose goes out, the kind is logged once
+            refine_model = getattr(self.estimator, "refine_model", None)
+            warnings += sorted({f"depth: refinement of {p.object_name!r} refused ({rejection_kind(p.refine_reason)}): "
+                                "colour pose published" for p in results if not p.refined and p.refine_reason
+                                and refine_model is not None and not isinstance(refine_model(p.object_name), str)})
         kept = keep_poses(results, s.objects, s.min_score)
         if s.roi_source == "tracking":
             self.tracker.update(kept, stamp_s)
