@@ -23,8 +23,7 @@ from std_msgs.msg import String
 
 from featmap_ros.data import player
 from featmap_ros.errors import InputError
-from featmap_ros.evaluation import online as online_eval
-from featmap_ros.ros import conversions as conv
+from featmap_ros.ros import conversions as conv, online_eval
 from featmap_ros.ros.diagnostics import diagnostic_array
 from featmap_ros.ros.node_common import ThrottledLog, declare_params, run_node
 from featmap_ros.ros.params import EVALUATOR_NODE_PARAMS
