@@ -299,16 +299,20 @@ def test_dataset_launch_exits_0_on_sigint_and_the_evaluator_writes(tmp_path, lau
     proc = subprocess.Popen(["ros2", "launch", "featmap_ros", launch_file, "device:=cpu", f"output_dir:={out_dir}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
                             start_new_session=True, env=env)
+    if launch_file.startswith("nyu"):
+        msg_type = pytest.importorskip("featmap_ros.msg", reason="featmap_ros messages not built (colcon build)").HandPose
+    else:
+        from vision_msgs.msg import Detection3DArray as msg_type
     rclpy.init()
     probe = rclpy.create_node("featmap_launch_sigint_probe")
+    got = []
+    probe.create_subscription(msg_type, topic, got.append, 10)
     try:
         end = time.monotonic() + 240  # the embedded sample is rendered on first use
-        names = set()
-        while time.monotonic() < end and topic not in names and proc.poll() is None:
+        while time.monotonic() < end and len(got) < 3 and proc.poll() is None:
             rclpy.spin_once(probe, timeout_sec=0.2)
-            names = {n for n, _ in probe.get_topic_names_and_types()}
-        assert topic in names, f"{topic} never appeared"
-        time.sleep(3.0)  # some frames estimated and scored
+        assert len(got) >= 3, f"fewer than 3 estimates on {topic}"
+        time.sleep(2.0)  # the evaluator scores them
     finally:
         probe.destroy_node()
         rclpy.try_shutdown()
