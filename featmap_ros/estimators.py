@@ -103,11 +103,14 @@ class ObjectPoseEstimator(_Base):
         mesh_sources: (n,) per object a mesh file (BOP PLY, millimetres), :data:`TOY_MESH`, or ''
             (no depth refinement); default ``meta.mesh_paths`` (see :func:`mesh_sources`).
         refine_config: thresholds of the depth refinement.
+        mesh_root: folder against which relative mesh paths are resolved (checkpoints that name
+            their meshes ``obj_000001.ply``: the BOP ``models/`` folder); None = the working directory.
     """
 
     def __init__(self, model: FeatureMappingNet, meta: ObjectMeta | dict, localiser: Localiser | None = None,
                  use_mapping: bool = True, device: str = "auto", runtime: str = "torch",
-                 mesh_sources: Sequence[str] | None = None, refine_config: DepthRefineConfig | None = None) -> None:
+                 mesh_sources: Sequence[str] | None = None, refine_config: DepthRefineConfig | None = None,
+                 mesh_root: str | Path | None = None) -> None:
         if model.cfg.task != "object":
             raise InputError(f"model.task is {model.cfg.task!r}; ObjectPoseEstimator needs an object model")
         meta = meta if isinstance(meta, ObjectMeta) else ObjectMeta.from_dict(meta)
@@ -131,14 +134,18 @@ class ObjectPoseEstimator(_Base):
         if len(sources) != len(names):
             raise InputError(f"mesh_sources: {len(sources)} entries for {len(names)} objects")
         #: per object: mesh file, TOY_MESH or '' (depth refinement needs a mesh)
-        self.mesh_sources = sources
+        self.mesh_sources = tuple(s if s in ("", TOY_MESH) or mesh_root is None or Path(s).is_absolute()
+                                  else str(Path(mesh_root) / s) for s in sources)
         self.refine_config = DepthRefineConfig() if refine_config is None else refine_config
         # built on first use (a colour-only user never pays for the meshes); name -> model or the reason there is none
         self._refine_models: dict[str, RefineModel | str] = {}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", runtime: str = "torch") -> "ObjectPoseEstimator":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", runtime: str = "torch",
+                        mesh_root: str | Path | None = None) -> "ObjectPoseEstimator":
         """Load an object checkpoint written by ``featmap train object`` (or a bundled one).
+
+        ``mesh_root``: where the meshes it names by relative path are (see the class).
 
         Raises:
             InputError: missing file, a checkpoint of another task (names ``model.task``), or
@@ -153,7 +160,7 @@ class ObjectPoseEstimator(_Base):
             loc.load_state_dict(ck["localiser"]["state"])
         meta = ObjectMeta.from_dict(ck.get("meta", {}), f"{path}: meta")
         return cls(model, meta, localiser=loc, use_mapping=bool(ck.get("config", {}).get("mapping", True)), device=device,
-                   runtime=runtime, mesh_sources=mesh_sources(meta, ck.get("config")))
+                   runtime=runtime, mesh_sources=mesh_sources(meta, ck.get("config")), mesh_root=mesh_root)
 
     @property
     def object_names(self) -> list[str]:
@@ -244,7 +251,8 @@ class ObjectPoseEstimator(_Base):
             if src == TOY_MESH:
                 mesh = make_toy_object(self.obj_ids[k])[0]
             elif not Path(src).is_file():
-                return f"mesh of {name!r} not found: {src} (meta.mesh_paths): no depth refinement"
+                hint = "" if Path(src).is_absolute() else " (a relative path: set the mesh root, e.g. refine.mesh_root)"
+                return f"mesh of {name!r} not found: {src} (meta.mesh_paths){hint}: no depth refinement"
             else:
                 mesh = load_mesh(src, units="mm")
             return refine_model_from_mesh(mesh.vertices_m, mesh.faces, REFINE_POINTS, str(src))

@@ -16,7 +16,7 @@ from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
@@ -69,6 +69,7 @@ def generate_launch_description():
                     {"weights": ParameterValue(arg("weights"), value_type=str),
                      "roi_source": ParameterValue(arg("roi_source"), value_type=str),
                      "refine.depth": ParameterValue(arg("refine_depth"), value_type=str),
+                     "refine.mesh_root": ParameterValue(PathJoinSubstitution([arg("dataset_root"), "models"]), value_type=str),
                      "device": ParameterValue(arg("device"), value_type=str), "runtime": ParameterValue(arg("runtime"), value_type=str), "use_sim_time": sim_time}],
         remappings=[("image", "/camera/color/image_raw"), ("camera_info", "/camera/color/camera_info"),
                     ("depth", "/camera/depth/image_raw"), ("depth_camera_info", "/camera/depth/camera_info"),

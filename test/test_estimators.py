@@ -165,7 +165,7 @@ def test_window_crop_matches_full_image_crop():
 # ----------------------------------------------------------------------------- depth refinement
 
 
-def _box_estimator(tmp_path, monkeypatch, R_colour, t_colour, mesh_sources=None):
+def _box_estimator(tmp_path, monkeypatch, R_colour, t_colour, mesh_sources=None, mesh_root=None):
     """An estimator of the box of test_depth_refine whose network returns the corners of
     (R_colour, t_colour) exactly; its mesh is a PLY written here (millimetres)."""
     from test_depth_refine import BOX
@@ -176,7 +176,8 @@ def _box_estimator(tmp_path, monkeypatch, R_colour, t_colour, mesh_sources=None)
     save_mesh(ply, Mesh(np.asarray(BOX.vertices), np.asarray(BOX.faces), None, "box"))
     corners = geometry.box_corners([-0.05, -0.035, -0.025], [0.10, 0.07, 0.05])
     meta = {"object_names": ["box"], "obj_ids": [1], "corners_m": [corners.tolist()], "window_scale": 1.2}
-    est = ObjectPoseEstimator(tiny_model(1), meta, device="cpu", mesh_sources=[str(ply)] if mesh_sources is None else mesh_sources)
+    est = ObjectPoseEstimator(tiny_model(1), meta, device="cpu", mesh_sources=[str(ply)] if mesh_sources is None else mesh_sources,
+                              mesh_root=mesh_root)
     px = geometry.project_model_points(corners, R_colour, t_colour, K)
     box = np.r_[px.min(0), px.max(0) - px.min(0)]
     win = crops.window_from_bbox(box, scale=1.2)
@@ -248,6 +249,12 @@ def test_objects_without_a_usable_mesh_keep_the_colour_pose(tmp_path, monkeypatc
         (p,) = est.estimate(img, K_LM, boxes, depth_m=depth)
         assert not p.refined and np.allclose(p.t_m2c_m, t0, atol=1e-4)
         assert re.match(reason, p.refine_reason), p.refine_reason
+    # a checkpoint naming its meshes by relative path (obj_000001.ply): found under the mesh root
+    est, boxes, _ = _box_estimator(tmp_path, monkeypatch, R0, t0, mesh_sources=["box.ply"], mesh_root=tmp_path)
+    assert est.mesh_sources == (str(tmp_path / "box.ply"),)
+    assert est.estimate(img, K_LM, boxes, depth_m=depth)[0].refined
+    est, boxes, _ = _box_estimator(tmp_path, monkeypatch, R0, t0, mesh_sources=["box.ply"])
+    assert "set the mesh root" in est.estimate(img, K_LM, boxes, depth_m=depth)[0].refine_reason
 
 
 def test_mesh_sources_of_checkpoints():

@@ -2,7 +2,10 @@
 measured on real-like RGB-D frames of the toy object (bundled weights), printed and written as JSON.
 
 - ``featmap bench refine [--frames 60] [--json F]``: colour-only vs colour + depth on real-like
-  test frames rendered here (or ``--data DIR``, a BOP dataset with depth).
+  test frames rendered here, ``--frames`` of each object of the checkpoint (the toy for the
+  bundled demo weights; with ``--checkpoint featmap_ros/weights/lmo.pt --mesh-root
+  <lmo>/models``, the LM-O meshes over the real-like domain), or on ``--data DIR`` (a BOP dataset
+  with depth).
 - ``featmap bench tracking [--frames 300] [--json F]``: per-frame vs filtered poses on a
   real-like sequence rendered here (or ``--data DIR`` from ``featmap render object --sequence``).
 
@@ -45,9 +48,10 @@ import torch
 
 from featmap_ros import atomic
 from featmap_ros.checkpoint import bundled_weights
+from featmap_ros.data import bop
 from featmap_ros.data.specs import object_dataset
 from featmap_ros.errors import InputError
-from featmap_ros.estimators import ObjectPoseEstimator
+from featmap_ros.estimators import TOY_MESH, ObjectPoseEstimator
 from featmap_ros.evaluation.refine_bench import DEFAULT_SETTLE_S, run_refine_bench, run_tracking_bench
 from featmap_ros.render.real_like import SequenceConfig, write_object_dataset, write_object_sequence
 from featmap_ros.render.toy_object import make_toy_object
@@ -65,6 +69,9 @@ def _common(p) -> None:
     p.add_argument("--out", type=Path, default=None, help="where rendered frames go (default featmap_out/bench_<what>)")
     p.add_argument("--seed", type=int, default=None, help="seed of the rendered frames")
     p.add_argument("--checkpoint", default=None, help="object checkpoint (default: the bundled toy weights)")
+    p.add_argument("--mesh-root", type=Path, default=None,
+                   help="folder of the meshes the checkpoint names by relative path (BOP models/; default: "
+                        "<data>/models with --data)")
     p.add_argument("--boxes", choices=("gt", "localiser"), default="gt",
                    help="image windows: ground-truth boxes (pose accuracy alone) or the built-in localiser")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
@@ -74,7 +81,8 @@ def _common(p) -> None:
 def register(sub) -> None:
     p = sub.add_parser("refine", help="depth refinement: colour-only vs colour + depth on real-like RGB-D frames")
     _common(p)
-    p.add_argument("--frames", type=int, default=60, help="real-like test frames to render")
+    p.add_argument("--frames", type=int, default=60, help="real-like test frames to render per object")
+    p.add_argument("--objects", default="", help="comma-separated object names to render (default: all of the checkpoint)")
     p.set_defaults(func=run_refine)
     t = sub.add_parser("tracking", help="pose filter: jitter at rest and lag in motion on a real-like sequence")
     _common(t)
@@ -93,7 +101,8 @@ def register(sub) -> None:
 
 def _estimator(args) -> ObjectPoseEstimator:
     ck = Path(args.checkpoint) if args.checkpoint else bundled_weights("object")
-    est = ObjectPoseEstimator.from_checkpoint(ck, device=args.device)
+    root = args.mesh_root or (args.data / "models" if args.data else None)
+    est = ObjectPoseEstimator.from_checkpoint(ck, device=args.device, mesh_root=root)
     est.warmup()
     return est
 
@@ -109,20 +118,42 @@ def _write(args, report: dict) -> None:
         print(f"wrote {args.json}")
 
 
+def _mesh_of(est: ObjectPoseEstimator, name: str):
+    """The mesh and ModelInfo of one of the checkpoint's objects, for rendering its frames."""
+    k = est.object_names.index(name)
+    src, oid = est.mesh_sources[k], est.obj_ids[k]
+    if src == TOY_MESH:
+        return make_toy_object(oid)
+    if not src or not Path(src).is_file():
+        raise InputError(f"--checkpoint: no mesh file for {name!r} ({src!r}); pass --mesh-root (the BOP models/ folder)")
+    mesh = bop.load_mesh(src)
+    infos_path = Path(src).parent / "models_info.json"
+    infos = bop.load_models_info(infos_path) if infos_path.is_file() else {}
+    return mesh, infos.get(oid) or bop.model_info_from_mesh(oid, mesh)
+
+
 def run_refine(args: argparse.Namespace) -> int:
     if args.frames <= 0:
         raise InputError(f"--frames must be positive, got {args.frames}")
     est = _estimator(args)
     seed = REFINE_SEED if args.seed is None else args.seed
-    root, split = args.data, "test"
-    if root is None:
-        root = args.out or Path("featmap_out/bench_refine")
-        mesh, info = make_toy_object(est.obj_ids[0])
-        print(f"[refine] rendering {args.frames} real-like RGB-D frames of the toy object (seed {seed}) ...", flush=True)
-        write_object_dataset(root, mesh, info, args.frames, spec=object_dataset("lm"), domain="real-like", seed=seed,
-                             split=split, scene_id=1)
-    r = run_refine_bench(est, root, split, boxes=args.boxes, max_frames=0 if args.data else args.frames)
-    report = {**r, "data": str(root), "seed": None if args.data else seed, **_machine()}
+    split = "test"
+    if args.data is not None:
+        roots = [args.data]
+    else:
+        names = [n.strip() for n in args.objects.split(",") if n.strip()] or est.object_names
+        unknown = [n for n in names if n not in est.object_names]
+        if unknown:
+            raise InputError(f"--objects: {unknown} not in the checkpoint; valid: {est.object_names}")
+        out = args.out or Path("featmap_out/bench_refine")
+        roots = [out] if len(names) == 1 else [out / n for n in names]
+        for name, root in zip(names, roots):
+            mesh, info = _mesh_of(est, name)
+            print(f"[refine] rendering {args.frames} real-like RGB-D frames of {name} (seed {seed}) ...", flush=True)
+            write_object_dataset(root, mesh, info, args.frames, spec=object_dataset("lm"), domain="real-like", seed=seed,
+                                 split=split, scene_id=1)
+    r = run_refine_bench(est, roots, split, boxes=args.boxes)
+    report = {**r, "data": [str(x) for x in roots], "seed": None if args.data else seed, **_machine()}
     print(f"\nbench refine — {r['instances']} instances in {r['frames']} real-like RGB-D frames, windows from {args.boxes} boxes")
     print(f"  {'':18s} {'ADD(-S)<=10%':>13s} {'5cm 5deg':>9s} {'2D<=5px':>8s} {'median t':>10s} {'median R':>9s}")
     for key, label in (("rgb", "colour only"), ("depth", "colour + depth")):
@@ -131,6 +162,10 @@ def run_refine(args: argparse.Namespace) -> int:
     print(f"  refinement: {r['added_ms_per_object']:.2f} ms per object (median, p95 {r['added_ms_per_object_p95']:.2f} ms; "
           f"{report['cpu_count']} CPUs, torch {report['torch_threads']} threads), "
           f"accepted {100 * r['refined_fraction']:.1f} %, rejected: {r['rejections'] or 'none'}")
+    if len(r["per_object"]) > 1:
+        for n, f in r["per_object"].items():
+            print(f"  {n:14s} {f['instances']:4d} inst.: ADD(-S)<=10% {100 * f['add10_rgb']:5.1f}% -> {100 * f['add10_depth']:5.1f}%, "
+                  f"median t {f['median_trans_mm_rgb']:6.1f} -> {f['median_trans_mm_depth']:5.1f} mm")
     _write(args, report)
     return 0
 

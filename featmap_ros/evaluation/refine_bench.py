@@ -39,9 +39,9 @@ ADD_POINTS = 3000
 DEFAULT_SETTLE_S = 1.0
 
 
-def _model_points(root: Path, est) -> dict[int, np.ndarray]:
+def _model_points(root: Path, est, obj_ids) -> dict[int, np.ndarray]:
     points = {}
-    for oid in est.obj_ids:
+    for oid in sorted(set(obj_ids) & set(est.obj_ids)):
         pts = bop.load_mesh(bop.model_path(root, oid)).vertices_m
         if len(pts) > ADD_POINTS:
             pts = pts[np.random.default_rng(0).choice(len(pts), ADD_POINTS, replace=False)]
@@ -93,16 +93,17 @@ def _summary(records: Sequence[ObjectRecord]) -> dict:
     }
 
 
-def run_refine_bench(est, root: str | Path, split: str = "test", boxes: str = "gt", max_frames: int = 0,
-                     progress: bool = True) -> dict:
-    """Colour-only vs colour + depth on the RGB-D frames of a BOP split.
+def run_refine_bench(est, roots: str | Path | Sequence[str | Path], split: str = "test", boxes: str = "gt",
+                     max_frames: int = 0, progress: bool = True) -> dict:
+    """Colour-only vs colour + depth on the RGB-D frames of BOP splits.
 
     Args:
         est: an :class:`~featmap_ros.estimators.ObjectPoseEstimator` whose objects have meshes.
-        root: BOP dataset folder (``models/``, ``<split>/`` with ``depth/``).
+        roots: BOP dataset folder(s) (``models/``, ``<split>/`` with ``depth/``), e.g. one per
+            object; the figures are over all their instances.
         split: split folder.
         boxes: ``gt`` (windows from ``bbox_obj``) or ``localiser``.
-        max_frames: evaluate the first this many frames (0 = all).
+        max_frames: evaluate the first this many frames of each dataset (0 = all).
         progress: show a tqdm bar.
 
     Returns:
@@ -111,58 +112,67 @@ def run_refine_bench(est, root: str | Path, split: str = "test", boxes: str = "g
         a missed instance counts as wrong), ``added_ms_per_object`` (median over frames of the
         refinement time divided by the frame's objects) and its p95, ``refined_fraction`` (poses
         whose refinement was accepted), ``rejections`` (reason -> count), ``instances``,
-        ``frames``.
+        ``frames``, ``per_object`` (name -> the same figures).
 
     Raises:
         InputError: no frames, frames without depth, an object without a mesh.
     """
     from tqdm import tqdm
 
-    root = Path(root)
-    infos, frames = _rgbd_frames(root, split, max_frames)
+    roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
     for name in est.object_names:
         m = est.refine_model(name)  # built before the timing
         if isinstance(m, str):
             raise InputError(f"cannot refine: {m}")
-    points = _model_points(root, est)
     k_of = {oid: k for k, oid in enumerate(est.obj_ids)}
     rec_rgb, rec_depth, ms_per_object, reasons = [], [], [], Counter()
-    n_refined = n_poses = 0
-    for fr in tqdm(frames, desc="bench refine", unit="frame", disable=not progress, dynamic_ncols=True):
-        gts, box_list = _boxes_for(est, fr, boxes)
-        if not gts:
-            continue
-        img = bop.load_rgb(fr.rgb_path)
-        depth = bop.load_depth_m(fr.depth_path, fr.depth_scale)
-        colour = est.estimate(img, fr.K, box_list)
-        t0 = time.perf_counter()
-        refined = est.refine_with_depth(colour, depth, fr.K)
-        dt = time.perf_counter() - t0
-        if colour:
-            ms_per_object.append(1000.0 * dt / len(colour))
-        n_poses += len(refined)
-        n_refined += sum(p.refined for p in refined)
-        reasons.update(rejection_kind(p.refine_reason) for p in refined if not p.refined)
-        for g in gts:
-            k = k_of[g.obj_id]
-            name, info = est.object_names[k], infos[g.obj_id]
-            for poses, out in ((colour, rec_rgb), (refined, rec_depth)):
-                p = _match(poses, name, g.bbox_obj, boxes)
-                out.append(object_record(name, None if p is None else p.R_m2c, None if p is None else p.t_m2c_m,
-                                         g.R_m2c, g.t_m2c_m, fr.K, points[g.obj_id], info.diameter_m,
-                                         info.is_symmetric, None if p is None else p.corners_px, est.corners_m[k]))
+    n_refined = n_poses = n_frames = 0
+    for root in roots:
+        infos, frames = _rgbd_frames(root, split, max_frames)
+        points = _model_points(root, est, {g.obj_id for f in frames for g in f.instances})
+        n_frames += len(frames)
+        for fr in tqdm(frames, desc=f"bench refine {root.name}", unit="frame", disable=not progress, dynamic_ncols=True):
+            gts, box_list = _boxes_for(est, fr, boxes)
+            if not gts:
+                continue
+            img = bop.load_rgb(fr.rgb_path)
+            depth = bop.load_depth_m(fr.depth_path, fr.depth_scale)
+            colour = est.estimate(img, fr.K, box_list)
+            t0 = time.perf_counter()
+            refined = est.refine_with_depth(colour, depth, fr.K)
+            dt = time.perf_counter() - t0
+            if colour:
+                ms_per_object.append(1000.0 * dt / len(colour))
+            n_poses += len(refined)
+            n_refined += sum(p.refined for p in refined)
+            reasons.update(rejection_kind(p.refine_reason) for p in refined if not p.refined)
+            for g in gts:
+                k = k_of[g.obj_id]
+                name, info = est.object_names[k], infos[g.obj_id]
+                for poses, out in ((colour, rec_rgb), (refined, rec_depth)):
+                    p = _match(poses, name, g.bbox_obj, boxes)
+                    out.append(object_record(name, None if p is None else p.R_m2c, None if p is None else p.t_m2c_m,
+                                             g.R_m2c, g.t_m2c_m, fr.K, points[g.obj_id], info.diameter_m,
+                                             info.is_symmetric, None if p is None else p.corners_px, est.corners_m[k]))
     if not rec_rgb:
-        raise InputError(f"{root / split}: no instances of the estimator's objects {est.object_names}")
-    s_rgb, s_depth = _summary(rec_rgb), _summary(rec_depth)
+        raise InputError(f"{', '.join(str(r / split) for r in roots)}: no instances of the estimator's objects {est.object_names}")
     ms = np.array(ms_per_object) if ms_per_object else np.array([np.nan])
-    out = {f"{k}_rgb": v for k, v in s_rgb.items()}
-    out.update({f"{k}_depth": v for k, v in s_depth.items()})
+    out = _both(rec_rgb, rec_depth)
     out.update({
         "added_ms_per_object": float(np.median(ms)), "added_ms_per_object_p95": float(np.percentile(ms, 95)),
         "refined_fraction": n_refined / max(n_poses, 1), "rejections": dict(reasons.most_common()),
-        "instances": len(rec_rgb), "frames": len(frames), "boxes": boxes,
+        "instances": len(rec_rgb), "frames": n_frames, "boxes": boxes,
+        "per_object": {n: {**_both([r for r in rec_rgb if r.object_name == n], [r for r in rec_depth if r.object_name == n]),
+                           "instances": sum(r.object_name == n for r in rec_rgb)}
+                       for n in est.object_names if any(r.object_name == n for r in rec_rgb)},
         "refine_config": asdict(est.refine_config),
     })
+    return out
+
+
+def _both(rec_rgb: Sequence[ObjectRecord], rec_depth: Sequence[ObjectRecord]) -> dict:
+    out = {f"{k}_rgb": v for k, v in _summary(rec_rgb).items()}
+    out.update({f"{k}_depth": v for k, v in _summary(rec_depth).items()})
     return out
 
 

@@ -28,7 +28,7 @@ OPTIONAL_INPUT_TIMEOUT_S = 1.0
 
 def load_estimator(values: dict[str, Any], kind: str):
     """The ``ObjectPoseEstimator`` / ``HandPoseEstimator`` the ``weights``, ``device``, ``runtime``
-    and ``warmup`` parameters ask for.
+    and ``warmup`` parameters (and ``refine.mesh_root`` for objects) ask for.
 
     Raises:
         InputError: ``parameter 'weights': ...`` (missing file, wrong task, unreadable).
@@ -36,8 +36,9 @@ def load_estimator(values: dict[str, Any], kind: str):
 
     cls = estimators.ObjectPoseEstimator if kind == "object" else estimators.HandPoseEstimator
     path = resolve_weights(values["weights"], kind)
+    extra = {"mesh_root": values["refine.mesh_root"] or None} if kind == "object" else {}
     try:
-        est = cls.from_checkpoint(path, device=values["device"], runtime=values["runtime"])
+        est = cls.from_checkpoint(path, device=values["device"], runtime=values["runtime"], **extra)
     except InputError as e:
         where = "runtime" if str(e).startswith("runtime:") else "weights"
         raise InputError(f"parameter '{where}': {e}") from None

@@ -117,6 +117,8 @@ OBJECT_NODE_PARAMS: tuple[ParamSpec, ...] = (
               "32FC1 m, and depth_camera_info; same size and K as the colour image, e.g. RealSense "
               "aligned_depth_to_color): auto = when depth arrives (a colour-only camera still gets answers), "
               "on = every frame waits for its depth, off = colour only", choices=("auto", "on", "off")),
+    ParamSpec("refine.mesh_root", "", "folder of the meshes a checkpoint names by relative path (meta.mesh_paths, e.g. "
+              "obj_000001.ply: the BOP dataset's models/ folder); empty = relative to the working directory"),
     ParamSpec("filter.enabled", True, "smooth the poses over time (One-Euro filter on SE(3) per object track): filtered "
               "poses on ~/detections, pose topics, TF and markers; the per-frame ones always on ~/detections_raw",
               read_only=False),
