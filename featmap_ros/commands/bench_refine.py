@@ -11,7 +11,7 @@ measured on real-like RGB-D frames of the toy object (bundled weights), printed 
 
 The logic lives in :mod:`featmap_ros.evaluation.refine_bench`.
 
-Figures (bundled toy weights, ground-truth windows, defaults; 2 CPU cores shared with other work):
+Figures (bundled toy weights, ground-truth windows, defaults; 2 CPU cores):
 
 =========================  ============  ==============
 ``featmap bench refine``   colour only   colour + depth
@@ -20,12 +20,16 @@ ADD(-S) <= 10 %            13.3 %        95.0 %
 5 cm 5 deg                 20.0 %        91.7 %
 median translation error   38.7 mm       1.3 mm
 median rotation error      6.96 deg      1.15 deg
-added per object           -             17 ms median (p95 38 ms), single runs
+added per object           -             5.5 ms median (p95 7.7 ms), single runs
 =========================  ============  ==============
 
 (60 frames, 57 refinements accepted, none of them wrong; refused: 2 for fitness, 1 colour pose
-more than 0.5 m off. The time was taken while other jobs loaded the two cores; best of 3 on the
-same frames 7-12 ms, and 4 ms on ``test/test_depth_refine.py``'s box at that time.)
+more than 0.5 m off. The time with the cores otherwise quiet (load 1.3); with other jobs on them
+(load 5) 17 ms median.) With ``--checkpoint featmap_ros/weights/lmo.pt --mesh-root <lmo>/models
+--frames 15`` (the eight LM-O meshes over the real-like domain, 120 instances): ADD(-S) 0.8 % ->
+25.8 %, median translation 390 -> 300 mm, 6.0 ms per object: the LM-O weights' colour poses on
+these frames are far off (median 57 deg, none within 5 px), beyond what the refinement can
+correct (47 refused as more than 0.5 m off, 20 as turned more than 30 deg, 18 for fitness).
 
 ``featmap bench tracking`` (300 frames at 30 Hz, three rest periods, the first second of each
 left out; default filter): colour + depth: jitter 0.78 mm / 1.24 deg raw -> 0.18 mm / 0.32 deg
