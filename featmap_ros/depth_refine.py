@@ -67,7 +67,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from featmap_ros.errors import InputError
-from featmap_ros.geometry import check_K
+from featmap_ros.geometry import check_K, check_pose
 
 
 @dataclass(frozen=True)
@@ -435,12 +435,7 @@ def refine_pose_with_depth(
             give a rejected refinement instead.
     """
     cfg = DepthRefineConfig() if config is None else config
-    R0 = np.asarray(R_m2c, dtype=np.float64)
-    t0 = np.asarray(t_m2c_m, dtype=np.float64)
-    if R0.shape != (3, 3) or not np.all(np.isfinite(R0)):
-        raise InputError(f"R_m2c: expected a finite (3, 3) rotation, got shape {R0.shape}")
-    if t0.shape != (3,) or not np.all(np.isfinite(t0)):
-        raise InputError(f"t_m2c_m: expected a finite (3,) translation, got {t0.tolist()}")
+    R0, t0 = check_pose(R_m2c, t_m2c_m)
     K = check_K(K)
     depth = check_registered_depth(depth_m, expected_shape_hw)
     if len(model.points_m) == 0:

@@ -35,6 +35,21 @@ def _as_array(x: Any, shape_tail: tuple[int, ...], name: str) -> np.ndarray:
     return arr
 
 
+def check_pose(R_m2c, t_m2c_m) -> tuple[np.ndarray, np.ndarray]:
+    """A pose as float64 arrays, or an InputError naming ``R_m2c`` / ``t_m2c_m``.
+
+    Returns:
+        ((3, 3) float64 rotation, (3,) float64 translation).
+    """
+    R = np.asarray(R_m2c, dtype=np.float64)
+    t = np.asarray(t_m2c_m, dtype=np.float64)
+    if R.shape != (3, 3) or not np.all(np.isfinite(R)):
+        raise InputError(f"R_m2c: expected a finite (3, 3) rotation, got shape {R.shape}")
+    if t.shape != (3,) or not np.all(np.isfinite(t)):
+        raise InputError(f"t_m2c_m: expected a finite (3,) translation, got {t.tolist()}")
+    return R, t
+
+
 def check_K(K: Any, name: str = "K") -> np.ndarray:
     """Validate a pinhole matrix.
 

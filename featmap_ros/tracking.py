@@ -41,6 +41,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from featmap_ros.errors import InputError
+from featmap_ros.geometry import check_pose
 from featmap_ros.results import ObjectPose
 
 
@@ -117,12 +118,7 @@ class SE3OneEuroFilter:
             InputError: a non-finite stamp or pose, or arrays of the wrong shape.
         """
         cfg = self.config
-        R = np.asarray(R_m2c, dtype=np.float64)
-        t = np.asarray(t_m2c_m, dtype=np.float64)
-        if R.shape != (3, 3) or not np.all(np.isfinite(R)):
-            raise InputError(f"R_m2c: expected a finite (3, 3) rotation, got shape {R.shape}")
-        if t.shape != (3,) or not np.all(np.isfinite(t)):
-            raise InputError(f"t_m2c_m: expected a finite (3,) translation, got {t.tolist()}")
+        R, t = check_pose(R_m2c, t_m2c_m)
         stamp = float(stamp_s)
         if not math.isfinite(stamp):
             raise InputError(f"stamp_s: expected a finite time in seconds, got {stamp_s!r}")

@@ -78,6 +78,17 @@ def samples(tmp_path_factory):
             "object_weights": bundled_weights("object"), "hand_weights": bundled_weights("hand")}
 
 
+def stop_launch(proc, probe, timeout_s: float) -> str:
+    """Close the probe node, Ctrl-C the launch's process group (as a terminal does), return its output."""
+    import signal
+
+    probe.destroy_node()
+    rclpy.try_shutdown()
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    return proc.communicate(timeout=timeout_s)[0]
+
+
 def answer_to(ex, got: dict, send, fr, stamp: int, what: str):
     """Send ``fr`` stamped ``stamp`` until the node's answer with that stamp arrives (the worker
     drops frames while busy), and return it."""
@@ -254,7 +265,6 @@ def test_launch_files_build_their_description(launch_file):
 def test_camera_launch_runs_and_exits_cleanly_on_sigint(tmp_path):
     """As a user would: ros2 launch, the node's topics appear, Ctrl-C, exit code 0."""
     import shutil
-    import signal
 
     share = _installed_share()
     if share is None or shutil.which("ros2") is None:
@@ -274,11 +284,7 @@ def test_camera_launch_runs_and_exits_cleanly_on_sigint(tmp_path):
             names = {n for n, _ in probe.get_topic_names_and_types()}
         assert want <= names, f"topics missing: {want - names}"
     finally:
-        probe.destroy_node()
-        rclpy.try_shutdown()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        out = stop_launch(proc, probe, 60)
     assert proc.returncode == 0, out
     assert "process has died" not in out, out
 
@@ -289,7 +295,6 @@ def test_dataset_launch_exits_0_on_sigint_and_the_evaluator_writes(tmp_path, lau
     """player + estimator + evaluator under ros2 launch: estimates flow, Ctrl-C, every process exits 0
     with no traceback, and the evaluator has written its results."""
     import shutil
-    import signal
 
     share = _installed_share()
     if share is None or shutil.which("ros2") is None:
@@ -314,11 +319,7 @@ def test_dataset_launch_exits_0_on_sigint_and_the_evaluator_writes(tmp_path, lau
         assert len(got) >= 3, f"fewer than 3 estimates on {topic}"
         time.sleep(2.0)  # the evaluator scores them
     finally:
-        probe.destroy_node()
-        rclpy.try_shutdown()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
+        out = stop_launch(proc, probe, 120)
     assert proc.returncode == 0, out
     assert "process has died" not in out and "Traceback" not in out, out
     assert list(out_dir.glob("*.json")), f"the evaluator wrote nothing to {out_dir}:\n{out}"
