@@ -14,7 +14,10 @@ import cv2
 import numpy as np
 
 from featmap_ros.errors import InputError
-from featmap_ros.geometry import check_K
+from featmap_ros.geometry import check_K, project_model_points
+
+#: The crop window's margin: side = WINDOW_SCALE x the larger extent of the projected 3D box corners.
+WINDOW_SCALE = 1.1
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,26 @@ def window_from_points(points_px: np.ndarray, scale: float = 1.2, min_side: floa
         raise InputError("window_from_points: no finite points")
     lo, hi = p.min(axis=0), p.max(axis=0)
     return window_from_bbox([lo[0], lo[1], max(hi[0] - lo[0], 1.0), max(hi[1] - lo[1], 1.0)], scale, min_side)
+
+
+def object_window(corners_px: np.ndarray, scale: float = WINDOW_SCALE) -> Window:
+    """The window of an object seen at a known pose: the square around its projected 3D box
+    corners, ``scale`` times their larger extent.
+
+    This is the one definition of "the ground-truth window": training crops are this window
+    jittered (:func:`jitter_window`), and ``featmap eval object --boxes gt``, the ablation and the
+    node's ``ground_truth`` (and ``tracking``) image windows use it as is.
+
+    Args:
+        corners_px: (8, 2) projected box corners, pixels.
+    """
+    return window_from_points(corners_px, scale=scale)
+
+
+def ground_truth_window(corners_m: np.ndarray, R_m2c: np.ndarray, t_m2c_m: np.ndarray, K: np.ndarray) -> Window:
+    """:func:`object_window` of the box ``corners_m`` ((8, 3) model frame, metres) at the pose
+    ``R_m2c`` (3, 3), ``t_m2c_m`` (3,) metres, seen with intrinsics ``K`` (3, 3) pixels."""
+    return object_window(project_model_points(corners_m, R_m2c, t_m2c_m, K))
 
 
 def jitter_window(window: Window, rng: np.random.Generator, shift_px: float = 10.0, scale_frac: float = 0.2) -> Window:

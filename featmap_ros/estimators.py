@@ -207,8 +207,11 @@ class ObjectPoseEstimator(_Base):
         Args:
             image_rgb: (H, W, 3) uint8 RGB.
             K: (3, 3) intrinsics, pixels.
-            boxes: [(object name, (4,) x, y, w, h pixels)], several per object allowed; None
-                = find the objects with the built-in localiser.
+            boxes: [(object name, (4,) x, y, w, h pixels)], several per object allowed: 2D
+                detection boxes, each cropped with the checkpoint's ``window_scale`` margin; or
+                [(object name, :class:`~featmap_ros.crops.Window`)]: crop windows used as they are
+                (:func:`~featmap_ros.crops.ground_truth_window`; the pose's ``bbox_xywh`` is then
+                the window's). None = find the objects with the built-in localiser.
             depth_m: optional (H, W) float depth along z, metres (NaN or 0 = invalid),
                 registered to the colour image (same size and K): each pose is then refined
                 with it (:meth:`refine_with_depth`).
@@ -304,6 +307,9 @@ class ObjectPoseEstimator(_Base):
                     raise InputError(f"boxes[{j}]: expected (object name, xywh), got {item!r}") from None
                 if name not in self._index:
                     raise InputError(f"boxes[{j}]: unknown object {name!r}; this model knows {self._names}")
+                if isinstance(xywh, crops.Window):  # the crop window itself (e.g. the ground-truth window)
+                    jobs.append((self._index[name], xywh, np.asarray(xywh.as_xywh(), dtype=np.float64), 1.0))
+                    continue
                 b = np.asarray(xywh, dtype=np.float64).reshape(-1)
                 jobs.append((self._index[name], crops.window_from_bbox(b, scale=self.window_scale), b, 1.0))
         if not jobs:

@@ -22,7 +22,8 @@ from featmap_ros.ros import params as P
 from featmap_ros.ros.diagnostics import ErrorThrottle, InputWatchdog, RateLatencyStats, diagnostic_array
 from featmap_ros.ros.msg_defs import featmap_typestore
 from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings, mesh_uris, uri_exists
-from featmap_ros.ros.roi import Tracker, box_from_pose, check_roi_source, keep_poses, select_rois
+from featmap_ros.crops import Window, ground_truth_window
+from featmap_ros.ros.roi import Tracker, check_roi_source, keep_poses, select_rois, window_from_pose
 from featmap_ros.ros.worker import FrameWorker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,16 +146,27 @@ def make_pose(name="ape", t=(0.0, 0.0, 0.8), score=0.9):
                       center_m=np.zeros(3))
 
 
-def test_box_from_pose_bounds_the_projected_box():
+def assert_same_window(got, want, tol=1e-6):
+    assert isinstance(got, Window), got
+    assert (got.center_u, got.center_v, got.side) == pytest.approx((want.center_u, want.center_v, want.side), abs=tol)
+
+
+def test_window_from_pose_is_the_ground_truth_window():
     p = make_pose()
-    box = box_from_pose(p, K, HW)
+    win = window_from_pose(p, K, HW)
     centre_uv = project_points(p.t_m2c_m[None], K)[0]
-    x, y, w, h = box
-    assert x < centre_uv[0] < x + w and y < centre_uv[1] < y + h
-    # an 8-10 cm box at 0.8 m spans roughly 572 * 0.1 / 0.8 ~ 70 px; its diagonal view up to ~110 px
-    assert 50 < w < 130 and 50 < h < 130
-    assert box_from_pose(make_pose(t=(0, 0, -0.5)), K, HW) is None  # behind the camera
-    assert box_from_pose(make_pose(t=(5.0, 0, 0.8)), K, HW) is None  # outside the image
+    x, y, side, _ = win.as_xywh()
+    assert x < centre_uv[0] < x + side and y < centre_uv[1] < y + side
+    # an 8-10 cm box at 0.8 m spans roughly 572 * 0.1 / 0.8 ~ 70 px; its diagonal view up to ~110 px, +10 % margin
+    assert 50 < side < 145
+    # the training window, exactly: the square 1.1 x the projected box corners' larger extent
+    corners_m = p.box_corners_m()
+    ref = ground_truth_window(corners_m, p.R_m2c, p.t_m2c_m, K)
+    assert (win.center_u, win.center_v, win.side) == pytest.approx((ref.center_u, ref.center_v, ref.side), abs=1e-9)
+    uv = project_points(p.box_corners_c_m(), K)
+    assert win.side == pytest.approx(1.1 * max(np.ptp(uv[:, 0]), np.ptp(uv[:, 1])))
+    assert window_from_pose(make_pose(t=(0, 0, -0.5)), K, HW) is None  # behind the camera
+    assert window_from_pose(make_pose(t=(5.0, 0, 0.8)), K, HW) is None  # outside the image
 
 
 def test_select_rois_per_source():
@@ -166,7 +178,7 @@ def test_select_rois_per_source():
     assert select_rois("detections", objs, K, HW, 0.0, detections=[]) == []
     gt = select_rois("ground_truth", objs, K, HW, 0.0, ground_truth=[make_pose(), make_pose("duck")])
     assert [n for n, _ in gt] == ["ape"]
-    np.testing.assert_allclose(gt[0][1], box_from_pose(make_pose(), K, HW))
+    assert isinstance(gt[0][1], Window) and gt[0][1] == window_from_pose(make_pose(), K, HW)
     with pytest.raises(ValueError):
         select_rois("psychic", objs, K, HW, 0.0)
 
@@ -335,14 +347,14 @@ def test_object_pipeline_ground_truth_windows(msgs):
     img, info = frame(msgs)
     gt = conv.object_poses_to_detection3d_array(msgs, [make_pose("ape")], img.header)
     pipe.process(img, info, ground_truth_msg=gt)
-    np.testing.assert_allclose(est.calls[-1][0][1], box_from_pose(make_pose("ape"), K, HW), atol=1e-9)
+    assert_same_window(est.calls[-1][0][1], window_from_pose(make_pose("ape"), K, HW))
     # a player that leaves bbox.size at zero: the model box of the checkpoint is used
     bare = make_pose("ape")
     bare.extents_m = np.zeros(3)
     n_calls = len(est.calls)
     pipe.process(img, info, ground_truth_msg=conv.object_poses_to_detection3d_array(msgs, [bare], img.header))
     assert len(est.calls) == n_calls + 1
-    np.testing.assert_allclose(est.calls[-1][0][1], box_from_pose(make_pose("ape"), K, HW), atol=1e-9)
+    assert_same_window(est.calls[-1][0][1], window_from_pose(make_pose("ape"), K, HW))
 
 
 @pytest.mark.parametrize("bad,field", [

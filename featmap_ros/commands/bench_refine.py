@@ -77,7 +77,7 @@ def _common(p) -> None:
                    help="folder of the meshes the checkpoint names by relative path (BOP models/; default: "
                         "<data>/models with --data)")
     p.add_argument("--boxes", choices=("gt", "localiser"), default="gt",
-                   help="image windows: ground-truth boxes (pose accuracy alone) or the built-in localiser")
+                   help="image windows: the ground-truth windows (pose accuracy alone) or the built-in localiser")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--json", default=None, help="also write the figures here")
 

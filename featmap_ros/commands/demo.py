@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         res = evaluate_object_dataset(est, data_obj, "test", boxes, 0, out / "object" / f"boxes_{boxes}", args.overlays)
         res["summary"]["seconds_per_frame"] = (time.perf_counter() - t) / max(args.object_frames, 1)
         runs[boxes] = res["summary"]
-    labels = {"gt": "crops from ground-truth boxes", "localiser": "built-in localiser (no boxes)"}
+    labels = {"gt": "crops in ground-truth windows", "localiser": "built-in localiser (no boxes)"}
     plots.plot_object_curves({labels[k]: v for k, v in runs.items()}, out / "object" / "object_curves.png",
                                   title="toy object, real-like frames (bundled weights)")
     summary["object"] = {"checkpoint": str(ck_obj), "frames": args.object_frames,

@@ -1,8 +1,10 @@
 """``featmap eval object`` and ``featmap eval hand``: a trained checkpoint over a dataset folder.
 
 - ``featmap eval object --checkpoint CK --dataset-root BOP_ROOT [--split test] [--boxes gt|localiser]``:
-  every ground-truth instance of an object the model knows, cropped from its ground-truth box
-  (``bbox_obj``, as BB8's evaluation on LINEMOD) or found by the built-in localiser; reports
+  every ground-truth instance of an object the model knows, cropped in its ground-truth window
+  (the training window: the square around the projected 3D box of the ground-truth pose,
+  ``featmap_ros.crops.ground_truth_window``; the node's ``ground_truth`` ROI crops the same) or
+  found by the built-in localiser; reports
   2D projection <= 5 px, ADD(-S) <= 10 % of the diameter, 5 cm 5 deg (the thresholds of evaluation.metrics) as JSON, the
   two accuracy curves as PNG, and overlays of the first frames.
 - ``featmap eval hand --checkpoint CK --dataset-root NYU_LAYOUT [--split test]``: every frame,
@@ -28,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="object checkpoint (.pt)")
     p.add_argument("--dataset-root", required=True, type=Path, help="BOP dataset folder (models/, <split>/)")
     p.add_argument("--split", default="test")
-    p.add_argument("--boxes", choices=("gt", "localiser"), default="gt", help="crop boxes: ground-truth bbox_obj, or the built-in localiser")
+    p.add_argument("--boxes", choices=("gt", "localiser"), default="gt", help="crop windows: the ground-truth window (the training window of the ground-truth pose, as the node's ground_truth ROI), or the built-in localiser")
     p.add_argument("--max-frames", type=int, default=0, help="evaluate at most this many frames (0 = all)")
     p.add_argument("--overlays", type=int, default=8, help="overlay pictures to write")
     p.add_argument("--out", type=Path, default=Path("featmap_out/eval_object"))

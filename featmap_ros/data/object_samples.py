@@ -19,8 +19,8 @@ Every sample is a dict of tensors::
     window     (3,) float32                    window centre u, v and side, full-image pixels
 
 (pairs carry ``real`` and ``synth`` instead of ``image``). The crop window of a pose is
-:func:`object_window`: the square around the projected 3D box corners, ``scale`` (1.1) times their
-extent; training jitters it by up to +-10 px and +-20 % of its side (BB8).
+:func:`featmap_ros.crops.object_window` (the one ground-truth window): the square around the projected
+3D box corners, 1.1 times their extent; training jitters it by up to +-10 px and +-20 % of its side (BB8).
 
 Pose sampling (:func:`sample_pose`): viewing direction uniform on the upper hemisphere of the model
 frame (azimuth 0-360 deg, elevation 0-90 deg, uniform in area), in-plane rotation uniform in
@@ -46,14 +46,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from featmap_ros import crops, geometry
-from featmap_ros.crops import Window
+from featmap_ros.crops import Window, ground_truth_window, object_window
 from featmap_ros.data import bop
 from featmap_ros.data.backgrounds import BackgroundSource, background_files
 from featmap_ros.errors import InputError
 from featmap_ros.render.renderer import Lighting, MeshRenderer, RenderOutput, composite, crop_intrinsics, random_lighting
 
-#: Window side / extent of the projected box corners.
-WINDOW_SCALE = 1.1
 #: BB8 training jitter.
 JITTER_SHIFT_PX = 10.0
 JITTER_SCALE_FRAC = 0.2
@@ -149,11 +147,6 @@ def sample_pose(
     c = np.zeros(3) if center_m is None else np.asarray(center_m, np.float64)
     t = ray * dist - R @ c
     return R, t
-
-
-def object_window(corners_px: np.ndarray, scale: float = WINDOW_SCALE) -> Window:
-    """The crop window of an object: square around its projected box corners (8, 2), pixels."""
-    return crops.window_from_points(corners_px, scale=scale)
 
 
 def _to_tensor_image(rgb: np.ndarray):
@@ -550,7 +543,7 @@ class BopCropDataset(Dataset):
             if fr.bbox_obj is None or fr.bbox_obj[2] <= 0:
                 raise InputError(f"scene {fr.scene_id} im {fr.im_id} inst {fr.inst}: no bbox_obj in scene_gt_info.json")
             return crops.window_from_bbox(fr.bbox_obj)
-        return object_window(geometry.project_model_points(self.info.corners_m, fr.R_m2c, fr.t_m2c_m, fr.K))
+        return ground_truth_window(self.info.corners_m, fr.R_m2c, fr.t_m2c_m, fr.K)
 
     def __getitem__(self, i: int) -> dict:
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from featmap_ros.crops import Window
 from featmap_ros.data.specs import HAND_BONES, skeleton_edges
 from featmap_ros.draw.boxes import draw_box, draw_label
 from featmap_ros.draw.images import colorize_depth
@@ -33,14 +34,14 @@ def draw_object_debug(rgb: np.ndarray, poses: Sequence[ObjectPose], K: np.ndarra
         rgb: (H, W, 3) uint8.
         poses: estimates in the camera frame.
         K: (3, 3) intrinsics, pixels.
-        rois: [(name, (4,) xywh)] windows, or None.
+        rois: [(name, (4,) xywh detection box or :class:`~featmap_ros.crops.Window`)], or None.
 
     Returns:
         (H, W, 3) uint8 RGB, a new array.
     """
     out = np.ascontiguousarray(rgb, dtype=np.uint8).copy()
     for _, box in rois or []:
-        x, y, w, h = np.asarray(box, np.float64)
+        x, y, w, h = np.asarray(box.as_xywh() if isinstance(box, Window) else box, np.float64)
         cv2.rectangle(out, _pt((x, y)), _pt((x + w, y + h)), WINDOW_RGB, 1, cv2.LINE_AA)
     for p in poses:
         corners_c = p.box_corners_c_m()

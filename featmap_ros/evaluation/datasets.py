@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featmap_ros import geometry
+from featmap_ros import crops, geometry
 from featmap_ros.data import bop, nyu
 from featmap_ros.draw import boxes as draw_boxes, images, skeleton
 from featmap_ros.errors import InputError
@@ -18,6 +18,27 @@ from featmap_ros.evaluation.records import hand_summary, object_record, object_s
 #: overlay colours (RGB).
 GT_RGB = (0, 200, 0)
 EST_RGB = (0, 80, 255)
+
+
+def ground_truth_boxes(est, gts, K: np.ndarray) -> list[tuple[str, crops.Window]]:
+    """``boxes`` for ``est.estimate`` from ground truth: each instance's ground-truth window
+    (:func:`featmap_ros.crops.ground_truth_window`, the training window), as the node's
+    ``ground_truth`` ROI source crops.
+
+    Args:
+        est: an ObjectPoseEstimator (object names, obj_ids, box corners).
+        gts: ground-truth instances (``obj_id``, ``R_m2c``, ``t_m2c_m``) of the estimator's objects.
+        K: (3, 3) intrinsics, pixels.
+    """
+    k_of = {oid: k for k, oid in enumerate(est.obj_ids)}
+    return [(est.object_names[k_of[g.obj_id]], crops.ground_truth_window(est.corners_m[k_of[g.obj_id]], g.R_m2c, g.t_m2c_m, K))
+            for g in gts]
+
+
+def pose_in_window(poses, name: str, window: crops.Window):
+    """The estimate of ``name`` made in ``window`` (one per window given as a box), or None
+    (its PnP failed)."""
+    return next((p for p in poses if p.object_name == name and np.allclose(p.bbox_xywh, window.as_xywh())), None)
 
 
 def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames: int, out: Path | None, overlays: int) -> dict:
@@ -58,10 +79,8 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
         if not gts:
             continue
         img = bop.load_rgb(fr.rgb_path)
-        if boxes == "gt":
-            box_list = [(est.object_names[id_to_k[g.obj_id]], np.asarray(g.bbox_obj, dtype=np.float64)) for g in gts if g.bbox_obj is not None and g.bbox_obj[2] > 0]
-            if len(box_list) != len(gts):
-                raise InputError(f"{fr.rgb_path}: --boxes gt needs scene_gt_info.json bbox_obj for every instance")
+        if boxes == "gt":  # the ground-truth window: the training window of each instance, as the node's ground_truth ROI
+            box_list = ground_truth_boxes(est, gts, fr.K)
             t0 = time.perf_counter()
             poses = est.estimate(img, fr.K, box_list)
         else:
@@ -79,14 +98,14 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
             k = id_to_k[g.obj_id]
             name = est.object_names[k]
             cand = by_name.get(name, [])
-            if boxes == "gt":  # one estimate per box, in box order
-                match = next((p for p in poses if p.object_name == name and np.allclose(p.bbox_xywh, g.bbox_obj)), None)
+            if boxes == "gt":  # one estimate per window (none where PnP failed)
+                match = pose_in_window(poses, name, box_list[gi][1])
             else:
                 match = max(cand, key=lambda p: p.score) if cand else None
             info = infos[g.obj_id]
             rec = object_record(
                 name, None if match is None else match.R_m2c, None if match is None else match.t_m2c_m, g.R_m2c, g.t_m2c_m, fr.K,
-                points[g.obj_id], info.diameter_m, info.is_symmetric, None if match is None else match.corners_px, est.corners_m[k],
+                points[g.obj_id], info.diameter_m, info.is_symmetric, est.corners_m[k],
             )
             records.append(rec)
             frame_poses.append((g, match, k, rec))

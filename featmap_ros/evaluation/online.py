@@ -16,9 +16,8 @@ Metrics (DESIGN §3) through :mod:`featmap_ros.evaluation.records` and :mod:`fea
 same per-instance rules as ``featmap eval object|hand`` (:mod:`featmap_ros.commands.eval_models`),
 so a lossless replay gives the same numbers: objects, 2D projection <= 5 px, ADD (ADD-S for
 symmetric objects) <= 10 % of the diameter, 5 cm 5 deg, curves; model points are the mesh vertices
-subsampled to 3000 with seed 0 as there. One difference: the estimate's raw BB8 corners are not in
-the messages, so ``mean_corner_px`` here is the distance between the projected box corners of the
-estimated and ground-truth poses. Hands: per-joint errors in mm, mean, per joint, max-frame curve;
+subsampled to 3000 with seed 0 as there; ``mean_corner_px`` is, in both, the distance between the
+projected box corners of the estimated and ground-truth poses. Hands: per-joint errors in mm, mean, per joint, max-frame curve;
 a missed frame scores 1000 mm on every joint (as ``featmap eval hand``).
 
 Memory: per instance a fixed row of float64 errors is kept (tens of bytes), nothing per image.
@@ -306,15 +305,12 @@ class OnlineObjectEvaluator:
 
     def _record(self, g: ObjectPose, e: ObjectPose | None, K: np.ndarray, stamp_ns: int) -> list[float]:
         m = self.models[g.object_name]
-        est_px = None
         R = t = None
         if e is not None and np.all(np.isfinite(e.R_m2c)) and np.all(np.isfinite(e.t_m2c_m)):
             R, t = e.R_m2c, e.t_m2c_m
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                est_px = geometry.project_model_points(m.corners_m, R, t, K)
-        with np.errstate(over="ignore", invalid="ignore"):  # absurd (finite) poses score inf: a failure
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # absurd (finite) poses score inf: a failure
             r = records.object_record(g.object_name, R, t, g.R_m2c, g.t_m2c_m, K, m.points_m, m.diameter_m,
-                                         m.symmetric, est_px, m.corners_m)
+                                      m.symmetric, m.corners_m)
         return [r.proj2d_px, r.add_m, r.add_frac, r.rot_deg, r.trans_m, r.corner_px, float(r.found), float(stamp_ns),
                 float(self._code[g.object_name])]
 

@@ -36,13 +36,19 @@ class ObjectRecord:
 
 
 def object_record(name: str, R_est, t_est_m, R_gt, t_gt_m, K, points_m: np.ndarray, diameter_m: float,
-                  symmetric: bool, corners_px_est: np.ndarray | None, corners_m: np.ndarray) -> ObjectRecord:
-    """Errors of one estimate; ``R_est`` None = no estimate (counts as a miss)."""
+                  symmetric: bool, corners_m: np.ndarray) -> ObjectRecord:
+    """Errors of one estimate; ``R_est`` None = no estimate (counts as a miss).
+
+    ``corner_px`` is the mean distance between the box ``corners_m`` (8, 3) projected at the
+    estimated and at the ground-truth pose: a function of the pose alone, so an evaluation of
+    published poses (the evaluator node, a BOP file) and of the estimator agree on it.
+    """
     if R_est is None:
         return ObjectRecord(name, np.inf, np.inf, np.inf, 180.0, np.inf, np.inf, found=False)
     add = (metrics.adds_error if symmetric else metrics.add_error)(R_est, t_est_m, R_gt, t_gt_m, points_m)
     gt_corners = geometry.project_model_points(corners_m, R_gt, t_gt_m, K)
-    cerr = float(np.mean(np.linalg.norm(np.asarray(corners_px_est) - gt_corners, axis=1))) if corners_px_est is not None else np.inf
+    est_corners = geometry.project_model_points(corners_m, R_est, t_est_m, K)
+    cerr = float(np.mean(np.linalg.norm(est_corners - gt_corners, axis=1)))
     return ObjectRecord(
         name, metrics.proj2d_error(R_est, t_est_m, R_gt, t_gt_m, K, points_m), add, add / diameter_m,
         metrics.rotation_error_deg(R_est, R_gt), metrics.translation_error(t_est_m, t_gt_m), cerr,

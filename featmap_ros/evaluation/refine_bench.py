@@ -9,7 +9,7 @@
   estimator and :class:`~featmap_ros.tracking.PoseTracker`, per-frame vs filtered poses:
   :func:`jitter` over the rest periods and :func:`lag_frames` in motion.
 
-Both take their windows from the ground-truth boxes by default (``boxes="gt"``: the pose accuracy
+Both take their windows from the ground truth by default (``boxes="gt"``: the pose accuracy
 alone, as ``featmap demo``'s first row), or from the estimator's localiser.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ from featmap_ros.data import bop
 from featmap_ros.depth_refine import rejection_kind
 from featmap_ros.errors import InputError
 from featmap_ros.evaluation import metrics
+from featmap_ros.evaluation.datasets import ground_truth_boxes, pose_in_window
 from featmap_ros.evaluation.records import ObjectRecord, object_record
 from featmap_ros.results import ObjectPose
 from featmap_ros.tracking import PoseFilterConfig, PoseTracker
@@ -68,14 +69,12 @@ def _boxes_for(est, fr, boxes: str):
         return gts, None
     if boxes != "gt":
         raise InputError(f"boxes: must be 'gt' or 'localiser', got {boxes!r}")
-    if any(g.bbox_obj is None or g.bbox_obj[2] <= 0 for g in gts):
-        raise InputError(f"{fr.rgb_path}: boxes 'gt' needs scene_gt_info.json bbox_obj for every instance")
-    return gts, [(names[g.obj_id], np.asarray(g.bbox_obj, dtype=np.float64)) for g in gts]
+    return gts, ground_truth_boxes(est, gts, fr.K)
 
 
-def _match(poses: Sequence[ObjectPose], name: str, bbox, boxes: str) -> ObjectPose | None:
-    if boxes == "gt":  # one estimate per box, in box order (PnP failures are left out)
-        return next((p for p in poses if p.object_name == name and np.allclose(p.bbox_xywh, bbox)), None)
+def _match(poses: Sequence[ObjectPose], name: str, window, boxes: str) -> ObjectPose | None:
+    if boxes == "gt":  # one estimate per ground-truth window (PnP failures are left out)
+        return pose_in_window(poses, name, window)
     cand = [p for p in poses if p.object_name == name]
     return max(cand, key=lambda p: p.score) if cand else None
 
@@ -102,7 +101,7 @@ def run_refine_bench(est, roots: str | Path | Sequence[str | Path], split: str =
         roots: BOP dataset folder(s) (``models/``, ``<split>/`` with ``depth/``), e.g. one per
             object; the figures are over all their instances.
         split: split folder.
-        boxes: ``gt`` (windows from ``bbox_obj``) or ``localiser``.
+        boxes: ``gt`` (the ground-truth windows, :func:`~featmap_ros.evaluation.datasets.ground_truth_boxes`) or ``localiser``.
         max_frames: evaluate the first this many frames of each dataset (0 = all).
         progress: show a tqdm bar.
 
@@ -146,14 +145,14 @@ def run_refine_bench(est, roots: str | Path | Sequence[str | Path], split: str =
             n_poses += len(refined)
             n_refined += sum(p.refined for p in refined)
             reasons.update(rejection_kind(p.refine_reason) for p in refined if not p.refined)
-            for g in gts:
+            for gi, g in enumerate(gts):
                 k = k_of[g.obj_id]
                 name, info = est.object_names[k], infos[g.obj_id]
                 for poses, out in ((colour, rec_rgb), (refined, rec_depth)):
-                    p = _match(poses, name, g.bbox_obj, boxes)
+                    p = _match(poses, name, None if box_list is None else box_list[gi][1], boxes)
                     out.append(object_record(name, None if p is None else p.R_m2c, None if p is None else p.t_m2c_m,
                                              g.R_m2c, g.t_m2c_m, fr.K, points[g.obj_id], info.diameter_m,
-                                             info.is_symmetric, None if p is None else p.corners_px, est.corners_m[k]))
+                                             info.is_symmetric, est.corners_m[k]))
     if not rec_rgb:
         raise InputError(f"{', '.join(str(r / split) for r in roots)}: no instances of the estimator's objects {est.object_names}")
     ms = np.array(ms_per_object) if ms_per_object else np.array([np.nan])

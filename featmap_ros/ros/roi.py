@@ -9,30 +9,34 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from featmap_ros.crops import Window, object_window
 from featmap_ros.errors import InputError
 from featmap_ros.geometry import project_points
 from featmap_ros.results import ObjectPose
 
 ROI_SOURCES = ("localiser", "detections", "tracking", "ground_truth")
 
-Rois = list[tuple[str, np.ndarray]]
+#: [(object name, window)]: a 2D detection box (4,) xywh pixels, cropped with the checkpoint's
+#: margin, or a :class:`~featmap_ros.crops.Window` used as it is (ground truth, tracking).
+Rois = list[tuple[str, "np.ndarray | Window"]]
 
 
-def box_from_pose(pose: ObjectPose, K: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray | None:
-    """The image window (4,) float64 xywh, pixels, around the projected 3D box of a pose.
+def window_from_pose(pose: ObjectPose, K: np.ndarray, image_hw: tuple[int, int]) -> Window | None:
+    """The ground-truth window of a pose (:func:`featmap_ros.crops.object_window` of its
+    projected 3D box): the window the networks were trained on, the one ``featmap eval object
+    --boxes gt`` crops.
 
     Returns None when a box corner is behind the camera or the window misses the image.
     """
     corners_c = pose.box_corners_c_m()
     if not np.all(np.isfinite(corners_c)) or np.any(corners_c[:, 2] <= 1e-6):
         return None
-    uv = project_points(corners_c, K)
+    win = object_window(project_points(corners_c, K))
+    x, y, side, _ = win.as_xywh()
     h, w = int(image_hw[0]), int(image_hw[1])
-    x0, y0 = np.clip(uv.min(axis=0), 0, [w, h])
-    x1, y1 = np.clip(uv.max(axis=0), 0, [w, h])
-    if x1 - x0 < 1 or y1 - y0 < 1:
+    if x + side < 1 or y + side < 1 or x > w - 1 or y > h - 1:
         return None
-    return np.array([x0, y0, x1 - x0, y1 - y0], dtype=np.float64)
+    return win
 
 
 def rois_from_poses(poses: Sequence[ObjectPose], objects: Sequence[str], K: np.ndarray, image_hw: tuple[int, int]) -> Rois:
@@ -40,9 +44,9 @@ def rois_from_poses(poses: Sequence[ObjectPose], objects: Sequence[str], K: np.n
     out = []
     for p in poses:
         if p.object_name in objects:
-            box = box_from_pose(p, K, image_hw)
-            if box is not None:
-                out.append((p.object_name, box))
+            win = window_from_pose(p, K, image_hw)
+            if win is not None:
+                out.append((p.object_name, win))
     return out
 
 
@@ -78,10 +82,10 @@ class Tracker:
             age = float(stamp_s) - t
             if age < 0 or age > max_age_s or pose.score < min_score:
                 return None
-            box = box_from_pose(pose, K, image_hw)
-            if box is None:
+            win = window_from_pose(pose, K, image_hw)
+            if win is None:
                 return None
-            out.append((name, box))
+            out.append((name, win))
         return out
 
 
@@ -102,7 +106,8 @@ def select_rois(source: str, objects: Sequence[str], K: np.ndarray, image_hw: tu
         tracker: last poses (source ``tracking``).
 
     Returns:
-        [(name, (4,) xywh)], or None for the built-in localiser.
+        :data:`Rois` (detections as boxes; ground truth and tracking as their ground-truth
+        windows), or None for the built-in localiser.
     """
     if source == "localiser":
         return None
