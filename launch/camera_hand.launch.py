@@ -17,6 +17,8 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
+from featmap_ros.ros.launch_nodes import pose_node_actions
+
 
 def generate_launch_description():
     share = get_package_share_directory("featmap_ros")
@@ -31,16 +33,23 @@ def generate_launch_description():
                               description="what runs the networks: torch, or onnxruntime (needs pip install onnxruntime)"),
         DeclareLaunchArgument("fixed_frame", default_value="camera_depth_optical_frame",
                               description="RViz fixed frame (the depth camera's optical frame)"),
+        DeclareLaunchArgument("lifecycle", default_value="false", choices=["true", "false"],
+                              description="run the managed (lifecycle) node"),
+        DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
+                              description="lifecycle:=true: configure and activate it at once"),
+        DeclareLaunchArgument("mode", default_value="continuous", choices=["continuous", "on_request"],
+                              description="estimate every frame, or only for ~/estimate requests (GPU free between them)"),
     ]
-    estimator = Node(
-        package="featmap_ros", executable="hand_pose_node", name="hand_pose_node", output="screen",
+    estimator = pose_node_actions(
+        "hand_pose_node", "hand_pose_node", arg("lifecycle"), arg("autostart"),
         parameters=[os.path.join(share, "config", "hand_pose_node.yaml"),
                     {"weights": ParameterValue(arg("weights"), value_type=str),
-                     "device": ParameterValue(arg("device"), value_type=str), "runtime": ParameterValue(arg("runtime"), value_type=str)}],
+                     "device": ParameterValue(arg("device"), value_type=str), "runtime": ParameterValue(arg("runtime"), value_type=str),
+                     "mode": ParameterValue(arg("mode"), value_type=str)}],
         remappings=[("depth", arg("depth")), ("camera_info", arg("camera_info"))],
     )
     rviz = Node(
         package="rviz2", executable="rviz2", name="rviz2", output="log", condition=IfCondition(arg("rviz")),
-        arguments=["-d", os.path.join(share, "config", "featmap.rviz"), "-f", arg("fixed_frame")],
+        arguments=["-d", os.path.join(share, "config", "nyu.rviz"), "-f", arg("fixed_frame")],
     )
-    return LaunchDescription([*args, estimator, rviz])
+    return LaunchDescription([*args, *estimator, rviz])

@@ -20,6 +20,8 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
+from featmap_ros.ros.launch_nodes import pose_node_actions
+
 
 def generate_launch_description():
     share = get_package_share_directory("featmap_ros")
@@ -43,18 +45,25 @@ def generate_launch_description():
                               description="what runs the networks: torch, or onnxruntime (needs pip install onnxruntime)"),
         DeclareLaunchArgument("fixed_frame", default_value="camera_color_optical_frame",
                               description="RViz fixed frame (the camera's optical frame)"),
+        DeclareLaunchArgument("lifecycle", default_value="false", choices=["true", "false"],
+                              description="run the managed (lifecycle) node"),
+        DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
+                              description="lifecycle:=true: configure and activate it at once"),
+        DeclareLaunchArgument("mode", default_value="continuous", choices=["continuous", "on_request"],
+                              description="estimate every frame, or only for ~/estimate requests (GPU free between them)"),
     ]
-    estimator = Node(
-        package="featmap_ros", executable="object_pose_node", name="object_pose_node", output="screen",
+    estimator = pose_node_actions(
+        "object_pose_node", "object_pose_node", arg("lifecycle"), arg("autostart"),
         parameters=[os.path.join(share, "config", "object_pose_node.yaml"),
                     {"weights": ParameterValue(arg("weights"), value_type=str),
                      "roi_source": ParameterValue(arg("roi_source"), value_type=str),
-                     "device": ParameterValue(arg("device"), value_type=str), "runtime": ParameterValue(arg("runtime"), value_type=str)}],
+                     "device": ParameterValue(arg("device"), value_type=str), "runtime": ParameterValue(arg("runtime"), value_type=str),
+                     "mode": ParameterValue(arg("mode"), value_type=str)}],
         remappings=[("image", arg("image")), ("camera_info", arg("camera_info")), ("depth", arg("depth")),
                     ("depth_camera_info", arg("depth_camera_info")), ("detections_2d", arg("detections_2d"))],
     )
     rviz = Node(
         package="rviz2", executable="rviz2", name="rviz2", output="log", condition=IfCondition(arg("rviz")),
-        arguments=["-d", os.path.join(share, "config", "featmap.rviz"), "-f", arg("fixed_frame")],
+        arguments=["-d", os.path.join(share, "config", "linemod.rviz"), "-f", arg("fixed_frame")],
     )
-    return LaunchDescription([*args, estimator, rviz])
+    return LaunchDescription([*args, *estimator, rviz])

@@ -2,6 +2,8 @@
 
     ros2 launch featmap_ros nyu.launch.py                          # embedded sample, no RViz
     ros2 launch featmap_ros nyu.launch.py rviz:=true dataset_root:=/data/nyu_hand
+    ros2 launch featmap_ros nyu.launch.py rviz:=true loop:=true         # replay for ever (RViz opened any time)
+    ros2 launch featmap_ros nyu.launch.py lifecycle:=true               # managed hand node (configured, activated)
 
 With no arguments it replays the sample the project makes itself and the bundled weights.
 """
@@ -14,6 +16,8 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
+
+from featmap_ros.ros.launch_nodes import camera_link_static_tf, pose_node_actions
 
 
 def _config(share, name):
@@ -41,18 +45,29 @@ def generate_launch_description():
         DeclareLaunchArgument("lossless", default_value="true", choices=["true", "false"],
                               description="the player waits for the estimate of each frame (every frame scored); "
                                           "false = play at the player's rate, frames the node is too busy for are lost"),
+        DeclareLaunchArgument("loop", default_value="false", choices=["true", "false"],
+                              description="replay the frames for ever (stamps keep increasing)"),
+        DeclareLaunchArgument("lifecycle", default_value="false", choices=["true", "false"],
+                              description="run the managed (lifecycle) hand node"),
+        DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
+                              description="lifecycle:=true: configure and activate it at once (false: leave it "
+                                          "unconfigured for ros2 lifecycle set / a lifecycle manager)"),
+        DeclareLaunchArgument("mode", default_value="continuous", choices=["continuous", "on_request"],
+                              description="hand node: estimate every frame, or only for ~/estimate requests"),
     ]
     player = Node(
         package="featmap_ros", executable="dataset_player_node", name="dataset_player_node", output="screen",
         parameters=[*_config(share, "dataset_player_node"),
                     {"dataset": "nyu", "dataset_root": ParameterValue(arg("dataset_root"), value_type=str),
-                     "wait_for_ack": ParameterValue(arg("lossless"), value_type=bool), "use_sim_time": False}],
+                     "wait_for_ack": ParameterValue(arg("lossless"), value_type=bool),
+                     "loop": ParameterValue(arg("loop"), value_type=bool), "use_sim_time": False}],
     )
-    estimator = Node(
-        package="featmap_ros", executable="hand_pose_node", name="hand_pose_node", output="screen",
+    estimator = pose_node_actions(
+        "hand_pose_node", "hand_pose_node", arg("lifecycle"), arg("autostart"),
         parameters=[os.path.join(share, "config", "hand_pose_node.yaml"),
                     {"weights": ParameterValue(arg("weights"), value_type=str),
-                     "device": ParameterValue(arg("device"), value_type=str), "runtime": ParameterValue(arg("runtime"), value_type=str), "use_sim_time": sim_time}],
+                     "device": ParameterValue(arg("device"), value_type=str), "runtime": ParameterValue(arg("runtime"), value_type=str),
+                     "mode": ParameterValue(arg("mode"), value_type=str), "use_sim_time": sim_time}],
         remappings=[("depth", "/camera/depth/image_raw"), ("camera_info", "/camera/depth/camera_info")],
     )
     evaluator = Node(
@@ -64,7 +79,8 @@ def generate_launch_description():
     )
     rviz = Node(
         package="rviz2", executable="rviz2", name="rviz2", output="log", condition=IfCondition(arg("rviz")),
-        arguments=["-d", os.path.join(share, "config", "featmap.rviz"), "-f", "camera_depth_optical_frame"],
+        arguments=["-d", os.path.join(share, "config", "nyu.rviz"), "-f", "camera_link"],
         parameters=[{"use_sim_time": sim_time}],
     )
-    return LaunchDescription([*args, player, estimator, evaluator, rviz])
+    camera_tf = camera_link_static_tf("camera_depth_optical_frame", IfCondition(arg("rviz")))  # fixed frame before the first image
+    return LaunchDescription([*args, player, *estimator, evaluator, rviz, camera_tf])

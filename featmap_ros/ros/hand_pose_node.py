@@ -13,24 +13,34 @@ from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import MarkerArray
 
 from featmap_ros.msg import HandPose
+from featmap_ros.ros.lifecycle import managed
 from featmap_ros.ros.node_base import PoseNode, load_estimator
-from featmap_ros.ros.node_common import run_node
+from featmap_ros.ros.node_common import latched_qos, run_node
 from featmap_ros.ros.params import HAND_NODE_PARAMS
 from featmap_ros.ros.pipeline import HandPipeline, HandSettings
+from featmap_ros.ros.requests import hand_response_fields
 
 NAME = "hand_pose_node"
 
 
 class HandPoseNode(PoseNode):
+    SERVICE_TYPE = "EstimateHand"
+
     def __init__(self, **kwargs) -> None:
         super().__init__(NAME, HAND_NODE_PARAMS, **kwargs)
+
+    def setup(self):
+        """Load the estimator, build the pipeline and the publishers; return the input stream."""
         estimator = load_estimator(self.values, "hand")
         self.pipeline = HandPipeline(estimator, self.msgs, HandSettings.from_params(self.values))
-        self.pub_hand = self.create_publisher(HandPose, "~/hand_pose", 10)
-        self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10)
-        self.start([("depth", Image), ("camera_info", CameraInfo)])
+        self.pub_hand = self.publisher(HandPose, "~/hand_pose", 10)
+        self.pub_markers = self.publisher(MarkerArray, "~/markers", latched_qos())
+        return {"": ([("depth", Image), ("camera_info", CameraInfo)], [])}
 
-    def handle_frame(self, msgs):
+    def teardown(self) -> None:
+        self.pipeline = None
+
+    def handle_frame(self, msgs, stream=""):
         """One synchronised frame (worker thread): estimate, then publish every output."""
         depth, info = msgs
         out = self.pipeline.process(depth, info, want_debug=self.debug_wanted)
@@ -40,7 +50,10 @@ class HandPoseNode(PoseNode):
         self.pub_markers.publish(out.markers)
         if out.debug_image is not None:
             self.pub_debug.publish(out.debug_image)
-        return out.timings, out.warnings
+        return out
+
+    def response_fields(self, answer, stream):
+        return hand_response_fields(answer)
 
     def apply_params(self, changed) -> None:
         s = self.pipeline.settings
@@ -51,3 +64,8 @@ class HandPoseNode(PoseNode):
 
 def main(args=None) -> int:
     return run_node(HandPoseNode, NAME, args)
+
+
+def main_lifecycle(args=None) -> int:
+    """The managed variant (``hand_pose_lifecycle_node``): starts unconfigured."""
+    return run_node(managed(HandPoseNode), NAME, args)

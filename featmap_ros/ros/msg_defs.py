@@ -47,9 +47,47 @@ geometry_msgs/Point crop_center   # centre of the DeepPrior crop cube, metres, h
 
 FEATMAP_MSGS: dict[str, str] = {"featmap_ros/msg/HandPose": HAND_POSE_MSG}
 
+#: The services ``srv/Estimate.srv`` and ``srv/EstimateHand.srv``, identical to those files.
+ESTIMATE_SRV = """\
+# The object poses of the next synchronised frame (object_pose_node ~/estimate).
+# The answer comes from the first frame the node accepts after the request arrived.
+float64 timeout_s                           # longest wait, seconds; 0 = the node's request.timeout_s
+string camera                               # object_pose_node with cameras: whose poses; "" = the first
+---
+bool success                                # false: no frame processed in time (message says why)
+string message                              # "ok", or the reason (timeout, inactive node, missing input)
+vision_msgs/Detection3DArray detections     # as on ~/detections: input header, poses in metres
+"""
+
+ESTIMATE_HAND_SRV = """\
+# The hand pose of the next synchronised frame (hand_pose_node ~/estimate).
+# The answer comes from the first frame the node accepts after the request arrived.
+float64 timeout_s                           # longest wait, seconds; 0 = the node's request.timeout_s
+---
+bool success                                # false: no frame processed in time (message says why)
+string message                              # "ok", or the reason (timeout, inactive node, missing input)
+HandPose hand_pose                          # as on ~/hand_pose: no joints when no hand was found
+"""
+
+FEATMAP_SRVS: dict[str, str] = {"Estimate": ESTIMATE_SRV, "EstimateHand": ESTIMATE_HAND_SRV}
+
+
+def srv_halves(name: str, text: str) -> dict[str, str]:
+    """A .srv text -> its request and response as message definitions.
+
+    rosbags' typestores know ``msg`` and ``action`` types only, so the halves are registered as
+    ``featmap_ros/msg/<Name>_Request`` and ``featmap_ros/msg/<Name>_Response`` (same fields as the
+    rosidl-generated ``featmap_ros.srv.<Name>.Request`` / ``.Response``).
+    """
+    request, sep, response = text.partition("\n---\n")
+    if not sep:
+        raise InputError(f"service {name}: no '---' line between request and response")
+    return {f"featmap_ros/msg/{name}_Request": request + "\n", f"featmap_ros/msg/{name}_Response": response}
+
 
 def register_types(typestore: Any) -> Any:
-    """Register vision_msgs and featmap_ros messages in a rosbags typestore (in place).
+    """Register vision_msgs and featmap_ros messages (and the halves of its services, see
+    :func:`srv_halves`) in a rosbags typestore (in place).
 
     Args:
         typestore: a ``rosbags.typesys`` store, e.g. ``get_typestore(Stores.ROS2_JAZZY)``.
@@ -60,7 +98,8 @@ def register_types(typestore: Any) -> Any:
     from rosbags.typesys import get_types_from_msg
 
     types: dict[str, Any] = {}
-    for name, text in {**VISION_MSGS, **FEATMAP_MSGS}.items():
+    srvs = {k: v for name, text in FEATMAP_SRVS.items() for k, v in srv_halves(name, text).items()}
+    for name, text in {**VISION_MSGS, **FEATMAP_MSGS, **srvs}.items():
         if name not in typestore.types:
             types.update(get_types_from_msg(text, name))
     if types:

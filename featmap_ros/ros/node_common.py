@@ -15,7 +15,7 @@ from typing import Any
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -91,6 +91,19 @@ def input_qos(values: dict[str, Any]) -> QoSProfile:
                       durability=DurabilityPolicy.VOLATILE)
 
 
+def latched_qos() -> QoSProfile:
+    """Outputs a late subscriber still gets (markers, debug image): reliable, transient local, the
+    latest message only. An RViz opened after a replay ended shows the last estimate (its display
+    must ask for Transient Local durability; a volatile subscriber gets only new messages)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+#: Executor threads: the input callbacks (one mutually exclusive group), the lifecycle services,
+#: and ``~/estimate`` requests, each of which blocks one thread while it waits for its frame.
+EXECUTOR_THREADS = 4
+
+
 class ThrottledLog:
     """Warnings about bad input, each kind at most once per period, from any thread."""
 
@@ -138,7 +151,11 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = 
     the executor building its next wait set (``RCLError: failed to initialize wait set: the given
     context is not valid``, a traceback and exit code 1, seen under ``ros2 launch``). Here the
     signal only sets a flag: the spin loop ends, the node closes (the evaluator writes its files
-    and can still log to /rosout), is destroyed, and only then is the context shut down.
+    and can still log to /rosout; a pose node answers waiting ``~/estimate`` requests), is
+    destroyed, and only then is the context shut down.
+
+    The executor is multi-threaded (:data:`EXECUTOR_THREADS`): a ``~/estimate`` request waits for
+    a frame in its own reentrant callback group while other threads deliver the images.
     """
     stop = threading.Event()
     in_main = threading.current_thread() is threading.main_thread()
@@ -147,7 +164,7 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = 
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
     node = None
-    executor = SingleThreadedExecutor()
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     rc = 0
     try:
         node = make_node()

@@ -18,9 +18,11 @@ from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import Detection2DArray, Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
+from featmap_ros.ros.lifecycle import managed
 from featmap_ros.ros.node_base import PoseNode, load_estimator
-from featmap_ros.ros.node_common import run_node
+from featmap_ros.ros.node_common import latched_qos, run_node
 from featmap_ros.ros.params import OBJECT_NODE_PARAMS
+from featmap_ros.ros.requests import object_response_fields, pick_camera
 from featmap_ros.ros.pipeline import ObjectPipeline, ObjectSettings, filter_config_from_params, mesh_uris, uri_exists
 from featmap_ros.ros.roi import check_roi_source
 
@@ -39,8 +41,13 @@ def mesh_exists(uri: str) -> bool:
 
 
 class ObjectPoseNode(PoseNode):
+    SERVICE_TYPE = "Estimate"
+
     def __init__(self, **kwargs) -> None:
         super().__init__(NAME, OBJECT_NODE_PARAMS, **kwargs)
+
+    def setup(self):
+        """Load the estimator, build the pipeline and the publishers; return the input streams."""
         estimator = load_estimator(self.values, "object")
         check_roi_source(self.values["roi_source"], getattr(estimator, "localiser", None) is not None)
         self.obj_ids = dict(zip(estimator.object_names, getattr(estimator, "obj_ids", [])))
@@ -48,10 +55,10 @@ class ObjectPoseNode(PoseNode):
         self._meshes_for(self.values["markers.mesh_resource"], settings.objects)
         self.pipeline = ObjectPipeline(estimator, self.msgs, settings)
 
-        self.pub_detections = self.create_publisher(Detection3DArray, "~/detections", 10)
-        self.pub_detections_raw = self.create_publisher(Detection3DArray, "~/detections_raw", 10)
-        self.pub_poses = {n: self.create_publisher(PoseStamped, f"~/{n}/pose", 10) for n in settings.objects}
-        self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10)
+        self.pub_detections = self.publisher(Detection3DArray, "~/detections", 10)
+        self.pub_detections_raw = self.publisher(Detection3DArray, "~/detections_raw", 10)
+        self.pub_poses = {n: self.publisher(PoseStamped, f"~/{n}/pose", 10) for n in settings.objects}
+        self.pub_markers = self.publisher(MarkerArray, "~/markers", latched_qos())
         inputs = [("image", Image), ("camera_info", CameraInfo)]
         if settings.roi_source == "detections":
             inputs.append(("detections_2d", Detection2DArray))
@@ -61,11 +68,16 @@ class ObjectPoseNode(PoseNode):
         depth = [("depth", Image), ("depth_camera_info", CameraInfo)] if settings.refine_depth != "off" else []
         for w in self.pipeline.prepare_refinement() if depth else []:
             self.get_logger().warning(w)
-        self.start(inputs + depth if settings.refine_depth == "on" else inputs, depth if settings.refine_depth == "auto" else [])
         self.get_logger().info(f"estimating {list(settings.objects)}, image windows from {settings.roi_source}, "
-                               f"depth refinement {settings.refine_depth}")
+                               f"depth refinement {settings.refine_depth}, mode {self.values['mode']}")
+        if settings.refine_depth == "on":
+            return {"": (inputs + depth, [])}
+        return {"": (inputs, depth if settings.refine_depth == "auto" else [])}
 
-    def handle_frame(self, msgs):
+    def teardown(self) -> None:
+        self.pipeline = None
+
+    def handle_frame(self, msgs, stream=""):
         """One synchronised frame (worker thread): estimate, then publish every output."""
         n = self.n_colour_inputs
         image, info, extra = msgs[0], msgs[1], (msgs[2] if n > 2 else None)
@@ -83,7 +95,13 @@ class ObjectPoseNode(PoseNode):
         self.pub_markers.publish(out.markers)
         if out.debug_image is not None:
             self.pub_debug.publish(out.debug_image)
-        return out.timings, out.warnings
+        return out
+
+    def request_stream(self, request):
+        return pick_camera(request.camera, list(self.streams) or [""])
+
+    def response_fields(self, answer, stream):
+        return object_response_fields(answer, stream)
 
     def _meshes_for(self, template: str, objects) -> dict[str, str]:
         meshes, missing = mesh_uris(template, objects, self.obj_ids, mesh_exists)
@@ -111,3 +129,8 @@ class ObjectPoseNode(PoseNode):
 
 def main(args=None) -> int:
     return run_node(ObjectPoseNode, NAME, args)
+
+
+def main_lifecycle(args=None) -> int:
+    """The managed variant (``object_pose_lifecycle_node``): starts unconfigured."""
+    return run_node(managed(ObjectPoseNode), NAME, args)

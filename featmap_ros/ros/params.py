@@ -100,6 +100,11 @@ _COMMON = (
               min=0.1, max=60.0),
     ParamSpec("log_throttle_s", 5.0, "each kind of bad-input warning is logged at most once per this many seconds",
               read_only=False, min=0.0, max=3600.0),
+    ParamSpec("mode", "continuous", "continuous = estimate every synchronised frame the worker can take; on_request = "
+              "estimate only for ~/estimate service requests (no inference between them: the GPU is free)",
+              read_only=False, choices=("continuous", "on_request")),
+    ParamSpec("request.timeout_s", 5.0, "~/estimate: longest wait for a frame when a request asks for timeout_s 0, seconds",
+              read_only=False, min=0.001, max=3600.0),
 )
 
 OBJECT_NODE_PARAMS: tuple[ParamSpec, ...] = (
