@@ -159,12 +159,31 @@ def convert_map_level(src: str | Path, dst: str | Path, level: str) -> None:
     save_checkpoint(dst, out)
 
 
-def export_checkpoint(src: str | Path, dst: str | Path) -> None:
+def export_checkpoint(src: str | Path, dst: str | Path, bundled: bool = False) -> None:
     """A slim copy of a checkpoint for inference (weights, configs, metadata, metrics; half the
-    size or less: no optimiser, scaler or RNG state). Written atomically."""
+    size or less: no optimiser, scaler or RNG state). Written atomically.
+
+    ``bundled``: the form of the weights shipped in ``featmap_ros/weights`` (``lmo.pt``): floating
+    weights as float16 (``weights_dtype``; loading casts them back to the model's float32), meshes
+    by file name (resolved against a mesh root, see ``ObjectPoseEstimator(mesh_root=)``) and the
+    config's local paths reduced to their last folder name.
+    """
     ck = load_checkpoint(src)
     slim = {k: v for k, v in ck.items() if k not in ("optimizer", "scaler", "rng", "teacher_f")}
     slim["exported_from_step"] = ck.get("step")
+    if bundled:
+        slim["model"] = {k: v.half() if torch.is_floating_point(v) else v for k, v in slim["model"].items()}
+        slim["weights_dtype"] = "float16"
+        meta = dict(slim.get("meta") or {})
+        if meta.get("mesh_paths"):
+            meta["mesh_paths"] = [Path(p).name if p else p for p in meta["mesh_paths"]]
+        slim["meta"] = meta
+        data = dict((slim.get("config") or {}).get("data") or {})
+        for key in ("models_root", "mesh", "real_root", "cache_dir"):
+            if data.get(key) and data[key] != "toy":
+                data[key] = f"<{Path(data[key]).name}>"
+        if slim.get("config"):
+            slim["config"] = {**slim["config"], "data": data}
     save_checkpoint(dst, slim)
 
 

@@ -265,3 +265,31 @@ def test_run_ablation_end_to_end_on_a_tiny_hand_cache(tmp_path):
     assert md.count("\n| `") == 9 and "(λ chosen on validation)" in md and "per seed" in md
     png = plot_report(rep, tmp_path / "ablation.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_bundled_is_float16_portable_and_predicts_as_float32(tmp_path):
+    """``featmap train object --export F --export-bundled`` (checkpoint.export_checkpoint(bundled=True)): the form of
+    featmap_ros/weights/lmo.pt: float16 weights, meshes by file name, no local paths; same poses within float16 rounding."""
+    from featmap_ros.checkpoint import bundled_weights, export_checkpoint
+    from featmap_ros.estimators import ObjectPoseEstimator
+
+    src = tmp_path / "src.pt"
+    ck = load_checkpoint(bundled_weights("object"))
+    ck["meta"]["mesh_paths"] = ["/home/me/lmo/models/obj_000001.ply"]
+    ck["config"]["data"]["models_root"] = "/home/me/lmo/models"
+    ck["config"]["data"]["real_root"] = "/home/me/lmo"
+    save_checkpoint(src, ck)
+    export_checkpoint(src, tmp_path / "b.pt", bundled=True)
+    b = load_checkpoint(tmp_path / "b.pt")
+    assert b["weights_dtype"] == "float16" and all(v.dtype == torch.float16 for v in b["model"].values() if torch.is_floating_point(v))
+    assert b["meta"]["mesh_paths"] == ["obj_000001.ply"]
+    assert b["config"]["data"]["models_root"] == "<models>" and b["config"]["data"]["real_root"] == "<lmo>"
+    assert "/home/me" not in repr({k: v for k, v in b.items() if k != "model"})
+    assert (tmp_path / "b.pt").stat().st_size < 0.6 * src.stat().st_size
+    e32 = ObjectPoseEstimator.from_checkpoint(src, device="cpu")
+    e16 = ObjectPoseEstimator.from_checkpoint(tmp_path / "b.pt", device="cpu")
+    x = torch.rand(4, 3, e32.input_size, e32.input_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y32, y16 = e32.model(x, real=True), e16.model(x, real=True)
+    assert next(e16.model.parameters()).dtype == torch.float32
+    assert torch.allclose(y32, y16, atol=2e-2) and not torch.equal(y32, y16)

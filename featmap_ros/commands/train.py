@@ -46,6 +46,8 @@ def register(sub) -> None:
         t.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) at this step")
         t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
         t.add_argument("--export", type=Path, default=None, help="also write a slim copy (weights, config, metadata; no optimiser) here")
+        t.add_argument("--export-bundled", action="store_true",
+                       help="with --export: the bundled weights' form (float16 weights, meshes by file name, no local paths)")
         if task == "object":
             t.add_argument("--mesh", default=None, help="your own object's mesh (.ply/.obj) instead of data.models_root")
             t.add_argument("--mesh-units", choices=("mm", "m"), default=None, help="unit of --mesh coordinates (default mm)")
@@ -90,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         if args.mesh_units:
             cfg.data.mesh_units = args.mesh_units
         mesh_name = args.name or Path(args.mesh).stem
+    if args.export_bundled and args.export is None:
+        raise InputError("--export-bundled: give the file to write with --export")
     out = args.out or Path("runs") / args.task
     if args.fresh and (out / "last.pt").exists():
         (out / "last.pt").unlink()
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"checkpoint: {result.checkpoint}")
     if args.export is not None:
 
-        export_checkpoint(result.checkpoint, args.export)
+        export_checkpoint(result.checkpoint, args.export, bundled=args.export_bundled)
         print(f"exported {args.export}")
     if args.task == "object":
         node_cfg = {

@@ -22,8 +22,12 @@ class DataConfig:
             hands) used as pairs in stage 2; empty = no real frames (no mapping possible).
         real_split: split folder of ``real_root``.
         max_real: cap on real training frames (0 = all).
+        real_im_ids: keep only these image ids of ``real_root`` (e.g. 5 of 10 frames, the others
+            held out); empty = all. A listed id without an image is an error naming the file.
         synthetic_count: size of the pre-rendered synthetic set (rendered once to
             ``cache_dir``, reused across runs); 0 renders online in DataLoader workers.
+        render_seed: seed of that pre-rendered set; -1 = ``seed``. Set it to continue a stage 1
+            with another ``seed`` (other batches, augmentation, pair jitter) on the same crops.
         cache_dir: where pre-rendered sets are kept ('' = none).
         backgrounds: backgrounds of synthetic renders: a folder of images, ``photos`` = the
             photographs that installed packages ship (scikit-image, matplotlib, scikit-learn; see
@@ -50,7 +54,9 @@ class DataConfig:
     real_root: str = ""
     real_split: str = "train"
     max_real: int = 0
+    real_im_ids: list[int] = field(default_factory=list)
     synthetic_count: int = 0
+    render_seed: int = -1
     cache_dir: str = ""
     backgrounds: str = ""
     occluder_prob: float = 0.0

@@ -179,6 +179,29 @@ def eval_crops(frames_per_object: list[list], infos, size: int, progress: bool =
     return t
 
 
+def check_frames_have_images(root: str | Path, split: str, im_ids, field: str) -> None:
+    """Every image id of ``im_ids`` is a frame of ``root/split`` with an image.
+
+    Raises:
+        InputError: naming ``field``, the id and the image file that is missing (or the
+            ``scene_camera.json`` that lacks the id).
+    """
+    scenes = bop.list_scenes(Path(root) / split)
+    if not scenes:
+        raise InputError(f"{field}: {Path(root) / split} has no scene folders")
+    has_image: dict[int, bool] = {}  # im_id -> an image exists in some scene
+    for sdir in scenes:
+        for f in bop.read_scene(sdir):
+            has_image[f.im_id] = has_image.get(f.im_id, False) or f.rgb_path is not None
+    for i in im_ids:
+        if int(i) not in has_image:
+            cams = ", ".join(str(s / "scene_camera.json") for s in scenes)
+            raise InputError(f"{field}: im_id {int(i)} is not a frame of {cams}")
+        if not has_image[int(i)]:
+            where = ", ".join(str(s / "rgb" / f"{int(i):06d}.png") for s in scenes)
+            raise InputError(f"{field}: im_id {int(i)} has no image ({where} not found; also looked for .jpg/.tif and gray/)")
+
+
 def window_scale_from_frames(frames: list, infos_by_frame: list) -> float:
     """Median ratio of the training window side to the larger side of ``bbox_obj``.
 
@@ -242,7 +265,8 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
         spec = object_dataset(d.dataset)
         K = np.array([[spec.fx, 0, spec.cx], [0, spec.fy, spec.cy], [0, 0, 1.0]])
         if d.synthetic_count > 0:
-            synth_t = synthetic_object_cache(cache_dir, meshes, infos, K, size, d.synthetic_count, cfg.seed, d.backgrounds, paths, progress,
+            render_seed = cfg.seed if d.render_seed < 0 else d.render_seed
+            synth_t = synthetic_object_cache(cache_dir, meshes, infos, K, size, d.synthetic_count, render_seed, d.backgrounds, paths, progress,
                                              d.occluder_prob, d.cutout_prob)
             synthetic = CachedSource(synth_t, cfg.seed, 0)
         else:
@@ -260,15 +284,20 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
         per_obj: list = []
         if d.real_root:
 
+            im_ids = [int(i) for i in d.real_im_ids] or None
+            if im_ids is not None:
+                check_frames_have_images(d.real_root, d.real_split, im_ids, "data.real_im_ids")
             per_obj = []
             for oid, info in zip(obj_ids, infos):
-                fr = collect_frames(d.real_root, d.real_split, oid)
+                fr = collect_frames(d.real_root, d.real_split, oid, im_ids=im_ids)
                 if d.max_real:
                     fr = fr[:d.max_real]
                 per_obj.append(fr)
             if not any(per_obj):
                 raise InputError(f"data.real_root: {d.real_root}/{d.real_split} has no frames of objects {obj_ids}")
             key = {"v": 1, "root": str(Path(d.real_root).resolve()), "split": d.real_split, "n": [len(f) for f in per_obj], "size": size, "seed": cfg.seed, "ids": obj_ids}
+            if im_ids is not None:  # only when used, so that existing caches keep their names
+                key["im_ids"] = sorted(im_ids)
             pair_t = load_or_build(cache_path(cache_dir, "object_pairs", key), lambda: render_pairs(per_obj, meshes, infos, size, cfg.seed, 3, progress))
             pairs = CachedSource(pair_t, cfg.seed, 1)
             flat = [f for fr in per_obj for f in fr]
