@@ -294,7 +294,40 @@ class ObjectPoseEstimator(_Base):
             ))
         return out
 
+    def estimate_images(self, items: Sequence[tuple[np.ndarray, np.ndarray, Sequence | None]]) -> list[list[ObjectPose]]:
+        """Colour poses in several images (several cameras) with ONE network call over all their windows.
+
+        Args:
+            items: [(image_rgb (H, W, 3) uint8, K (3, 3) pixels, boxes or None)], each as for
+                :meth:`estimate` (no depth: refine each image's poses with :meth:`refine_with_depth`).
+
+        Returns:
+            Per image, what :meth:`estimate` returns for it.
+        """
+        jobs, Ks = [], []
+        for n, (image_rgb, K, boxes) in enumerate(items):
+            img = _check_image(image_rgb)
+            Ks.append(geometry.check_K(K))
+            jobs.append((img, self._colour_jobs(img, boxes)))
+        S = self.input_size
+        windows = [_crop_window(img, w, S).astype(np.float32).transpose(2, 0, 1) / 255.0 for img, js in jobs for _, w, _, _ in js]
+        pred = self._infer(np.stack(windows)) if windows else None
+        out, start = [], 0
+        for (img, js), K in zip(jobs, Ks):
+            out.append(self._poses_from_pred(js, pred[start:start + len(js)] if js else None, K))
+            start += len(js)
+        return out
+
     def _estimate_colour(self, img: np.ndarray, K: np.ndarray, boxes) -> list[ObjectPose]:
+        jobs = self._colour_jobs(img, boxes)
+        if not jobs:
+            return []
+        S = self.input_size
+        batch = np.stack([_crop_window(img, w, S).astype(np.float32).transpose(2, 0, 1) / 255.0 for _, w, _, _ in jobs])
+        return self._poses_from_pred(jobs, self._infer(batch), K)  # pred (B, n_objects, 8, 2)
+
+    def _colour_jobs(self, img: np.ndarray, boxes) -> list[tuple[int, crops.Window, np.ndarray, float]]:
+        """[(object index, crop window, box xywh, presence)] of one image."""
         jobs: list[tuple[int, crops.Window, np.ndarray, float]] = []
         if boxes is None:
             for name, win, p in self.localise(img):
@@ -312,11 +345,10 @@ class ObjectPoseEstimator(_Base):
                     continue
                 b = np.asarray(xywh, dtype=np.float64).reshape(-1)
                 jobs.append((self._index[name], crops.window_from_bbox(b, scale=self.window_scale), b, 1.0))
-        if not jobs:
-            return []
-        S = self.input_size
-        batch = np.stack([_crop_window(img, w, S).astype(np.float32).transpose(2, 0, 1) / 255.0 for _, w, _, _ in jobs])
-        pred = self._infer(batch)  # (B, n_objects, 8, 2)
+        return jobs
+
+    def _poses_from_pred(self, jobs, pred, K: np.ndarray) -> list[ObjectPose]:
+        """Poses from the network's output for an image's jobs: pred (len(jobs), n_objects, 8, 2)."""
         results = []
         for k, (i, win, box, presence) in enumerate(jobs):
             corners_px = crops.crop_normalised_to_image(pred[k, i], win)

@@ -246,7 +246,22 @@ class ObjectPipeline:
         Raises ConversionError (bad colour input message, naming the field) before any estimate;
         a depth image that cannot be used is a warning instead (colour poses).
         """
-        s, msgs = self.settings, self.msgs
+        frame = self.prepare(image_msg, info_msg, detections_msg, ground_truth_msg, depth_msg, depth_info_msg)
+        results: list[ObjectPose] = []
+        if frame.rois is None or frame.rois:
+            if frame.depth_m is None:
+                results = list(self.estimator.estimate(frame.rgb, frame.camera.K, frame.rois))
+            else:
+                results = list(self.estimator.estimate(frame.rgb, frame.camera.K, frame.rois, depth_m=frame.depth_m))
+        return self.finish(frame, results, want_debug)
+
+    def prepare(self, image_msg: Any, info_msg: Any, detections_msg: Any = None, ground_truth_msg: Any = None,
+                depth_msg: Any = None, depth_info_msg: Any = None) -> "PreparedFrame":
+        """Convert the input messages and pick the image windows (before the estimator runs).
+
+        Raises ConversionError (bad colour input message, naming the field).
+        """
+        s = self.settings
         t0 = self.clock()
         rgb = conv.image_to_rgb(image_msg, "image")
         camera = conv.camera_info_to_model(info_msg, "camera_info")
@@ -263,26 +278,28 @@ class ObjectPipeline:
         stamp_s = conv.stamp_to_ns(image_msg.header.stamp) * 1e-9
         rois = select_rois(s.roi_source, s.objects, camera.K, rgb.shape[:2], stamp_s, detections=boxes, ground_truth=gt,
                            tracker=self.tracker, max_age_s=s.tracking_max_age_s, min_score=s.tracking_min_score)
-        t1 = self.clock()
-        results: list[ObjectPose] = []
-        if rois is None or rois:
-            if depth_m is None:
-                results = list(self.estimator.estimate(rgb, camera.K, rois))
-            else:
-                results = list(self.estimator.estimate(rgb, camera.K, rois, depth_m=depth_m))
-        t2 = self.clock()
-        if depth_m is not None:  # a refusal is data, not an error: the colour pose goes out, the kind is logged once
+        return PreparedFrame(rgb, camera, rois, depth_m, warnings, image_msg.header, stamp_s, t0, self.clock())
+
+    def finish(self, frame: "PreparedFrame", results: list[ObjectPose], want_debug: bool = False,
+               t_estimated: float | None = None) -> ObjectOutputs:
+        """The outputs of a prepared frame from the estimator's poses (``t_estimated``: when they
+        came, clock seconds; default now)."""
+        s, msgs = self.settings, self.msgs
+        warnings = list(frame.warnings)
+        t1, t2 = frame.t_prepared, (self.clock() if t_estimated is None else t_estimated)
+        if frame.depth_m is not None:  # a refusal is data, not an error: the colour pose goes out, the kind is logged once
             refine_model = getattr(self.estimator, "refine_model", None)
             warnings += sorted({f"depth: refinement of {p.object_name!r} refused ({rejection_kind(p.refine_reason)}): "
                                 "colour pose published" for p in results if not p.refined and p.refine_reason
                                 and refine_model is not None and not isinstance(refine_model(p.object_name), str)})
+        stamp_s = frame.stamp_s
         kept = keep_poses(results, s.objects, s.min_score)
         if s.roi_source == "tracking":
             self.tracker.update(kept, stamp_s)
         if self.pose_filter.config != s.filter_config:  # constants changed (ros2 param set): start over
             self.pose_filter = PoseTracker(s.filter_config)
         shown = self.pose_filter.update(kept, stamp_s) if s.filter_enabled else kept
-        header = image_msg.header
+        header = frame.header
         best = _best_per_object(shown)
         raw_msg = conv.object_poses_to_detection3d_array(msgs, kept, header)
         out = ObjectOutputs(
@@ -294,10 +311,62 @@ class ObjectPipeline:
         )
         t3 = self.clock()
         if want_debug:
-            out.debug_image = conv.numpy_to_image(msgs, draw_object_debug(rgb, shown, camera.K, rois), "rgb8", header)
+            out.debug_image = conv.numpy_to_image(msgs, draw_object_debug(frame.rgb, shown, frame.camera.K, frame.rois), "rgb8", header)
         t4 = self.clock()
-        out.timings = {"convert_in_s": t1 - t0, "estimate_s": t2 - t1, "convert_out_s": t3 - t2, "debug_s": t4 - t3}
+        out.timings = {"convert_in_s": t1 - frame.t0, "estimate_s": t2 - t1, "convert_out_s": t3 - t2, "debug_s": t4 - t3}
         return out
+
+
+@dataclass
+class PreparedFrame:
+    """One object frame after conversion and window selection, before the estimator.
+
+    ``rois``: the estimator's ``boxes`` (None = its localiser); ``depth_m``: (H, W) float32
+    metres registered to ``rgb``, or None; ``t0``/``t_prepared``: clock seconds.
+    """
+
+    rgb: np.ndarray
+    camera: CameraModel
+    rois: Any
+    depth_m: np.ndarray | None
+    warnings: list[str]
+    header: Any
+    stamp_s: float
+    t0: float
+    t_prepared: float
+
+
+def process_object_batch(frames: Sequence[tuple[ObjectPipeline, dict[str, Any], bool]]) -> list[ObjectOutputs | Exception]:
+    """Several cameras' frames through ONE estimator call over all their image windows.
+
+    Args:
+        frames: [(the camera's pipeline, keyword arguments of :meth:`ObjectPipeline.prepare`,
+            want_debug)]; every pipeline holds the same estimator, which has
+            ``estimate_images`` (:meth:`featmap_ros.estimators.ObjectPoseEstimator.estimate_images`).
+
+    Returns:
+        Per frame, its outputs, or the exception its input raised (a bad message of one camera
+        does not cost the others their frame). Depth refinement runs per frame after the call.
+    """
+    prepared: list[PreparedFrame | Exception] = []
+    for pipe, kwargs, _ in frames:
+        try:
+            prepared.append(pipe.prepare(**kwargs))
+        except InputError as e:
+            prepared.append(e)
+    todo = [n for n, f in enumerate(prepared) if isinstance(f, PreparedFrame) and (f.rois is None or f.rois)]
+    results: dict[int, list[ObjectPose]] = {}
+    if todo:
+        estimator = frames[todo[0]][0].estimator
+        batch = estimator.estimate_images([(prepared[n].rgb, prepared[n].camera.K, prepared[n].rois) for n in todo])
+        for n, poses in zip(todo, batch):
+            f = prepared[n]
+            results[n] = list(poses) if f.depth_m is None else list(estimator.refine_with_depth(poses, f.depth_m, f.camera.K))
+    out: list[ObjectOutputs | Exception] = []
+    for n, (pipe, _, want_debug) in enumerate(frames):
+        f = prepared[n]
+        out.append(f if isinstance(f, Exception) else pipe.finish(f, results.get(n, []), want_debug))
+    return out
 
 
 @dataclass
