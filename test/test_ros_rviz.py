@@ -50,9 +50,16 @@ def string_constants(path: Path) -> list[str]:
 
 
 def published_topics(node_name: str) -> set[str]:
-    """Topics the node publishes under its own name (``~/x`` in its module and the shared base)."""
+    """Topics the node publishes under its own name with one camera: ``"~/x"`` in its module and
+    the shared base, and ``f"{ns}x"`` (``ns`` = ``"~/"`` for the single camera)."""
     files = [REPO / "featmap_ros" / "ros" / f"{node_name}.py", REPO / "featmap_ros" / "ros" / "node_base.py"]
-    return {f"/{node_name}/{s[2:]}" for f in files for s in string_constants(f) if s.startswith("~/")}
+    topics = {f"/{node_name}/{s[2:]}" for f in files for s in string_constants(f) if s.startswith("~/")}
+    for f in files:
+        for n in ast.walk(ast.parse(f.read_text())):
+            if (isinstance(n, ast.JoinedStr) and len(n.values) == 2 and isinstance(n.values[0], ast.FormattedValue)
+                    and getattr(n.values[0].value, "id", "") == "ns" and isinstance(n.values[1], ast.Constant)):
+                topics.add(f"/{node_name}/{n.values[1].value}")
+    return topics
 
 
 def launched_nodes(launch: Path) -> set[str]:
@@ -112,7 +119,7 @@ def test_late_subscribers_sim_time_labels_and_layout(config, node):
     src = (REPO / "featmap_ros" / "ros" / "node_common.py").read_text()
     assert "durability=DurabilityPolicy.TRANSIENT_LOCAL" in src
     for module in ("object_pose_node.py", "hand_pose_node.py"):
-        assert '"~/markers", latched_qos()' in (REPO / "featmap_ros" / "ros" / module).read_text()
+        assert re.search(r'markers", latched_qos\(\)', (REPO / "featmap_ros" / "ros" / module).read_text()), module
     tf = ds["TF"]
     assert tf["Frame Timeout"] >= 1e5  # wall seconds; stamps are sim time during a replay
     assert tf["Frames"]["camera_link"]["Value"] is False  # same point as the optical frame: one label only

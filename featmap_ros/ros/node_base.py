@@ -86,7 +86,7 @@ class PoseNode(Node):
     topics, else the camera's namespace (object_pose_node's ``cameras``).
     """
 
-    #: featmap_ros/srv type of ``~/estimate`` and the function giving its response fields.
+    #: featmap_ros/srv type of ``~/estimate``.
     SERVICE_TYPE = "Estimate"
 
     def __init__(self, name: str, specs: tuple[ParamSpec, ...], *, managed: bool = False, **kwargs) -> None:
@@ -327,7 +327,9 @@ class PoseNode(Node):
         self.requests.frame_done(token, outputs)
         now = time.monotonic()
         for stream, msgs in frames:
-            out = outputs[stream]
+            out = outputs.get(stream)
+            if out is None:  # this camera's frame failed (reported); the others were published
+                continue
             for w in out.warnings:
                 if w not in self.warned:
                     self.warned.add(w)

@@ -31,7 +31,7 @@ _RCLPY_PARAMS = ("use_sim_time", "start_type_description_service", "qos_override
 
 def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:
     """ParameterDescriptor with description, read-only flag and range of a spec."""
-    d = ParameterDescriptor(description=spec.describe(), read_only=spec.read_only)
+    d = ParameterDescriptor(description=spec.describe(), read_only=spec.read_only, dynamic_typing=spec.list_ok)
     if spec.type is float and spec.min is not None and spec.max is not None:
         d.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
     if spec.type is int and spec.min is not None and spec.max is not None:

@@ -33,6 +33,8 @@ class ParamSpec:
         max: upper bound (int/float parameters).
         choices: allowed values (str parameters).
         pattern: regular expression the whole value must match (str parameters).
+        list_ok: a str parameter that also takes a list of strings (``cameras: [a, b]`` as well as
+            ``cameras: "a,b"``); declared with dynamic typing, checked by its own parser.
     """
 
     name: str
@@ -43,6 +45,7 @@ class ParamSpec:
     max: float | None = None
     choices: tuple[str, ...] = ()
     pattern: str = ""
+    list_ok: bool = False
 
     @property
     def type(self) -> type:
@@ -64,6 +67,10 @@ class ParamSpec:
             InputError: ``parameter '<name>': ...``.
         """
         t = self.type
+        if self.list_ok and isinstance(value, (list, tuple)):
+            if not all(isinstance(v, str) for v in value):
+                raise InputError(f"parameter '{self.name}': expected a string or a list of strings, got {value!r}")
+            return tuple(value)
         if t is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if t is int and isinstance(value, bool) or not isinstance(value, t):
@@ -140,6 +147,13 @@ OBJECT_NODE_PARAMS: tuple[ParamSpec, ...] = (
               read_only=False, min=0.0, max=100.0),
     ParamSpec("filter.max_jump_deg", 30.0, "a pose turned further than this from its track starts it over, degrees",
               read_only=False, min=0.0, max=180.0),
+    ParamSpec("cameras", "", "several cameras in one node: their namespaces, as a list ([cam_left, cam_right]) or "
+              "comma-separated; each camera's inputs are <cam>/image, <cam>/camera_info (and <cam>/detections_2d, "
+              "<cam>/depth, ... as for one camera), its outputs ~/<cam>/detections, ~/<cam>/markers, ...; the image "
+              "windows of the cameras' frames within batch.window_s go through the network together. Empty = one "
+              "camera on image, camera_info, ...", list_ok=True),
+    ParamSpec("batch.window_s", 0.03, "cameras: the frames of the cameras that arrive within this many seconds of the "
+              "first are estimated together (a batch also closes when every camera has a frame)", min=0.0, max=10.0),
     ParamSpec("markers.mesh_resource", "package://featmap_ros/meshes/{object}.ply",
               "mesh marker URI; {object} = object name, {obj_id} (e.g. {obj_id:06d}) = dataset id; empty = boxes only", read_only=False),
     ParamSpec("markers.mesh_scale", 0.001, "mesh marker scale (0.001 for meshes in millimetres)", read_only=False,
@@ -239,6 +253,27 @@ def resolve_weights(value: str, kind: str) -> Path:
 def parse_objects(value: str) -> tuple[str, ...]:
     """``"ape, can"`` -> ``("ape", "can")``; empty -> ``()``."""
     return tuple(n.strip() for n in value.split(",") if n.strip())
+
+
+#: A camera namespace: ROS name tokens separated by '/'.
+CAMERA_NAME = r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*"
+
+
+def parse_cameras(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The ``cameras`` parameter -> camera namespaces: ``"cam_left, cam_right"`` or
+    ``["cam_left", "cam_right"]`` -> ``("cam_left", "cam_right")``; empty -> ``()`` (one camera).
+
+    Raises:
+        InputError: ``parameter 'cameras': ...`` for a name that is not a ROS namespace or a repeated one.
+    """
+    names = parse_objects(value) if isinstance(value, str) else tuple(v.strip() for v in value if v.strip())
+    for n in names:
+        if not re.fullmatch(CAMERA_NAME, n):
+            raise InputError(f"parameter 'cameras': {n!r} is not a camera namespace (letters, digits, _ and /, "
+                             "starting with a letter)")
+    if len(set(names)) != len(names):
+        raise InputError(f"parameter 'cameras': {list(names)} names a camera twice")
+    return names
 
 
 def check_objects(requested: tuple[str, ...], available: tuple[str, ...] | list[str]) -> tuple[str, ...]:
