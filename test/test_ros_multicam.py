@@ -53,3 +53,22 @@ def test_cameras_parameter_takes_a_list_or_a_string():
         P.parse_cameras("a,a")
     with pytest.raises(InputError, match="parameter 'batch.window_s'"):
         P.validate_params(P.OBJECT_NODE_PARAMS, {"batch.window_s": -0.1})
+
+
+def test_bench_node_cameras_runs_both_setups_and_names_bad_counts(tmp_path, capsys):
+    """``featmap bench node --cameras``: one batched process and N spawned single-camera processes
+    (tiny random net, 2 frames: a smoke test; the figures come from real runs, docs/ros.md)."""
+    pytest.importorskip("rosbags")
+    from featmap_ros import cli
+
+    out = tmp_path / "cams.json"
+    assert cli.main(["bench", "node", "--cameras", "1,2", "--frames", "2", "--repeats", "1", "--random", "--backbone",
+                     "small", "--device", "cpu", "--width", "64", "--height", "48", "--json", str(out)]) == 0
+    import json
+
+    rows = json.loads(out.read_text())["cameras"]
+    assert [r["cameras"] for r in rows] == [1, 2]
+    assert all(r["one_process_fps"] > 0 and r["separate_processes_fps"] > 0 for r in rows)
+    assert "1 node, batched" in capsys.readouterr().out
+    assert cli.main(["bench", "node", "--cameras", "0"]) == 2
+    assert "--cameras: comma-separated counts from 1 to 16" in capsys.readouterr().err

@@ -9,6 +9,7 @@ not included; the nodes' ``/diagnostics`` report the latency from input stamp to
     featmap bench node --task object --frames 100 --debug-image
     featmap bench node --random                 # randomly initialised nets (latency only)
     featmap bench node --task object --objects 1,4,8   # scaling with the objects in view (one batched call)
+    featmap bench node --cameras 1,2,4          # N cameras: one node batching them vs N single-camera processes
 """
 from __future__ import annotations
 
@@ -51,6 +52,13 @@ def register(sub) -> None:
     p.add_argument("--objects", default="1",
                    help="objects in view of the object node, comma-separated counts (e.g. 1,4,8): one run each, "
                         "all windows of a frame estimated in one batched call (ground-truth ROIs only)")
+    p.add_argument("--cameras", default="",
+                   help="comma-separated camera counts (e.g. 1,2,4): object frames/s of ONE node process whose "
+                        "cameras' windows go through one batched call (pipeline.process_object_batch) against as many "
+                        "single-camera node processes (processes started here, same pipeline); object task only")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="--cameras: measure each setting this many times, alternating, and keep the best (a shared, busy "
+                        "machine slows single runs down)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
@@ -177,14 +185,98 @@ def _print_scaling(reports: list[dict]) -> None:
         print(f"  {n:>7}{r['total_ms']['p50']:>9.2f}{r['estimate_ms']['p50']:>11.2f}{conv_ms:>13.2f}{r['total_ms']['p50'] / n:>12.2f}")
 
 
-def _object_counts(text: str) -> list[int]:
+def _object_counts(text: str, option: str = "--objects", most: int = 64) -> list[int]:
     try:
         counts = [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
         counts = []
-    if not counts or any(not 1 <= n <= 64 for n in counts):
-        raise InputError(f"--objects: comma-separated counts from 1 to 64, got {text!r}")
+    if not counts or any(not 1 <= n <= most for n in counts):
+        raise InputError(f"{option}: comma-separated counts from 1 to {most}, got {text!r}")
     return counts
+
+
+def _camera_process(ckpt: str | None, random_backbone: str | None, device: str, size: tuple[int, int], frames: int,
+                    threads: int, barrier, results) -> None:
+    """One single-camera "node process" (spawned): the object pipeline on its own frames, timed
+    between a barrier shared with the others and its last frame."""
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    args = argparse.Namespace(object_checkpoint=ckpt, random=random_backbone is not None, backbone=random_backbone or "",
+                              device=device)
+    est, _ = _object_estimator(args)
+    est.warmup()
+    msgs = conv.RosbagsMessages(featmap_typestore("jazzy"))
+    pipe = ObjectPipeline(est, msgs, ObjectSettings.from_params(validate_params(OBJECT_NODE_PARAMS, {"roi_source": "ground_truth"}),
+                                                                est.object_names))
+    image, info, gt = _object_frame(msgs, _camera(*size), est, 1)
+    for _ in range(3):
+        pipe.process(image, info, ground_truth_msg=gt)
+    barrier.wait()
+    t0 = time.monotonic()
+    for _ in range(frames):
+        pipe.process(image, info, ground_truth_msg=gt)
+    results.put((t0, time.monotonic()))
+
+
+def _bench_cameras(args: argparse.Namespace, counts: list[int]) -> list[dict]:
+    """Frames/s of 1..N cameras: one process batching them vs N single-camera processes."""
+    import multiprocessing
+
+    import torch
+
+    from featmap_ros.ros.pipeline import process_object_batch
+
+    msgs = conv.RosbagsMessages(featmap_typestore("jazzy"))
+    camera = _camera(args.width, args.height)
+    est, what = _object_estimator(args)
+    est.warmup()
+    values = validate_params(OBJECT_NODE_PARAMS, {"roi_source": "ground_truth"})
+    image, info, gt = _object_frame(msgs, camera, est, 1)
+    threads = torch.get_num_threads()
+    ctx = multiprocessing.get_context("spawn")
+    rows = []
+    for n in counts:
+        pipes = [ObjectPipeline(est, msgs, ObjectSettings.from_params(values, est.object_names)) for _ in range(n)]
+        batch = [(pipe, {"image_msg": image, "info_msg": info, "ground_truth_msg": gt}, False) for pipe in pipes]
+        for _ in range(3):
+            process_object_batch(batch)
+        one, multi, p50 = [], [], []
+        for _ in range(args.repeats):  # alternate the two, keep the best of each
+            per_batch = []
+            for _ in range(args.frames):
+                t0 = time.perf_counter()
+                outs = process_object_batch(batch)
+                per_batch.append(time.perf_counter() - t0)
+                if any(isinstance(o, Exception) for o in outs):
+                    raise next(o for o in outs if isinstance(o, Exception))
+            one.append(n * args.frames / float(np.sum(per_batch)))
+            p50.append(float(np.median(per_batch) * 1e3))
+            barrier, results = ctx.Barrier(n), ctx.Queue()
+            ckpt = args.object_checkpoint or (None if args.random else str(bundled_weights("object")))
+            procs = [ctx.Process(target=_camera_process, args=(ckpt, args.backbone if args.random and not ckpt else None,
+                                                               args.device, (args.width, args.height), args.frames,
+                                                               max(threads // n, 1), barrier, results)) for _ in range(n)]
+            for pr in procs:
+                pr.start()
+            spans = [results.get(timeout=3600) for _ in procs]
+            for pr in procs:
+                pr.join()
+            multi.append(n * args.frames / (max(e for _, e in spans) - min(s for s, _ in spans)))
+        rows.append({"cameras": n, "one_process_fps": max(one), "one_process_batch_ms_p50": min(p50),
+                     "separate_processes_fps": max(multi), "torch_threads_per_process": max(threads // n, 1),
+                     "all_one_process_fps": one, "all_separate_processes_fps": multi})
+    print(f"\nobject frames/s with N cameras (best of {args.repeats}; {args.frames} frames per camera, one object each, "
+          f"{args.width}x{args.height}, "
+          f"device {args.device}, weights: {what})")
+    print(f"  {'cameras':>7}{'1 node, batched':>17}{'batch p50 ms':>14}{'N node processes':>18}{'threads/process':>17}")
+    for r in rows:
+        print(f"  {r['cameras']:>7}{r['one_process_fps']:>17.1f}{r['one_process_batch_ms_p50']:>14.2f}"
+              f"{r['separate_processes_fps']:>18.1f}{r['torch_threads_per_process']:>17}")
+    print(f"  (frames/s over all cameras; the N processes share the {threads} torch threads of this one; "
+          "in-process pipelines, no DDS)")
+    return rows
 
 
 def run(args: argparse.Namespace) -> int:
@@ -196,6 +288,15 @@ def run(args: argparse.Namespace) -> int:
     counts = _object_counts(args.objects)
     if counts != [1] and args.roi_source != "ground_truth":
         raise InputError(f"--objects: needs --roi-source ground_truth (the localiser finds what it finds), got {args.roi_source}")
+    if args.cameras:
+        cams = _object_counts(args.cameras, "--cameras", 16)
+        if args.repeats < 1:
+            raise InputError(f"--repeats: must be >= 1, got {args.repeats}")
+        rows = _bench_cameras(args, cams)
+        if args.json:
+            atomic.write_json(args.json, {"args": {k: str(v) for k, v in vars(args).items() if k != "func"}, "cameras": rows})
+            print(f"wrote {args.json}")
+        return 0
     msgs = conv.RosbagsMessages(featmap_typestore("jazzy"))
     camera = _camera(args.width, args.height)
     reports = []
