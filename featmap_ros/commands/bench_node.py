@@ -14,6 +14,7 @@ not included; the nodes' ``/diagnostics`` report the latency from input stamp to
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from pathlib import Path
@@ -274,8 +275,9 @@ def _bench_cameras(args: argparse.Namespace, counts: list[int]) -> list[dict]:
     for r in rows:
         print(f"  {r['cameras']:>7}{r['one_process_fps']:>17.1f}{r['one_process_batch_ms_p50']:>14.2f}"
               f"{r['separate_processes_fps']:>18.1f}{r['torch_threads_per_process']:>17}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"  (frames/s over all cameras; the N processes share the {threads} torch threads of this one; "
-          "in-process pipelines, no DDS)")
+          f"in-process pipelines, no DDS; {os.cpu_count()} CPUs, load average {load:.1f} at the end)")
     return rows
 
 
