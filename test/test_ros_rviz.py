@@ -184,3 +184,17 @@ def test_markers_and_tf_of_one_estimate_share_stamp_and_frame():
         assert not any(m.frame_locked for m in out.markers.markers)
         assert [t.child_frame_id for t in out.transforms] == ["featmap/ape"]
     assert re.fullmatch(r"[0-9a-f]+", load_rviz("linemod.rviz")["Window Geometry"]["QMainWindow State"])
+
+
+@pytest.mark.parametrize("launch", sorted(LAUNCHES))
+def test_launches_offer_lifecycle_autostart_and_mode(launch):
+    """lifecycle:=true starts the managed node (configured and activated when autostart), mode is passed on."""
+    text = (REPO / "launch" / launch).read_text()
+    for name in ("lifecycle", "autostart", "mode"):
+        assert f'DeclareLaunchArgument("{name}"' in text, name
+    assert 'pose_node_actions(' in text and 'arg("lifecycle"), arg("autostart")' in text
+    assert '"mode": ParameterValue(arg("mode"), value_type=str)' in text
+    helper = (REPO / "featmap_ros" / "ros" / "launch_nodes.py").read_text()
+    assert 'start_state="configuring", goal_state="inactive"' in helper  # a manual deactivate is not undone
+    for node in ("object_pose_lifecycle_node", "hand_pose_lifecycle_node"):
+        assert (REPO / "nodes" / node).is_file() and f"nodes/{node}" in (REPO / "CMakeLists.txt").read_text()
