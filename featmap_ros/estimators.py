@@ -441,19 +441,24 @@ class HandPoseEstimator(_Base):
                 ground truth in evaluation; None entries are localised.
         """
         K = geometry.check_K(K)
-        prepared = []
+        ds, centres = [], []
         for n, d in enumerate(depths_m):
             d = np.asarray(d, dtype=np.float32)
             if d.ndim != 2:
                 raise InputError(f"depth_m: expected (H, W), got {d.shape}")
+            ds.append(d)
             c = None if centers_m is None else centers_m[n]
-            if c is None:
-                c = _localise_hand(d, K, self.meta)
-                if c is not None and self.centre_refiner is not None:
-                    try:
-                        c = self.centre_refiner.refine(d, K, c)
-                    except InputError as e:
-                        log.debug("centre refinement failed, keeping the blob centre: %s", e)
+            centres.append(_localise_hand(d, K, self.meta) if c is None else c)
+        # the localised centres are refined together: one refiner call per round for the batch
+        found = [n for n, c in enumerate(centres) if c is not None and (centers_m is None or centers_m[n] is None)]
+        if found and self.centre_refiner is not None:
+            try:
+                for n, c in zip(found, self.centre_refiner.refine_batch([ds[n] for n in found], K, [centres[n] for n in found])):
+                    centres[n] = c
+            except InputError as e:
+                log.debug("centre refinement failed, keeping the blob centres: %s", e)
+        prepared = []
+        for d, c in zip(ds, centres):
             if c is None:
                 prepared.append(None)
                 continue
@@ -482,12 +487,18 @@ class HandPoseEstimator(_Base):
 # ----------------------------------------------------------------------------- depth helpers
 
 
-def _localise_hand(depth_m: np.ndarray, K: np.ndarray, meta: HandMeta) -> np.ndarray | None:
+def localiser_kwargs(meta: HandMeta) -> dict:
+    """The keyword arguments of :func:`hand_localiser.localise_hand` for a checkpoint's ``meta``
+    (its crop cube and, when set, its depth range)."""
     kw = {"cube_m": meta.cube_mm / 1000.0}
     if meta.depth_range_m is not None:
         kw["near_m"], kw["far_m"] = meta.depth_range_m
+    return kw
+
+
+def _localise_hand(depth_m: np.ndarray, K: np.ndarray, meta: HandMeta) -> np.ndarray | None:
     try:
-        c = hand_localiser.localise_hand(depth_m, K, **kw)
+        c = hand_localiser.localise_hand(depth_m, K, **localiser_kwargs(meta))
     except InputError as e:
         log.debug("no hand: %s", e)
         return None
@@ -495,9 +506,9 @@ def _localise_hand(depth_m: np.ndarray, K: np.ndarray, meta: HandMeta) -> np.nda
 
 
 def _crop_depth(depth_m: np.ndarray, K: np.ndarray, center_m: np.ndarray, cube_mm: float, size: int):
-    """(crop (size, size) float32 in [-1, 1], DepthCropTransform)."""
-    crop, T = crops.crop_depth(depth_m, center_m, K, cube_m=cube_mm / 1000.0, size=size)
-    return np.asarray(crop, dtype=np.float32), T
+    """(crop (size, size) float32 in [-1, 1], DepthCropTransform): :func:`crops.crop_depth`'s crop
+    at the cost of the crop (:func:`hand_localiser.crop_depth_at`)."""
+    return hand_localiser.crop_depth_at(depth_m, center_m, K, cube_m=cube_mm / 1000.0, size=size)
 
 
 def _crop_window(image: np.ndarray, window: crops.Window, size: int) -> np.ndarray:

@@ -27,16 +27,19 @@ Measure refined vs unrefined::
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from featmap_ros.crops import crop_depth
+from featmap_ros.crops import DepthCropTransform, depth_crop_transform
 from featmap_ros.errors import InputError
 from featmap_ros.geometry import check_K
 
@@ -44,6 +47,8 @@ from featmap_ros.geometry import check_K
 CHECKPOINT_FORMAT = "featmap_ros.hand_centre/1"
 #: where the bundled weights live.
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "hand_centre.pt"
+#: :func:`localise_hand` samples every LOCALISE_STRIDE-th row and column of the depth map.
+LOCALISE_STRIDE = 2
 
 
 @dataclass(frozen=True)
@@ -102,8 +107,47 @@ class HandCentreNet(nn.Module):
         return self.head(self.features(x))
 
 
+def crop_depth_at(depth_m: np.ndarray, center_c_m: np.ndarray, K: np.ndarray, cube_m: float = 0.3,
+                  size: int = 128) -> tuple[np.ndarray, DepthCropTransform]:
+    """:func:`featmap_ros.crops.crop_depth` (no rotation), at the cost of the crop, not of the frame.
+
+    ``crop_depth`` replaces invalid values (non-finite, <= 0) in the whole frame before its
+    nearest-neighbour warp; a nearest-neighbour warp only copies values, so warping first and
+    cleaning the (size, size) result gives the same crop (``test_hand_centre`` checks they are
+    equal) without a pass over the frame. The run-time hand path crops four times per frame.
+
+    Args:
+        depth_m: (H, W) depth along z, metres, 0 (or non-finite) = invalid.
+        center_c_m: (3,) cube centre, camera optical frame, metres.
+        K: (3, 3) intrinsics, pixels.
+        cube_m: cube side, metres.
+        size: crop side, pixels.
+
+    Returns:
+        crop (size, size) float32 in [-1, 1] (+1 = back of the cube or invalid) and its
+        :class:`~featmap_ros.crops.DepthCropTransform`.
+
+    Raises:
+        InputError: bad depth map, intrinsics, centre, cube or size.
+    """
+    d = np.asarray(depth_m)
+    if d.ndim != 2 or d.shape[0] == 0 or d.shape[1] == 0:
+        raise InputError(f"depth_m: expected (H, W), got shape {d.shape}")
+    T = depth_crop_transform(center_c_m, K, cube_m, size)
+    if d.dtype != np.float32:  # crop_depth warps float32 values too
+        d = d.astype(np.float32)
+    elif not d.flags.c_contiguous:
+        d = np.ascontiguousarray(d)
+    warped = cv2.warpAffine(d, T.M_img2crop, (T.size, T.size), flags=cv2.INTER_NEAREST,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    with np.errstate(invalid="ignore"):  # NaN compares False: invalid
+        ok = (warped > 0) & np.isfinite(warped)
+    n = (warped - np.float32(T.center_c_m[2])) / np.float32(T.cube_m / 2.0)
+    return np.where(ok, np.clip(n, -1.0, 1.0), 1.0).astype(np.float32), T
+
+
 def crop_for_refiner(depth_m: np.ndarray, K: np.ndarray, center_c_m: np.ndarray, cfg: HandCentreNetConfig) -> np.ndarray:
-    """The refiner's input: the DeepPrior crop around ``center_c_m``.
+    """The refiner's input: the DeepPrior crop around ``center_c_m`` (:func:`crop_depth_at`).
 
     Returns:
         (S, S) float32 in [-1, 1].
@@ -112,17 +156,37 @@ def crop_for_refiner(depth_m: np.ndarray, K: np.ndarray, center_c_m: np.ndarray,
         InputError: bad depth map, intrinsics or centre.
     """
 
-    crop, _ = crop_depth(depth_m, center_c_m, K, cfg.cube_m, cfg.crop_size)
+    crop, _ = crop_depth_at(depth_m, center_c_m, K, cfg.cube_m, cfg.crop_size)
     return crop
 
 
+def fold_batch_norm(net: HandCentreNet) -> HandCentreNet:
+    """An inference copy of ``net`` with each BatchNorm folded into the convolution before it
+    (the running statistics become the convolution's scale and bias): the same function in
+    eval mode, up to float rounding, with a third fewer layers to call per crop."""
+    out = copy.deepcopy(net).eval()
+    layers, new = list(out.features), []
+    for m in layers:
+        if isinstance(m, nn.BatchNorm2d) and new and isinstance(new[-1], nn.Conv2d):
+            new[-1] = fuse_conv_bn_eval(new[-1], m)
+        else:
+            new.append(m)
+    out.features = nn.Sequential(*new)
+    return out
+
+
 class HandCentreRefiner:
-    """A trained :class:`HandCentreNet` and how to apply it to depth frames (CPU)."""
+    """A trained :class:`HandCentreNet` and how to apply it to depth frames (CPU).
+
+    Inference runs a copy of ``net`` with its BatchNorms folded (:func:`fold_batch_norm`), made
+    here: a refiner made from a net is not affected by later changes to that net.
+    """
 
     def __init__(self, net: HandCentreNet, cfg: HandCentreNetConfig, meta: dict | None = None) -> None:
         self.net = net.eval()
         self.cfg = cfg
         self.meta = dict(meta or {})
+        self._net_infer = fold_batch_norm(self.net)
 
     @classmethod
     def from_file(cls, path: str | Path = BUNDLED_WEIGHTS) -> "HandCentreRefiner":
@@ -172,8 +236,8 @@ class HandCentreRefiner:
     def predict_offsets(self, crops: np.ndarray) -> np.ndarray:
         """(B, S, S) float32 crops -> (B, 3) float64 offsets / (cube / 2), clipped to [-1, 1]."""
         x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)[:, None])
-        with torch.no_grad():
-            y = self.net(x).numpy().astype(np.float64)
+        with torch.inference_mode():
+            y = self._net_infer(x).numpy().astype(np.float64)
         return np.clip(y, -1.0, 1.0)
 
     def refine(self, depth_m: np.ndarray, K: np.ndarray, center_c_m: np.ndarray, iterations: int = 3) -> np.ndarray:
@@ -192,21 +256,58 @@ class HandCentreRefiner:
         Raises:
             InputError: bad depth map, intrinsics, centre or iteration count.
         """
+        return self._refine([depth_m], K, [center_c_m], iterations, "depth_m", "center_c_m")[0]
+
+    def refine_batch(self, depths_m: Sequence[np.ndarray], K: np.ndarray, centers_c_m: Sequence[np.ndarray],
+                     iterations: int = 3) -> list[np.ndarray]:
+        """:meth:`refine` for several frames of one camera: one network call per round for all
+        frames still moving (the rounds of one frame depend on each other, the frames do not).
+
+        Args:
+            depths_m: N (H, W) depth maps, metres.
+            K: (3, 3) intrinsics, pixels.
+            centers_c_m: N (3,) starts, camera optical frame, metres.
+            iterations: rounds.
+
+        Returns:
+            N (3,) float64 centres, camera optical frame, metres, as :meth:`refine` gives them.
+
+        Raises:
+            InputError: bad depth map, intrinsics, centre (naming its index) or iteration count.
+        """
+        return self._refine(depths_m, K, centers_c_m, iterations, "depths_m[{i}]", "centers_c_m[{i}]")
+
+    def _refine(self, depths_m, K, centers_c_m, iterations: int, d_name: str, c_name: str) -> list[np.ndarray]:
         if not isinstance(iterations, (int, np.integer)) or iterations < 0:
             raise InputError(f"iterations: expected an int >= 0, got {iterations!r}")
-        c = np.asarray(center_c_m, dtype=np.float64).reshape(-1)
-        if c.size != 3 or not np.all(np.isfinite(c)):
-            raise InputError(f"center_c_m: expected 3 finite values, got {c.tolist()}")
-        crop = crop_for_refiner(depth_m, K, c, self.cfg)  # validates depth, K and the start
+        if len(depths_m) != len(centers_c_m):
+            raise InputError(f"centers_c_m: {len(centers_c_m)} centres for {len(depths_m)} depth maps")
+        K = check_K(K)
+        cs = []
+        for i, (d, c) in enumerate(zip(depths_m, centers_c_m)):
+            shape = np.shape(d)
+            if len(shape) != 2 or 0 in shape:
+                raise InputError(f"{d_name.format(i=i)}: expected (H, W), got shape {shape}")
+            c = np.asarray(c, dtype=np.float64).reshape(-1)
+            if c.size != 3 or not np.all(np.isfinite(c)):
+                raise InputError(f"{c_name.format(i=i)}: expected 3 finite values, got {c.tolist()}")
+            if c[2] <= 1e-3:
+                raise InputError(f"{c_name.format(i=i)}: hand centre must be in front of the camera (z > 0), got z = {c[2]:.4f} m")
+            cs.append(c)
         half = self.cfg.cube_m / 2.0
-        for k in range(int(iterations)):
-            if k > 0:
-                crop = crop_for_refiner(depth_m, K, c, self.cfg)
-            c_new = c + self.predict_offsets(crop[None])[0] * half
-            if not (np.all(np.isfinite(c_new)) and c_new[2] > 0.05):
+        active = list(range(len(cs)))
+        for _ in range(int(iterations)):
+            if not active:
                 break
-            c = c_new
-        return c
+            crops = np.stack([crop_for_refiner(depths_m[i], K, cs[i], self.cfg) for i in active])
+            moving = []
+            for i, off in zip(active, self.predict_offsets(crops)):
+                c_new = cs[i] + off * half
+                if np.all(np.isfinite(c_new)) and c_new[2] > 0.05:  # else stop at the last good centre
+                    cs[i] = c_new
+                    moving.append(i)
+            active = moving
+        return cs
 
 
 def localise_and_refine(depth_m: np.ndarray, K: np.ndarray, refiner: HandCentreRefiner | None = None, iterations: int = 3, **localise_kwargs) -> np.ndarray | None:
@@ -255,6 +356,7 @@ def localise_hand(
     hand_radius_m: float = 0.07,
     depth_band_m: float = 0.2,
     max_reach_m: float = 0.15,
+    stride: int = LOCALISE_STRIDE,
 ) -> np.ndarray | None:
     """Run-time hand centre: the closest blob's centre of mass, refined.
 
@@ -266,6 +368,13 @@ def localise_hand(
     mean shift with a ``hand_radius_m`` sphere from there, which settles on the palm. The
     result is pushed back by ``surface_offset_m`` along z (the palm centre lies inside the
     hand, behind the surface the camera sees).
+
+    Speed: the frame-wide passes (range, closest surface, the band's box) look at every
+    ``stride``-th row and column; inside the box, which pixels make the blob (closest surface,
+    depth steps, components) is decided at full resolution, and its geometry (axis, ends, mean
+    shift) is computed from every ``stride``-th pixel of it. With the default stride 2 the
+    answer moves by 0.3 mm (median; 1.6 mm at most over 40 real-like frames) from stride 1's,
+    which equals the every-pixel localiser, at a third of the time.
 
     Args:
         depth_m: (H, W) depth, metres, 0 / non-finite = invalid.
@@ -280,41 +389,54 @@ def localise_hand(
             ~0.2 m deep; a body an arm's length behind stays out).
         max_reach_m: the mean shift ignores points further than this from the hand's end
             along the arm (forearm, for any hand size).
+        stride: sampling step in pixels, >= 1 (1: every pixel everywhere).
 
     Returns:
         (3,) float64 centre, camera optical frame, metres; None when nothing is in range.
+
+    Raises:
+        InputError: bad depth map, intrinsics or stride.
     """
 
     K = check_K(K)
-    d_full = np.asarray(depth_m, dtype=np.float64)
-    if d_full.ndim != 2 or d_full.size == 0:
-        raise InputError(f"depth_m: expected (H, W), got shape {d_full.shape}")
-    H, W = d_full.shape
+    d_in = np.asarray(depth_m)
+    if d_in.ndim != 2 or d_in.size == 0:
+        raise InputError(f"depth_m: expected (H, W), got shape {d_in.shape}")
+    if not isinstance(stride, (int, np.integer)) or isinstance(stride, bool) or stride < 1:
+        raise InputError(f"stride: expected an int >= 1, got {stride!r}")
+    if d_in.dtype.kind != "f":
+        d_in = d_in.astype(np.float64)
+    H, W = d_in.shape
+    s = int(stride)
+    # 1. Where to look, from the samples: the closest surface and the box of the depth band behind it.
+    d_s = d_in[::s, ::s].astype(np.float64)
     with np.errstate(invalid="ignore"):  # NaN compares False: invalid, as 0 is
-        valid = (d_full > near_m) & (d_full < far_m)
-    vals = d_full[valid]
-    if vals.size < min_pixels:
+        valid_s = (d_s > near_m) & (d_s < far_m)
+    vals = d_s[valid_s]
+    k_s = max(-(-min_pixels // (s * s)), 1)  # min_pixels in samples, rounded up
+    if vals.size < k_s:
         return None
-    dmin = float(np.partition(vals, min_pixels - 1)[min_pixels - 1])
-    mask_full = valid & (d_full < dmin + depth_band_m)
-    # Everything after this runs on the blob's bounding box plus one pixel (the depth steps
-    # look at the neighbours), not the whole frame: the same numbers, a fraction of the work.
-    rows, cols = np.flatnonzero(mask_full.any(axis=1)), np.flatnonzero(mask_full.any(axis=0))
-    y0, y1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, H)
-    x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, W)
-    d = d_full[y0:y1, x0:x1]
-    d = np.where(np.isfinite(d), d, 0.0)
-    mask = mask_full[y0:y1, x0:x1]
+    dmin = float(np.partition(vals, k_s - 1)[k_s - 1])
+    with np.errstate(invalid="ignore"):
+        mask_s = valid_s & (d_s < dmin + depth_band_m)
+    bx, by, bw, bh = cv2.boundingRect(mask_s.view(np.uint8))  # of the non-zero samples
+    # 2. The blob at full resolution in that box (+ one stride, + one pixel for the depth steps):
+    # which pixels belong to the hand is decided as every pixel sees it (a coarser grid breaks a
+    # noisy far hand apart and lets a diagonal depth step leak), for the cost of the box.
+    y0, y1 = max((by - 1) * s, 0), min((by + bh) * s + 1, H)
+    x0, x1 = max((bx - 1) * s, 0), min((bx + bw) * s + 1, W)
+    d = d_in[y0:y1, x0:x1].astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        valid = (d > near_m) & (d < far_m)
+    if s > 1:  # the closest surface as every pixel sees it (all of them are in the box)
+        vals = d[valid]
+        if vals.size < min_pixels:
+            return None
+        dmin = float(np.partition(vals, min_pixels - 1)[min_pixels - 1])
+    d[~np.isfinite(d)] = 0.0
+    mask = valid & (d < dmin + depth_band_m)
     # split at depth steps so that an arm or body behind the hand is not the same blob
-    step = 0.02
-    dz = np.zeros(d.shape, bool)
-    jump_u = np.abs(d[:, 1:] - d[:, :-1]) > step
-    jump_v = np.abs(d[1:, :] - d[:-1, :]) > step
-    dz[:, 1:] |= jump_u
-    dz[:, :-1] |= jump_u
-    dz[1:, :] |= jump_v
-    dz[:-1, :] |= jump_v
-    n_lab, lab = cv2.connectedComponents((mask & ~dz).astype(np.uint8), connectivity=4)
+    n_lab, lab = cv2.connectedComponents((mask & ~_depth_steps(d, 0.02)).astype(np.uint8), connectivity=4)
     if n_lab <= 1:
         return None
     # the hand's component: among those reaching the nearest 3 cm, the largest (a finger in
@@ -326,21 +448,55 @@ def localise_hand(
     sizes[~has_near] = 0
     if sizes.max() < min_pixels // 2:
         return None
-    blob = lab == int(np.argmax(sizes))
-    v, u = np.nonzero(blob)
-    z = d[v, u]
-    u, v = u + x0, v + y0
+    best = int(np.argmax(sizes))
+    # 3. Its geometry from the samples (every s-th pixel of the box; all pixels of a blob too
+    # thin to have min_pixels // 2 of them on the grid): means over thousands of points.
+    g = s if np.count_nonzero(lab[::s, ::s] == best) * s * s >= min_pixels // 2 else 1
+    d_g, lab_g, mask_g = d[::g, ::g], lab[::g, ::g], mask[::g, ::g]
+    v, u = np.nonzero(lab_g == best)
+    z = d_g[v, u]
+    u, v = u * g + x0, v * g + y0
     P = np.stack([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z], axis=1)
     c = P.mean(axis=0)
-    if refine and len(P) >= min_pixels:
-        va, ua = np.nonzero(mask)
-        za = d[va, ua]
-        ua, va = ua + x0, va + y0
+    if refine and sizes[best] >= min_pixels:
+        va, ua = np.nonzero(mask_g)
+        za = d_g[va, ua]
+        ua, va = ua * g + x0, va * g + y0
         P_all = np.stack([(ua - K[0, 2]) * za / K[0, 0], (va - K[1, 2]) * za / K[1, 1], za], axis=1)
         leaves = (ua <= 2) | (va <= 2) | (ua >= W - 3) | (va >= H - 3) | (za > dmin + depth_band_m - 0.03)
-        c = _hand_end_centre(P, c, hand_radius_m, min_pixels, P_all, P_all[leaves], max_reach_m)
+        min_points = -(-(min_pixels // 2) // (g * g))  # min_pixels // 2 in points, rounded up
+        c = _hand_end_centre(P, c, hand_radius_m, min_points, P_all, P_all[leaves], max_reach_m)
     c = c + np.array([0.0, 0.0, surface_offset_m])
     return c
+
+
+def _depth_steps(d: np.ndarray, step_m: float) -> np.ndarray:
+    """(H, W) bool: pixels of the (H, W) depth ``d`` (metres) with a 4-neighbour more than ``step_m`` away."""
+    dz = np.zeros(d.shape, bool)
+    jump_u = np.abs(d[:, 1:] - d[:, :-1]) > step_m
+    jump_v = np.abs(d[1:, :] - d[:-1, :]) > step_m
+    dz[:, 1:] |= jump_u
+    dz[:, :-1] |= jump_u
+    dz[1:, :] |= jump_v
+    dz[:-1, :] |= jump_v
+    return dz
+
+
+def _tail_thresholds(s: np.ndarray, q: float) -> tuple[float, float]:
+    """Thresholds that select the same tails of (N,) ``s`` as ``s <= np.percentile(s, 100 q)``
+    and ``s >= np.percentile(s, 100 (1 - q))`` (linear interpolation), with one partition.
+
+    The lower percentile lies in [a[i], a[i + 1]) of the sorted values a, i = floor((N - 1) q),
+    so ``s <= a[i]`` selects the same values; the upper one lies in (a[j], a[j + 1]],
+    j = floor((N - 1) (1 - q)), or is a[j] when it falls on it exactly.
+    """
+    n = len(s)
+    i = int(np.floor((n - 1) * q))
+    pos = (n - 1) * (1.0 - q)
+    j = int(np.floor(pos))
+    kth = sorted({i, j, min(j + 1, n - 1)})
+    a = np.partition(s, kth)
+    return float(a[i]), float(a[j] if pos == j else a[min(j + 1, n - 1)])
 
 
 def _sq_dist(P: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -353,7 +509,7 @@ def _hand_end_centre(
     P: np.ndarray,
     c0: np.ndarray,
     radius_m: float,
-    min_pixels: int,
+    min_points: int,
     P_all: np.ndarray,
     cut: np.ndarray,
     max_reach_m: float = 0.15,
@@ -366,13 +522,22 @@ def _hand_end_centre(
     radii of that end, a mean shift with a sphere of ``radius_m`` over all in-range points
     ``P_all`` (fingers split off by depth steps included) settles on the densest part of the
     hand, the palm; points further than ``max_reach_m`` from the end along the axis (forearm
-    for any hand size) are left out of it.
+    for any hand size) are left out of it. Fewer than ``min_points`` points in a sphere stop it.
+
+    Args:
+        P: (N, 3) the blob's points, metres.
+        c0: (3,) their mean.
+        P_all: (M, 3) all in-range points, metres.
+        cut: (L, 3) points where the surface leaves the image or the depth band.
+
+    Returns:
+        (3,) float64, metres.
     """
     X = P - c0
-    _, _, Vt = np.linalg.svd(X[:: max(1, len(X) // 4000)], full_matrices=False)
-    axis = Vt[0]
+    Xs = X[:: max(1, len(X) // 4000)]
+    axis = np.linalg.eigh(Xs.T @ Xs)[1][:, -1]  # principal axis (its sign does not matter below)
     s = X @ axis
-    lo, hi = np.percentile(s, [3.0, 97.0])
+    lo, hi = _tail_thresholds(s, 0.03)
     ends = []
     for sel in (s <= lo, s >= hi):
         tip_k = P[sel].mean(axis=0)
@@ -386,14 +551,23 @@ def _hand_end_centre(
     reach = (P_all - tip) @ inward
     P_all = P_all[reach < max_reach_m]
     near_tip = _sq_dist(P, tip) < (2.0 * radius_m) ** 2
-    c = P[near_tip].mean(axis=0) if near_tip.sum() >= min_pixels // 2 else c0
+    c = P[near_tip].mean(axis=0) if near_tip.sum() >= min_points else c0
+    # The mean shift looks at the points of a ball of twice the radius around where it
+    # started, gathered again only when the centre has moved more than a radius from there:
+    # every point within ``radius_m`` of the centre is in that ball, so the answer is the same
+    # as over all points, for a fraction of the distance computations.
+    ball_c, ball = c, P_all[_sq_dist(P_all, c) < (2.0 * radius_m) ** 2]
     for _ in range(10):
-        inside = _sq_dist(P_all, c) < radius_m**2
-        if inside.sum() < min_pixels // 2:
+        if _sq_dist(ball_c[None], c)[0] > radius_m**2:
+            ball_c, ball = c, P_all[_sq_dist(P_all, c) < (2.0 * radius_m) ** 2]
+        inside = _sq_dist(ball, c) < radius_m**2
+        n_in = np.count_nonzero(inside)
+        if n_in < min_points:
             break
-        c_new = P_all[inside].mean(axis=0)
+        c_new = (inside @ ball) / n_in  # the mean of the points inside, without gathering them
         done = np.linalg.norm(c_new - c) < 2e-4
         c = c_new
         if done:
             break
     return c
+

@@ -187,3 +187,105 @@ def test_hand_estimator_crops_at_the_refined_centre(refiner, frames):
     assert start is not None
     np.testing.assert_allclose(plain.estimate(real_m, K).crop_center_m, start, atol=1e-9)
     np.testing.assert_allclose(refined.estimate(real_m, K).crop_center_m, refiner.refine(real_m, K, start), atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- run-time speed-ups
+
+
+def test_crop_depth_at_equals_crop_depth():
+    """The crop-sized cleaning gives crops.crop_depth's crop exactly, for every kind of invalid value."""
+    from featmap_ros.crops import crop_depth
+    from featmap_ros.hand_localiser import crop_depth_at
+
+    K = nyu_K()
+    rng = np.random.default_rng(3)
+    d = rng.uniform(0.3, 1.2, (480, 640)).astype(np.float32)
+    holes = rng.random(d.shape)
+    d[holes < 0.05] = np.nan
+    d[(holes >= 0.05) & (holes < 0.07)] = 0.0
+    d[(holes >= 0.07) & (holes < 0.08)] = -0.4
+    d[(holes >= 0.08) & (holes < 0.09)] = np.inf
+    centres = [np.array([rng.uniform(-0.3, 0.3), rng.uniform(-0.2, 0.2), rng.uniform(0.3, 1.5)]) for _ in range(30)]
+    centres += [np.array([5.0, 0.0, 0.8]), np.array([0.0, 0.0, 0.05])]  # outside the image; very close
+    for depth in (d, d.astype(np.float64), d[:, ::-1]):
+        for c in centres:
+            for size in (48, 64):
+                a, Ta = crop_depth(depth, c, K, 0.3, size)
+                b, Tb = crop_depth_at(depth, c, K, 0.3, size)
+                assert b.dtype == np.float32 and b.shape == (size, size)
+                np.testing.assert_array_equal(a, b)
+                np.testing.assert_array_equal(Ta.M_img2crop, Tb.M_img2crop)
+    with pytest.raises(InputError, match="depth_m"):
+        crop_depth_at(d[None], centres[0], K)
+    with pytest.raises(InputError, match="center_c_m"):
+        crop_depth_at(d, np.array([0.0, 0.0, -1.0]), K)
+
+
+def test_localiser_stride_against_every_pixel(frames):
+    """Stride 2 (the default) lands near the every-pixel answer; both as close to the palm."""
+    K, pairs = frames
+    moved, e1, e2 = [], [], []
+    for hand, _, real in pairs:
+        palm = hand.joints_c_m()[PALM_CENTER]
+        c1, c2 = localise_hand(real, K, stride=1), localise_hand(real, K)
+        assert c1 is not None and c2 is not None and c2.dtype == np.float64
+        moved.append(np.linalg.norm(c1 - c2) * 1000)
+        e1.append(np.linalg.norm(c1 - palm) * 1000)
+        e2.append(np.linalg.norm(c2 - palm) * 1000)
+    assert np.median(moved) < 1.0 and np.max(moved) < 5.0, np.round(moved, 1)
+    assert np.mean(e2) < np.mean(e1) + 2.0, (np.round(e1, 1), np.round(e2, 1))
+    # float32 and float64 depth give the same answer
+    np.testing.assert_allclose(localise_hand(pairs[0][2].astype(np.float64), K), localise_hand(pairs[0][2].astype(np.float32), K), atol=1e-9)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InputError, match="stride"):
+            localise_hand(pairs[0][2], K, stride=bad)
+
+
+def test_tail_thresholds_select_the_percentile_tails():
+    from featmap_ros.hand_localiser import _tail_thresholds
+
+    rng = np.random.default_rng(0)
+    for n in list(range(1, 40)) + [100, 4001]:
+        for rounded in (False, True):
+            s = rng.normal(size=n)
+            s = np.round(s, 1) if rounded else s  # ties
+            lo, hi = np.percentile(s, [3.0, 97.0])
+            a, b = _tail_thresholds(s, 0.03)
+            assert np.array_equal(s <= lo, s <= a) and np.array_equal(s >= hi, s >= b), (n, rounded)
+
+
+def test_refine_batch_equals_one_by_one(refiner, frames):
+    K, pairs = frames
+    depths = [p[2] for p in pairs[:4]]
+    starts = [localise_hand(d, K) for d in depths]
+    batch = refiner.refine_batch(depths, K, starts)
+    for d, c, b in zip(depths, starts, batch):
+        np.testing.assert_allclose(b, refiner.refine(d, K, c), atol=1e-6)  # batch-size rounding of the network only
+    assert refiner.refine_batch([], K, []) == []
+    assert all(np.array_equal(a, b) for a, b in zip(refiner.refine_batch(depths, K, starts, iterations=0), starts))
+    with pytest.raises(InputError, match=r"centers_c_m\[1\]"):
+        refiner.refine_batch(depths[:2], K, [starts[0], np.array([0.0, 0.0, -0.5])])
+    with pytest.raises(InputError, match=r"depths_m\[0\]"):
+        refiner.refine_batch([np.zeros((4, 4, 3))], K, [starts[0]])
+    with pytest.raises(InputError, match="centers_c_m"):
+        refiner.refine_batch(depths[:2], K, starts[:1])
+
+
+def test_folded_batch_norm_is_the_same_function(refiner):
+    from featmap_ros.hand_localiser import fold_batch_norm
+
+    net = HandCentreNet(HandCentreNetConfig())
+    with torch.no_grad():  # non-trivial running statistics
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    net.eval()
+    folded = fold_batch_norm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is left as it was
+    x = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (3, 1, 64, 64)).astype(np.float32))
+    with torch.no_grad():
+        np.testing.assert_allclose(folded(x).numpy(), net(x).numpy(), atol=1e-5)

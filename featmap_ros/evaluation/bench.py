@@ -17,6 +17,7 @@ from featmap_ros.data.hand_samples import SyntheticHandCrops
 from featmap_ros.data.nyu import nyu_K
 from featmap_ros.data.specs import NYU_EVAL_JOINTS
 from featmap_ros.errors import InputError
+from featmap_ros.estimators import localiser_kwargs
 from featmap_ros.hand_localiser import BUNDLED_WEIGHTS, HandCentreRefiner, localise_hand
 from featmap_ros.render.depth_sensor import render_pair, sample_pair
 from featmap_ros.render.hand import PALM_CENTER, sample_hand
@@ -176,3 +177,67 @@ def check_eval_seed(refiner: HandCentreRefiner, seed: int) -> None:
     used = {tc.get("seed"), None if tc.get("seed") is None else tc["seed"] + 1} - {None}
     if seed in used:
         raise InputError(f"seed: {seed} was used to train these weights (train_config.seed = {tc.get('seed')}; training and validation use seed and seed + 1)")
+
+
+def run_hand_path_bench(estimator, frames: int = 30, seed: int = 1, rounds: int = 3) -> dict:
+    """Per-frame time of a :class:`~featmap_ros.estimators.HandPoseEstimator` and of its stages,
+    on real-like frames (``sample_pair`` from ``np.random.default_rng(seed)``, 640x480 float32).
+
+    Per frame, ``rounds`` times over all frames: the stages one after the other, as the estimator
+    runs them (``localise_hand`` with the estimator's localiser arguments; the learned refinement
+    from its centre, when the estimator has a refiner; ``estimate_batch`` at the refined centre:
+    crop, f, g, h, joints), then the whole ``estimate`` call. Each is timed in wall-clock time and
+    in CPU time of the process (all its threads: on a machine shared with other jobs, CPU time
+    leaves out the time the process waited for a core, not the cache misses the others cause).
+
+    Args:
+        estimator: the hand estimator (its device and torch threads are used as they are).
+        frames: real-like frames.
+        seed: their seed.
+        rounds: passes over the frames.
+
+    Returns:
+        dict: frames, rounds, seed, found (frames with a hand), torch_threads, and per part
+        (``estimate``, ``localise``, ``refine``, ``crop_and_network``) ``<part>_ms`` and
+        ``<part>_cpu_ms``, each {p50, p95, mean}.
+    """
+    if frames < 1 or rounds < 1:
+        raise InputError(f"frames and rounds: expected >= 1, got {frames}, {rounds}")
+    K = nyu_K()
+    rng = np.random.default_rng(seed)
+    depths = [sample_pair(rng, K)[2].astype(np.float32) for _ in range(frames)]
+    kw = localiser_kwargs(estimator.meta)
+    refiner = estimator.centre_refiner
+    estimator.warmup()
+    parts = ("estimate", "localise", "refine", "crop_and_network")
+    wall: dict[str, list[float]] = {k: [] for k in parts}
+    cpu: dict[str, list[float]] = {k: [] for k in parts}
+
+    def timed(part: str, fn):
+        t, c = time.perf_counter(), time.process_time()
+        out = fn()
+        wall[part].append(time.perf_counter() - t)
+        cpu[part].append(time.process_time() - c)
+        return out
+
+    found = 0
+    for r in range(rounds):
+        for d in depths:
+            c = timed("localise", lambda: localise_hand(d, K, **kw))
+            if c is not None:
+                if refiner is not None:
+                    c = timed("refine", lambda: refiner.refine(d, K, c))
+                timed("crop_and_network", lambda: estimator.estimate_batch([d], K, centers_m=[c]))
+            pose = timed("estimate", lambda: estimator.estimate(d, K))
+            found += int(r == 0 and pose is not None)
+
+    def stats(t: list[float]) -> dict:
+        ms = np.asarray(t, dtype=np.float64) * 1000.0
+        if not len(ms):
+            return {"p50": 0.0, "p95": 0.0, "mean": 0.0}
+        return {"p50": float(np.median(ms)), "p95": float(np.percentile(ms, 95)), "mean": float(ms.mean())}
+
+    out = {"frames": frames, "rounds": rounds, "seed": seed, "found": found, "torch_threads": torch.get_num_threads()}
+    for k in parts:
+        out[f"{k}_ms"], out[f"{k}_cpu_ms"] = stats(wall[k]), stats(cpu[k])
+    return out
