@@ -378,7 +378,8 @@ class HandPoseEstimator(_Base):
             band), or a checkpoint's ``meta`` dict.
         use_mapping: pass real features through g.
         device: ``auto`` | ``cpu`` | ``cuda``.
-        runtime: ``torch`` or ``onnxruntime`` (f, g, h exported to ONNX and run by ONNX Runtime).
+        runtime: ``torch`` or ``onnxruntime`` (f, g, h exported to ONNX and run by ONNX Runtime;
+            :meth:`from_checkpoint` loads the centre refiner with the same runtime).
     """
 
     def __init__(self, model: FeatureMappingNet, meta: HandMeta | dict, use_mapping: bool = True, device: str = "auto",
@@ -407,8 +408,8 @@ class HandPoseEstimator(_Base):
         ck = load_checkpoint(path, task="hand")
         model = model_from_checkpoint(ck, str(path))
         refiner = None
-        if refine_centre:
-            refiner = hand_localiser.HandCentreRefiner.from_file()
+        if refine_centre:  # the refiner's network runs where f, g, h run
+            refiner = hand_localiser.HandCentreRefiner.from_file(runtime=runtime)
         meta = HandMeta.from_dict(ck.get("meta", {}), model.cfg.n_joints, f"{path}: meta")
         return cls(model, meta, use_mapping=bool(ck.get("config", {}).get("mapping", True)),
                    device=device, centre_refiner=refiner, runtime=runtime)

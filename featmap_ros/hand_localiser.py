@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -42,6 +44,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from featmap_ros.crops import DepthCropTransform, depth_crop_transform
 from featmap_ros.errors import InputError
 from featmap_ros.geometry import check_K
+from featmap_ros.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, OrtRunner
 
 #: value of the checkpoint's ``format`` field.
 CHECKPOINT_FORMAT = "featmap_ros.hand_centre/1"
@@ -175,22 +178,42 @@ def fold_batch_norm(net: HandCentreNet) -> HandCentreNet:
     return out
 
 
+def refiner_onnx_bytes(net: HandCentreNet, cfg: HandCentreNetConfig) -> bytes:
+    """``net`` (an eval copy) as a serialised ONNX graph: input ``crops`` (N, 1, S, S) float32
+    with a dynamic N, output ``pose`` (N, 3), as :mod:`featmap_ros.onnx_export` names them."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        torch.onnx.export(copy.deepcopy(net).float().cpu().eval(), (torch.zeros(1, 1, cfg.crop_size, cfg.crop_size),), buf,
+                          dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, do_constant_folding=True)
+    return buf.getvalue()
+
+
 class HandCentreRefiner:
     """A trained :class:`HandCentreNet` and how to apply it to depth frames (CPU).
 
-    Inference runs a copy of ``net`` with its BatchNorms folded (:func:`fold_batch_norm`), made
-    here: a refiner made from a net is not affected by later changes to that net.
+    Inference runs a copy of ``net`` made here, with its BatchNorms folded
+    (:func:`fold_batch_norm`), in torch or, with ``runtime="onnxruntime"``, exported to ONNX and
+    run by ONNX Runtime (an optional dependency: its absence raises InputError naming it): a
+    refiner made from a net is not affected by later changes to that net.
     """
 
-    def __init__(self, net: HandCentreNet, cfg: HandCentreNetConfig, meta: dict | None = None) -> None:
+    def __init__(self, net: HandCentreNet, cfg: HandCentreNetConfig, meta: dict | None = None, runtime: str = "torch") -> None:
+        if runtime not in ("torch", "onnxruntime"):
+            raise InputError(f"runtime: must be one of ['torch', 'onnxruntime'], got {runtime!r}")
         self.net = net.eval()
         self.cfg = cfg
         self.meta = dict(meta or {})
+        self.runtime = runtime
         self._net_infer = fold_batch_norm(self.net)
+        self._ort = OrtRunner(refiner_onnx_bytes(self._net_infer, cfg)) if runtime == "onnxruntime" else None
 
     @classmethod
-    def from_file(cls, path: str | Path = BUNDLED_WEIGHTS) -> "HandCentreRefiner":
-        """Load weights written by :func:`train` (``featmap train hand-centre``).
+    def from_file(cls, path: str | Path = BUNDLED_WEIGHTS, runtime: str = "torch") -> "HandCentreRefiner":
+        """Load weights written by :func:`train` (``featmap train hand-centre``); ``runtime``: see the class.
 
         Raises:
             InputError: missing or unreadable file, another kind of checkpoint (names
@@ -231,13 +254,16 @@ class HandCentreRefiner:
             raise InputError(f"{p}: field state_dict.{extra[0]} is not part of net_config {asdict(cfg)} (weights of another architecture)")
         net.load_state_dict(state)
         meta = {k: v for k, v in ck.items() if k not in ("state_dict",)}
-        return cls(net, cfg, meta)
+        return cls(net, cfg, meta, runtime=runtime)
 
     def predict_offsets(self, crops: np.ndarray) -> np.ndarray:
         """(B, S, S) float32 crops -> (B, 3) float64 offsets / (cube / 2), clipped to [-1, 1]."""
-        x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)[:, None])
-        with torch.inference_mode():
-            y = self._net_infer(x).numpy().astype(np.float64)
+        x = np.ascontiguousarray(crops, dtype=np.float32)[:, None]
+        if self._ort is not None:
+            y = self._ort.run(x).astype(np.float64)
+        else:
+            with torch.inference_mode():
+                y = self._net_infer(torch.from_numpy(x)).numpy().astype(np.float64)
         return np.clip(y, -1.0, 1.0)
 
     def refine(self, depth_m: np.ndarray, K: np.ndarray, center_c_m: np.ndarray, iterations: int = 3) -> np.ndarray:

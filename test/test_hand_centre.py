@@ -289,3 +289,16 @@ def test_folded_batch_norm_is_the_same_function(refiner):
     x = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (3, 1, 64, 64)).astype(np.float32))
     with torch.no_grad():
         np.testing.assert_allclose(folded(x).numpy(), net(x).numpy(), atol=1e-5)
+
+
+def test_refiner_in_onnx_runtime_matches_torch(refiner, frames):
+    pytest.importorskip("onnxruntime")
+    ort_refiner = HandCentreRefiner.from_file(BUNDLED_WEIGHTS, runtime="onnxruntime")
+    crops = np.random.default_rng(2).uniform(-1, 1, (3, 64, 64)).astype(np.float32)
+    np.testing.assert_allclose(ort_refiner.predict_offsets(crops), refiner.predict_offsets(crops), atol=1e-5)
+    K, pairs = frames
+    d = pairs[0][2]
+    c = localise_hand(d, K)
+    assert np.linalg.norm(ort_refiner.refine(d, K, c) - refiner.refine(d, K, c)) < 1e-3
+    with pytest.raises(InputError, match="runtime"):
+        HandCentreRefiner.from_file(BUNDLED_WEIGHTS, runtime="tensorrt")
