@@ -406,6 +406,76 @@ def test_one_builder_per_frame_gives_the_functions_messages(store, msgs):
     assert conv.ObjectPoseMessages(msgs, []).detection3d_array(h).detections == []
 
 
+def _rotations_every_branch() -> np.ndarray:
+    """(N, 3, 3): random rotations, near-180 degree turns about each axis (every branch of the
+    matrix -> quaternion conversion), tiny angles, the identity, OpenCV's Rodrigues matrices."""
+    import cv2
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(0)
+    Rs = [Rotation.random(3000, random_state=1).as_matrix(), np.tile(np.eye(3), (3, 1, 1)),
+          Rotation.from_rotvec(rng.normal(0, 1e-7, (200, 3))).as_matrix(),
+          np.array([cv2.Rodrigues(rng.normal(0, 1.5, 3))[0] for _ in range(500)])]
+    for axis in np.eye(3):
+        turn = (np.pi - rng.uniform(0, 1e-3, (300, 1))) * (axis + rng.normal(0, 0.01, (300, 3)))
+        Rs.append(Rotation.from_rotvec(turn).as_matrix())
+    return np.concatenate(Rs)
+
+
+def test_rotation_quaternion_conversions_are_scipys_floats():
+    """The Python conversions give geometry's (scipy's) numbers bit for bit: the messages do not change."""
+    from featmap_ros.geometry import matrix_from_quat_xyzw, quat_xyzw_from_matrix
+
+    R = _rotations_every_branch()
+    for chunk in np.array_split(R, len(R) // 50):  # the Python path (<= 64 per call)
+        assert np.array_equal(conv._quats_xyzw(chunk), quat_xyzw_from_matrix(chunk))
+    assert np.array_equal(conv._quats_xyzw(R), quat_xyzw_from_matrix(R))  # many: scipy
+    q = np.concatenate([np.random.default_rng(2).normal(size=(3000, 4)), quat_xyzw_from_matrix(R[:500]),
+                        [[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, -3.0], [1e-6, 0.0, 0.0, 0.0]]])
+    for chunk in np.array_split(q, len(q) // 50):
+        assert np.array_equal(conv._matrices_from_quats(chunk.tolist()), matrix_from_quat_xyzw(chunk))
+    # a matrix scipy would orthogonalise, and a reflection, take scipy's own path
+    skew = R[:3] * np.array([1.0, 1.0 + 1e-9, 1.0])[:, None]
+    assert np.array_equal(conv._quats_xyzw(skew), quat_xyzw_from_matrix(skew))
+    with pytest.raises(ValueError):
+        conv._quats_xyzw(-np.eye(3)[None])
+    assert conv._quats_xyzw(np.zeros((0, 3, 3))).shape == (0, 4)
+
+
+def test_pipeline_outputs_equal_the_functions_messages(store, msgs):
+    """ObjectPipeline builds every output from one ObjectPoseMessages: byte for byte what the
+    module's functions give for the same poses (filtered and per frame)."""
+    from featmap_ros.ros.params import OBJECT_NODE_PARAMS, validate_params
+    from featmap_ros.ros.pipeline import ObjectPipeline, ObjectSettings
+
+    class Fixed:  # an estimator that answers with fixed poses (two of one object)
+        object_names = ["ape", "can"]
+
+        def estimate(self, rgb, K, boxes=None):
+            return [make_pose(), make_pose("can", 5, (-0.1, 0.05, 1.1), 0.4), make_pose(score=0.5)]
+
+    cdr = lambda m: bytes(store.serialize_cdr(m, m.__msgtype__))
+    cam = CameraModel.from_fxfycxcy(500.0, 500.0, 320.0, 240.0, 640, 480)
+    values = validate_params(OBJECT_NODE_PARAMS, {"objects": "ape,can", "markers.mesh_resource": "package://featmap_ros/meshes/{object}.ply"})
+    settings = ObjectSettings.from_params(values, ["ape", "can"])
+    pipe = ObjectPipeline(Fixed(), msgs, settings)
+    for k in range(3):
+        h = conv.make_header(msgs, 1_700_000_000_000_000_000 + k * 33_000_000, "camera_color_optical_frame")
+        image = conv.numpy_to_image(msgs, np.zeros((480, 640, 3), np.uint8), "rgb8", h)
+        out = pipe.process(image, conv.camera_model_to_info(msgs, cam, h))
+        shown, kept = out.results, out.raw_results
+        assert cdr(out.detections) == cdr(conv.object_poses_to_detection3d_array(msgs, shown, h))
+        assert cdr(out.detections_raw) == cdr(conv.object_poses_to_detection3d_array(msgs, kept, h))
+        assert cdr(out.markers) == cdr(conv.object_markers(msgs, shown, h, settings.meshes, settings.mesh_scale))
+        best = {}
+        for p in shown:
+            best[p.object_name] = p if p.object_name not in best or p.score > best[p.object_name].score else best[p.object_name]
+        assert sorted(out.poses) == sorted(best) and len(out.transforms) == len(best)
+        for (name, p), tf in zip(best.items(), out.transforms):
+            assert cdr(out.poses[name]) == cdr(conv.object_pose_to_pose_stamped(msgs, p, h))
+            assert cdr(tf) == cdr(conv.object_pose_to_transform(msgs, p, h, settings.frame_prefix))
+
+
 def test_box_marker_points_are_the_pose_box_corners(msgs):
     p = make_pose()
     box = conv.object_markers(msgs, [p], header(msgs)).markers[1]

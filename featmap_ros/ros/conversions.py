@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import importlib
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -471,9 +472,81 @@ def _finite_Rt(items: Sequence[tuple[Any, Any, str]]) -> tuple[np.ndarray, np.nd
     return R, t
 
 
+#: Up to this many rotations per call are converted in Python (below); more go to scipy at once.
+_PY_ROTATIONS_MAX = 64
+#: |R R^T - I| bound under which a matrix is converted in Python: scipy orthogonalises a matrix
+#: only beyond 1e-12, so below this bound it takes the same path as here.
+_ORTHONORMAL_TOL = 1e-13
+
+
+def _quat_of_rotation(m: list[list[float]]) -> list[float] | None:
+    """One rotation (3 rows of 3 floats) -> [x, y, z, w], w >= 0, computed as scipy's
+    ``Rotation.from_matrix(m).as_quat()`` computes it (the same operations in the same order:
+    the same floats), or None when ``m`` is not orthonormal within :data:`_ORTHONORMAL_TOL` or
+    is a reflection (then scipy's own path decides)."""
+    (m00, m01, m02), (m10, m11, m12), (m20, m21, m22) = m
+    tol = _ORTHONORMAL_TOL
+    if not (abs(m00 * m00 + m01 * m01 + m02 * m02 - 1.0) <= tol and abs(m10 * m10 + m11 * m11 + m12 * m12 - 1.0) <= tol
+            and abs(m20 * m20 + m21 * m21 + m22 * m22 - 1.0) <= tol and abs(m00 * m10 + m01 * m11 + m02 * m12) <= tol
+            and abs(m00 * m20 + m01 * m21 + m02 * m22) <= tol and abs(m10 * m20 + m11 * m21 + m12 * m22) <= tol
+            and m00 * (m11 * m22 - m12 * m21) - m01 * (m10 * m22 - m12 * m20) + m02 * (m10 * m21 - m11 * m20) > 0.0):
+        return None
+    tr = m00 + m11 + m22
+    k, top = 0, m00  # the first largest of (m00, m11, m22, trace), as scipy's argmax picks it
+    if m11 > top:
+        k, top = 1, m11
+    if m22 > top:
+        k, top = 2, m22
+    if tr > top:
+        k = 3
+    if k == 0:
+        q = (1 - tr + 2 * m00, m10 + m01, m20 + m02, m21 - m12)
+    elif k == 1:
+        q = (m10 + m01, 1 - tr + 2 * m11, m21 + m12, m02 - m20)
+    elif k == 2:
+        q = (m20 + m02, m21 + m12, 1 - tr + 2 * m22, m10 - m01)
+    else:
+        q = (m21 - m12, m02 - m20, m10 - m01, 1 + tr)
+    n = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
+    x, y, z, w = q[0] / n, q[1] / n, q[2] / n, q[3] / n
+    return [-x, -y, -z, -w] if w < 0 else [x, y, z, w]
+
+
 def _quats_xyzw(R: np.ndarray) -> np.ndarray:
-    """(N, 3, 3) -> (N, 4): one call for all (each call of scipy's Rotation costs ~0.1 ms)."""
-    return quat_xyzw_from_matrix(R).reshape(-1, 4) if len(R) else np.zeros((0, 4))
+    """(N, 3, 3) -> (N, 4) quaternions (x, y, z, w), w >= 0: the floats of
+    :func:`featmap_ros.geometry.quat_xyzw_from_matrix` (scipy), bit for bit (test_ros_conversions
+    checks), computed in Python for the few rotations of a frame: a scipy call costs 0.1-0.2 ms
+    whatever the count, this ~4 us per rotation. Many rotations, or any matrix that is not a
+    clean rotation, go to scipy."""
+    R = np.asarray(R, dtype=np.float64).reshape(-1, 3, 3)
+    if not len(R):
+        return np.zeros((0, 4))
+    if len(R) <= _PY_ROTATIONS_MAX:
+        qs = [_quat_of_rotation(m) for m in R.tolist()]
+        if all(q is not None for q in qs):
+            return np.array(qs, dtype=np.float64)
+    return quat_xyzw_from_matrix(R).reshape(-1, 4)
+
+
+def _rotation_of_quat(q: Sequence[float]) -> list[list[float]]:
+    """[x, y, z, w] (non-zero) -> its rotation (3 rows), computed as scipy's
+    ``Rotation.from_quat(q).as_matrix()`` computes it (normalised first): the same floats."""
+    x, y, z, w = q
+    n = math.sqrt(x * x + y * y + z * z + w * w)
+    x, y, z, w = x / n, y / n, z / n, w / n
+    x2, y2, z2, w2 = x * x, y * y, z * z, w * w
+    xy, zw, xz, yw, yz, xw = x * y, z * w, x * z, y * w, y * z, x * w
+    return [[x2 - y2 - z2 + w2, 2 * (xy - zw), 2 * (xz + yw)],
+            [2 * (xy + zw), -x2 + y2 - z2 + w2, 2 * (yz - xw)],
+            [2 * (xz - yw), 2 * (yz + xw), -x2 - y2 + z2 + w2]]
+
+
+def _matrices_from_quats(q: Sequence[Sequence[float]]) -> np.ndarray:
+    """N quaternions (x, y, z, w), each checked finite and non-zero (:func:`_pose_fields`) ->
+    (N, 3, 3): :func:`featmap_ros.geometry.matrix_from_quat_xyzw`'s floats, in Python for a few."""
+    if len(q) <= _PY_ROTATIONS_MAX:
+        return np.array([_rotation_of_quat(v) for v in q], dtype=np.float64).reshape(-1, 3, 3)
+    return matrix_from_quat_xyzw(np.array(q, dtype=np.float64)).reshape(-1, 3, 3)
 
 
 def _pose_msgs(msgs: Any, t_m: np.ndarray, q_xyzw: np.ndarray) -> list[Any]:
@@ -519,7 +592,7 @@ def _pose_fields(pose: Any, name: str) -> tuple[list[float], list[float]]:
 def pose_msg_to_Rt(pose: Any) -> tuple[np.ndarray, np.ndarray]:
     """geometry_msgs/Pose -> ((3, 3) rotation, (3,) metres)."""
     q, t = _pose_fields(pose, "pose")
-    return matrix_from_quat_xyzw(np.array(q)), np.array(t)
+    return _matrices_from_quats([q])[0], np.array(t)
 
 
 def object_pose_to_pose_stamped(msgs: Any, pose: ObjectPose, header: Any) -> Any:
@@ -558,9 +631,10 @@ class ObjectPoseMessages:
     """The output messages of one frame's object poses; what they share is computed once.
 
     Every message of a pose (detection, PoseStamped, TF, markers) carries the same rotation as a
-    quaternion: it is converted here once for all poses (scipy costs ~0.1 ms per call, whatever
-    the number of rotations). Build one per frame and take every message from it; the
-    module's functions build a single-use one each.
+    quaternion: it is converted here once for all poses (:func:`_quats_xyzw`), and the poses'
+    messages are built once per call. Build one per frame (per set of poses) and take every
+    message from it, as ``pipeline.ObjectPipeline`` does; the module's functions build a
+    single-use one each.
 
     Args:
         msgs: message factory.
@@ -679,7 +753,7 @@ def detection3d_array_to_object_poses(msg: Any, obj_ids: Mapping[str, int] | Non
     if not picked:
         return []
     # one rotation conversion for all detections; the box's rotation is not needed (it is the model's)
-    Rs = matrix_from_quat_xyzw(np.array([q for _, _, q, _, _, _ in picked])).reshape(-1, 3, 3)
+    Rs = _matrices_from_quats([q for _, _, q, _, _, _ in picked])
     out = []
     for (best, size, _, t, _, tb), R in zip(picked, Rs):
         cls = str(best.hypothesis.class_id)

@@ -188,11 +188,12 @@ class ObjectOutputs:
     raw_results: list[ObjectPose] = field(default_factory=list)
 
 
-def _best_per_object(poses: list[ObjectPose]) -> dict[str, ObjectPose]:
-    best: dict[str, ObjectPose] = {}
-    for p in poses:
-        if p.object_name not in best or p.score > best[p.object_name].score:
-            best[p.object_name] = p
+def _best_per_object(poses: list[ObjectPose]) -> dict[str, int]:
+    """Object name -> index in ``poses`` of its highest-scoring pose (the first of equals)."""
+    best: dict[str, int] = {}
+    for i, p in enumerate(poses):
+        if p.object_name not in best or p.score > poses[best[p.object_name]].score:
+            best[p.object_name] = i
     return best
 
 
@@ -300,14 +301,17 @@ class ObjectPipeline:
             self.pose_filter = PoseTracker(s.filter_config)
         shown = self.pose_filter.update(kept, stamp_s) if s.filter_enabled else kept
         header = frame.header
+        # every message of the shown poses from one builder (rotations converted once)
+        shown_msgs = conv.ObjectPoseMessages(msgs, shown)
+        detections = shown_msgs.detection3d_array(header)
         best = _best_per_object(shown)
-        raw_msg = conv.object_poses_to_detection3d_array(msgs, kept, header)
         out = ObjectOutputs(
-            detections=conv.object_poses_to_detection3d_array(msgs, shown, header) if s.filter_enabled else raw_msg,
-            poses={n: conv.object_pose_to_pose_stamped(msgs, p, header) for n, p in best.items()},
-            transforms=[conv.object_pose_to_transform(msgs, p, header, s.frame_prefix) for p in best.values()] if s.publish_tf else [],
-            markers=conv.object_markers(msgs, shown, header, s.meshes, s.mesh_scale),
-            debug_image=None, results=shown, warnings=warnings, detections_raw=raw_msg, raw_results=kept,
+            detections=detections,
+            poses={n: shown_msgs.pose_stamped(i, header) for n, i in best.items()},
+            transforms=[shown_msgs.transform(i, header, s.frame_prefix) for i in best.values()] if s.publish_tf else [],
+            markers=shown_msgs.markers(header, s.meshes, s.mesh_scale),
+            debug_image=None, results=shown, warnings=warnings, raw_results=kept,
+            detections_raw=conv.ObjectPoseMessages(msgs, kept).detection3d_array(header) if s.filter_enabled else detections,
         )
         t3 = self.clock()
         if want_debug:
