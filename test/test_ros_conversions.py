@@ -582,3 +582,29 @@ def test_rclpy_sequence_values_are_typed_arrays():
     assert k.dtype == np.float64 and k.shape == (9,)
     with pytest.raises(conv.ConversionError, match="not available"):
         conv.RclpyMessages().cls("no_such_pkg/msg/Thing")
+
+
+def test_camera_info_reader_keeps_the_last_calibration(msgs):
+    cam = CameraModel.from_fxfycxcy(500.0, 500.0, 320.0, 240.0, 640, 480)
+    h = header(msgs)
+    reader = conv.CameraInfoReader()
+    info = conv.camera_model_to_info(msgs, cam, h)
+    a, wa = reader.read(info)
+    b, wb = reader.read(conv.camera_model_to_info(msgs, cam, h))  # same content, another message
+    assert a is b and wa == wb == []
+    np.testing.assert_array_equal(a.K, conv.camera_info_to_model(info).K)
+    with pytest.raises(ValueError):  # the kept arrays cannot be changed by a caller
+        a.K[0, 0] = 1.0
+    K6 = np.array([[600.0, 0, 320], [0, 600, 240], [0, 0, 1]])
+    other = conv.camera_model_to_info(msgs, CameraModel(K6, 640, 480, np.array([0.1, 0, 0, 0, 0])), h)
+    c, wc = reader.read(other)
+    assert c.fx == 600.0 and len(wc) == 1 and "camera_info.d" in wc[0]
+    wc.clear()
+    assert len(reader.read(other)[1]) == 1  # the caller's list is its own
+    for bad in (np.nan, 0.0):
+        info.k[0] = bad
+        for _ in range(2):  # refused every time, never kept
+            with pytest.raises(conv.ConversionError, match="camera_info.k"):
+                reader.read(info)
+    info.k[0] = 500.0
+    assert reader.read(info)[0].fx == 500.0

@@ -306,7 +306,7 @@ def test_object_pipeline_outputs_are_stamped_with_the_input_header(store, msgs):
     assert sorted(out.poses) == ["ape", "can"]
     assert [t.child_frame_id for t in out.transforms] == ["featmap/ape", "featmap/can"]
     assert out.debug_image is None
-    assert set(out.timings) == {"convert_in_s", "estimate_s", "convert_out_s", "debug_s"}
+    assert set(out.timings) == {"convert_in_s", "rois_s", "estimate_s", "filter_s", "convert_out_s", "debug_s"}
     out = pipe.process(img, info, want_debug=True)
     assert out.debug_image.encoding == "rgb8" and out.debug_image.height == 480
     assert conv.image_to_rgb(out.debug_image).any()  # boxes were drawn

@@ -54,10 +54,11 @@ class RosbagsMessages:
 
     def __init__(self, typestore: Any) -> None:
         self.typestore = typestore
-        #: typename -> (class, ((field, maker of its default value), ...)), read from the
-        #: typestore's field definitions on first use of the type: they never change, and
-        #: reading them for every message was most of the cost of building one.
-        self._layouts: dict[str, tuple[type, tuple[tuple[str, Callable[[], Any]], ...]]] = {}
+        #: typename -> (class, field names, {field: immutable default}, ((field, maker of a fresh
+        #: default), ...) for the mutable ones), read from the typestore's field definitions on
+        #: first use of the type: they never change, and reading them for every message was most
+        #: of the cost of building one.
+        self._layouts: dict[str, tuple[type, frozenset[str], dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...]]] = {}
 
     def cls(self, typename: str) -> Any:
         """The class of ``pkg/msg/Name`` (its constants are class attributes)."""
@@ -68,22 +69,27 @@ class RosbagsMessages:
 
     def new(self, typename: str, **fields: Any) -> Any:
         """A message of ``typename`` from ``fields``; missing fields take default values."""
-        cls, layout = self._layouts.get(typename) or self._layout(typename)
-        given, matched = len(fields), 0
-        for fname, default in layout:
-            if fname in fields:
-                matched += 1
-            else:
-                fields[fname] = default()
-        if matched != given:
-            known = {fname for fname, _ in layout}
-            raise ConversionError(f"{typename}: no field(s) {sorted(set(fields) - known)}")
-        return cls(**fields)
+        cls, names, constants, makers = self._layouts.get(typename) or self._layout(typename)
+        if not names.issuperset(fields):
+            raise ConversionError(f"{typename}: no field(s) {sorted(set(fields) - names)}")
+        values = {**constants, **fields}
+        for fname, make in makers:
+            if fname not in fields:
+                values[fname] = make()
+        return cls(**values)
 
-    def _layout(self, typename: str) -> tuple[type, tuple[tuple[str, Callable[[], Any]], ...]]:
+    def _layout(self, typename: str) -> tuple[type, frozenset[str], dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...]]:
+        from rosbags.interfaces import Nodetype  # rosbags is not needed on a ROS machine
+
         cls = self.cls(typename)
         _, fielddefs = self.typestore.fielddefs[typename]
-        layout = (cls, tuple((fname, self._default_maker(desc)) for fname, desc in fielddefs))
+        constants, makers = {}, []
+        for fname, desc in fielddefs:
+            if desc[0] == Nodetype.BASE:  # numbers, bools, strings: immutable, shared
+                constants[fname] = _base_default(desc[1][0])
+            else:
+                makers.append((fname, self._default_maker(desc)))
+        layout = (cls, frozenset(f for f, _ in fielddefs), constants, tuple(makers))
         self._layouts[typename] = layout
         return layout
 
@@ -424,6 +430,36 @@ def camera_info_warnings(msg: Any, name: str = "camera_info") -> list[str]:
     return []
 
 
+class CameraInfoReader:
+    """:func:`camera_info_to_model` and :func:`camera_info_warnings` of a camera whose
+    CameraInfo rarely changes: the result of the last content read is kept and given again
+    while the size, ``k``, ``d``, distortion model (and ``name``) stay the same (a camera
+    publishes the same calibration with every image). Content that changes, or that did not
+    pass, is read and checked again in full; NaN never compares equal, so it is never kept.
+    The kept model's arrays are read-only copies.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: tuple[CameraModel, list[str]] | None = None
+
+    def read(self, msg: Any, name: str = "camera_info") -> tuple[CameraModel, list[str]]:
+        """(camera model, warnings) of ``msg``; raises ConversionError as :func:`camera_info_to_model`."""
+        try:
+            key = (name, msg.width, msg.height, tuple(msg.k), tuple(msg.d), msg.distortion_model)
+        except TypeError:  # not sequences: the full check names the field
+            key = None
+        if key is None or key != self._key or self._value is None:
+            self._key, self._value = None, None
+            read = camera_info_to_model(msg, name)
+            model = CameraModel(read.K, read.width, read.height, read.D.copy())  # K copied by the model
+            model.K.flags.writeable = model.D.flags.writeable = False
+            self._value = (model, camera_info_warnings(msg, name))
+            self._key = key
+        model, warnings = self._value
+        return model, list(warnings)
+
+
 def check_image_matches_camera(image_hw: tuple[int, int], model: CameraModel, name: str = "image") -> None:
     """Raise if an image's size differs from the CameraInfo size it is paired with."""
     h, w = int(image_hw[0]), int(image_hw[1])
@@ -582,9 +618,9 @@ def _pose_fields(pose: Any, name: str) -> tuple[list[float], list[float]]:
     o, p = pose.orientation, pose.position
     q = [float(o.x), float(o.y), float(o.z), float(o.w)]
     t = [float(p.x), float(p.y), float(p.z)]
-    if not all(np.isfinite(q + t)):
+    if not all(map(math.isfinite, q + t)):
         raise ConversionError(f"{name}: contains NaN or inf")
-    if float(np.linalg.norm(q)) < 1e-12:
+    if math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]) < 1e-12:
         raise ConversionError(f"{name}.orientation: quaternion: zero norm")
     return q, t
 
