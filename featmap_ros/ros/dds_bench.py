@@ -7,8 +7,9 @@ reliable, depth 10, as rclpy's default; ``sensor``: best effort, depth 5, as
 node executable under this Python), a listener process on its output topic, and, per rate, a
 publisher process sending 640x480 frames + camera_info stamped with the wall clock. The listener
 notes when each answer arrives; the node's CPU time is read from ``/proc`` over each measured
-window. Alongside, the same node work runs in-process (``featmap bench node``'s pipeline, same
-frame, same settings) for the figure the DDS hop is compared with.
+window. Right before and after each run, the same node work runs in-process (``featmap bench
+node``'s pipeline, same frame, same settings; the mean of the two p50s) for the figure the DDS
+hop is compared with: on a shared machine the load changes from minute to minute.
 
     source /opt/ros/jazzy/setup.bash && source install/setup.bash   # a workspace with featmap_ros built
     featmap bench ros --rates 30,60,100 --seconds 10
@@ -205,35 +206,39 @@ def _wait_line(proc: subprocess.Popen, want: str, timeout: float) -> bool:
     return False
 
 
-def inprocess_p50_ms(node: str, frames: int = 60) -> float:
+class InProcess:
     """The same node work in-process (``featmap bench node``'s pipeline, rosbags messages, the
-    frame and settings the DDS run uses), p50 ms per frame."""
-    from featmap_ros.checkpoint import bundled_weights
-    from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
-    from featmap_ros.ros.msg_defs import featmap_typestore
-    from featmap_ros.ros.params import HAND_NODE_PARAMS, OBJECT_NODE_PARAMS, validate_params
-    from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
+    frame and settings the DDS runs use), to time next to each DDS run."""
 
-    msgs = conv.RosbagsMessages(featmap_typestore())
-    img, info = _frame_msgs(msgs, node, 1_700_000_000_000_000_000)
-    if node == "hand_pose_node":
-        est = HandPoseEstimator.from_checkpoint(bundled_weights("hand"), device="cpu")
-        pipe = HandPipeline(est, msgs, HandSettings.from_params(validate_params(HAND_NODE_PARAMS, {})))
-        step = lambda: pipe.process(img, info)
-    else:
-        est = ObjectPoseEstimator.from_checkpoint(bundled_weights("object"), device="cpu")
-        pipe = ObjectPipeline(est, msgs, ObjectSettings.from_params(validate_params(OBJECT_NODE_PARAMS, {}), est.object_names))
-        step = lambda: pipe.process(img, info)
-    est.warmup()
-    for _ in range(3):
-        step()
-    t = []
-    for k in range(frames):
-        img.header.stamp.nanosec = k * 1000
-        t0 = time.perf_counter()
-        step()
-        t.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(t))
+    def __init__(self, node: str) -> None:
+        from featmap_ros.checkpoint import bundled_weights
+        from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
+        from featmap_ros.ros.msg_defs import featmap_typestore
+        from featmap_ros.ros.params import HAND_NODE_PARAMS, OBJECT_NODE_PARAMS, validate_params
+        from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
+
+        msgs = conv.RosbagsMessages(featmap_typestore())
+        self.img, self.info = _frame_msgs(msgs, node, 1_700_000_000_000_000_000)
+        if node == "hand_pose_node":
+            est = HandPoseEstimator.from_checkpoint(bundled_weights("hand"), device="cpu")
+            self.pipe = HandPipeline(est, msgs, HandSettings.from_params(validate_params(HAND_NODE_PARAMS, {})))
+        else:
+            est = ObjectPoseEstimator.from_checkpoint(bundled_weights("object"), device="cpu")
+            self.pipe = ObjectPipeline(est, msgs, ObjectSettings.from_params(validate_params(OBJECT_NODE_PARAMS, {}), est.object_names))
+        est.warmup()
+        self.k = 0
+
+    def p50_ms(self, frames: int = 30) -> float:
+        """p50 ms per frame over ``frames`` frames (after 3 untimed)."""
+        t = []
+        for i in range(frames + 3):
+            self.k += 1
+            self.img.header.stamp.nanosec = self.info.header.stamp.nanosec = self.k * 1000
+            t0 = time.perf_counter()
+            self.pipe.process(self.img, self.info)
+            if i >= 3:
+                t.append((time.perf_counter() - t0) * 1e3)
+        return float(np.median(t))
 
 
 def run(rates: list[float], seconds: float, warmup: float, nodes: list[str], qos_names: list[str], work: Path,
@@ -243,8 +248,7 @@ def run(rates: list[float], seconds: float, warmup: float, nodes: list[str], qos
     me = [sys.executable, "-m", "featmap_ros.ros.dds_bench"]
     results = []
     for node in nodes:
-        inproc = inprocess_p50_ms(node)
-        log(f"[{node}] in-process p50 {inproc:.2f} ms per frame")
+        inproc = InProcess(node)
         for q in qos_names:
             reliability, depth = QOS[q]
             params = ["-p", "device:=cpu", "-p", f"qos.reliability:={reliability}", "-p", f"qos.depth:={depth}"]
@@ -259,6 +263,7 @@ def run(rates: list[float], seconds: float, warmup: float, nodes: list[str], qos
                     raise RuntimeError(f"listener for {node} did not start")
                 runs = []
                 for rate in rates:
+                    ref_ms = inproc.p50_ms()  # right before the run: the machine as it is now
                     sent_file = work / f"{node}_{q}_{rate:g}Hz_sent.json"
                     pub = subprocess.Popen([*me, "publish", "--node", node, "--rate", str(rate), "--seconds", str(seconds),
                                             "--warmup", str(warmup), "--qos", q, "--out", str(sent_file)],
@@ -272,15 +277,16 @@ def run(rates: list[float], seconds: float, warmup: float, nodes: list[str], qos
                     cpu1, t1 = dds_latency.proc_cpu_seconds(proc.pid), time.monotonic()
                     pub.wait(timeout=60)
                     time.sleep(grace_s)  # the last frames' answers
-                    runs.append((rate, sent_file, dds_latency.cpu_load(cpu0, cpu1, t1 - t0)))
+                    ref_ms = float(np.median([ref_ms, inproc.p50_ms()]))  # and right after it
+                    runs.append((rate, sent_file, dds_latency.cpu_load(cpu0, cpu1, t1 - t0), ref_ms))
             finally:
                 _stop(listener)
                 _stop(proc)
                 node_log.close()
             received = {int(k): int(v) for k, v in json.loads(answers.read_text()).items()}
-            for rate, sent_file, load in runs:
+            for rate, sent_file, load, ref_ms in runs:
                 sent = json.loads(sent_file.read_text())["sent_ns"]
-                r = dds_latency.RunResult(node, rate, q, dds_latency.latency_stats(sent, received), load, inproc)
+                r = dds_latency.RunResult(node, rate, q, dds_latency.latency_stats(sent, received), load, ref_ms)
                 log(dds_latency.format_table([r]).splitlines()[1])
                 results.append(r)
     return results
