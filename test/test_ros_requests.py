@@ -129,6 +129,16 @@ def test_close_answers_waiting_requests_and_refuses_new_ones_until_opened():
     assert out == [Answer(False, "the node is shutting down")]
 
 
+def test_pick_camera_names_the_valid_cameras():
+    from featmap_ros.ros.requests import pick_camera
+
+    assert pick_camera("", [""]) == "" and pick_camera("", ["l", "r"]) == "l" and pick_camera("r", ["l", "r"]) == "r"
+    with pytest.raises(InputError, match="camera: 'left', but this node has one camera"):
+        pick_camera("left", [""])
+    with pytest.raises(InputError, match=r"camera: 'top' is not one of this node's cameras \['l', 'r'\]"):
+        pick_camera("top", ["l", "r"])
+
+
 def test_mode_and_timeout_are_checked():
     with pytest.raises(InputError, match=r"parameter 'mode': 'sometimes' is not one of"):
         RequestGate("sometimes")

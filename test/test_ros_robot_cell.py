@@ -128,7 +128,7 @@ def test_estimate_service_on_request_answers_with_a_new_frame_and_infers_nothing
         r2 = call(ex, client, srv.Estimate.Request(timeout_s=10.0))
         assert r2.success and conv.stamp_to_ns(r2.detections.header.stamp) > conv.stamp_to_ns(r.detections.header.stamp)
         bad = call(ex, client, srv.Estimate.Request(timeout_s=1.0, camera="cam_left"))
-        assert not bad.success and "camera: 'cam_left'" in bad.message
+        assert not bad.success and "camera: 'cam_left', but this node has one camera" in bad.message
         stop.set()
         th.join(5)
         late = call(ex, client, srv.Estimate.Request(timeout_s=0.5))

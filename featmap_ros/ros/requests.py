@@ -212,6 +212,8 @@ def pick_camera(camera: str, cameras: list[str] | tuple[str, ...]) -> str:
     """
     if camera == "" or camera in cameras:
         return camera or cameras[0]
+    if list(cameras) == [""]:
+        raise InputError(f"camera: {camera!r}, but this node has one camera (parameter 'cameras' empty): leave camera empty")
     raise InputError(f"camera: {camera!r} is not one of this node's cameras {list(cameras)}")
 
 
