@@ -8,8 +8,9 @@ node executable under this Python), a listener process on its output topic, and,
 publisher process sending 640x480 frames + camera_info stamped with the wall clock. The listener
 notes when each answer arrives; the node's CPU time is read from ``/proc`` over each measured
 window. Right before and after each run, the same node work runs in-process (``featmap bench
-node``'s pipeline, same frame, same settings; the mean of the two p50s) for the figure the DDS
-hop is compared with: on a shared machine the load changes from minute to minute.
+node``'s pipeline, same frame, same settings, frames paced at the same rate; the mean of the two
+p50s) for the figure the DDS hop is compared with: on a shared machine the load changes from
+minute to minute, and the scheduler treats a loop that never sleeps worse than a node that does.
 
     source /opt/ros/jazzy/setup.bash && source install/setup.bash   # a workspace with featmap_ros built
     featmap bench ros --rates 30,60,100 --seconds 10
@@ -228,10 +229,14 @@ class InProcess:
         est.warmup()
         self.k = 0
 
-    def p50_ms(self, frames: int = 30) -> float:
-        """p50 ms per frame over ``frames`` frames (after 3 untimed)."""
+    def p50_ms(self, rate_hz: float, frames: int = 30) -> float:
+        """p50 ms per frame over ``frames`` frames (after 3 untimed), one every 1 / ``rate_hz`` s
+        as the node gets them: on a busy machine the scheduler favours a process that sleeps
+        between frames over one that never does, so an unpaced loop would be slower than the node."""
         t = []
+        start = time.monotonic()
         for i in range(frames + 3):
+            time.sleep(max(start + i / rate_hz - time.monotonic(), 0.0))
             self.k += 1
             self.img.header.stamp.nanosec = self.info.header.stamp.nanosec = self.k * 1000
             t0 = time.perf_counter()
@@ -263,7 +268,7 @@ def run(rates: list[float], seconds: float, warmup: float, nodes: list[str], qos
                     raise RuntimeError(f"listener for {node} did not start")
                 runs = []
                 for rate in rates:
-                    ref_ms = inproc.p50_ms()  # right before the run: the machine as it is now
+                    ref_ms = inproc.p50_ms(rate)  # right before the run: the machine as it is now
                     sent_file = work / f"{node}_{q}_{rate:g}Hz_sent.json"
                     pub = subprocess.Popen([*me, "publish", "--node", node, "--rate", str(rate), "--seconds", str(seconds),
                                             "--warmup", str(warmup), "--qos", q, "--out", str(sent_file)],
@@ -277,7 +282,7 @@ def run(rates: list[float], seconds: float, warmup: float, nodes: list[str], qos
                     cpu1, t1 = dds_latency.proc_cpu_seconds(proc.pid), time.monotonic()
                     pub.wait(timeout=60)
                     time.sleep(grace_s)  # the last frames' answers
-                    ref_ms = float(np.median([ref_ms, inproc.p50_ms()]))  # and right after it
+                    ref_ms = float(np.median([ref_ms, inproc.p50_ms(rate)]))  # and right after it
                     runs.append((rate, sent_file, dds_latency.cpu_load(cpu0, cpu1, t1 - t0), ref_ms))
             finally:
                 _stop(listener)
