@@ -111,8 +111,11 @@ def test_missing_checkpoint_names_the_file(tmp_path):
         ckpt.load_checkpoint(tmp_path / "nope.pt")
 
 
-def test_bundled_lmo_weights_cover_the_eight_lmo_objects():
-    est = ObjectPoseEstimator.from_checkpoint(ckpt.WEIGHTS_DIR / "lmo.pt", device="cpu")
+@pytest.mark.parametrize("name", ["lmo.pt", "lmo_synthetic_only.pt"])
+def test_bundled_lmo_weights_cover_the_eight_lmo_objects(name):
+    est = ObjectPoseEstimator.from_checkpoint(ckpt.WEIGHTS_DIR / name, device="cpu")
+    assert est.use_mapping == (name == "lmo.pt")  # synthetic only: no real frames, no g
+    assert ckpt.load_checkpoint(ckpt.WEIGHTS_DIR / name)["weights_dtype"] == "float16"
     assert est.obj_ids == [1, 5, 6, 8, 9, 10, 11, 12]
     assert est.object_names == ["ape", "can", "cat", "driller", "duck", "eggbox", "glue", "holepuncher"]
     assert est.model.cfg.backbone == "efficientnet_lite0"
