@@ -154,6 +154,27 @@ def test_a_frame_without_its_image_names_the_file(toy, tmp_path, capsys):
     est = ObjectPoseEstimator.from_checkpoint(toy["stage1"], device="cpu")
     with pytest.raises(InputError, match=r"000001/rgb/000002\.png: image of im_id 2 not found"):
         rs.score_frames(est, data, "test", [1, 2], progress=False)
+    # featmap eval object --im-ids: the same
+    assert cli.main(["eval", "object", "--checkpoint", str(toy["stage1"]), "--dataset-root", str(data), "--out", str(tmp_path / "e"),
+                     "--device", "cpu", "--im-ids", "1,2"]) == 2
+    assert "000001/rgb/000002.png: image of im_id 2 not found" in capsys.readouterr().err
+    assert cli.main(["eval", "object", "--checkpoint", str(toy["stage1"]), "--dataset-root", str(data), "--out", str(tmp_path / "e"),
+                     "--device", "cpu", "--im-ids", "1,9"]) == 2
+    assert "image id(s) [9] are not in" in capsys.readouterr().err
+
+
+def test_eval_object_im_ids_scores_what_the_bench_scores(toy, tmp_path):
+    from featmap_ros.estimators import ObjectPoseEstimator
+
+    out = tmp_path / "e"
+    assert cli.main(["eval", "object", "--checkpoint", str(toy["stage1"]), "--dataset-root", str(toy["data"]), "--out", str(out),
+                     "--device", "cpu", "--im-ids", "2,3", "--overlays", "0"]) == 0
+    rep = json.loads((out / "object_metrics.json").read_text())
+    est = ObjectPoseEstimator.from_checkpoint(toy["stage1"], device="cpu")
+    mine = rs.summarise(rs.score_frames(est, toy["data"], "test", [2, 3], progress=False)[0])
+    assert rep["im_ids"] == [2, 3] and rep["summary"]["instances"] == mine["instances"] == 2
+    assert rep["summary"]["proj2d_5px"] == mine["proj2d_5px"] and rep["summary"]["add_10"] == mine["add_10"]
+    assert rep["summary"]["mean_corner_px"] == pytest.approx(mine["corner_px"])
 
 
 def test_a_models_folder_without_the_objects_mesh_names_the_file(toy, tmp_path, capsys):

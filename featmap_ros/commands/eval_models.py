@@ -32,6 +32,8 @@ def register(sub) -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--boxes", choices=("gt", "localiser"), default="gt", help="crop windows: the ground-truth window (the training window of the ground-truth pose, as the node's ground_truth ROI), or the built-in localiser")
     p.add_argument("--max-frames", type=int, default=0, help="evaluate at most this many frames (0 = all)")
+    p.add_argument("--im-ids", default=None, metavar="ID,ID,...",
+                   help="score only these image ids (e.g. the frames held out from training); default: every frame with an image")
     p.add_argument("--overlays", type=int, default=8, help="overlay pictures to write")
     p.add_argument("--out", type=Path, default=Path("featmap_out/eval_object"))
     p.add_argument("--bop-csv", type=Path, default=None, metavar="OUT.csv",
@@ -54,10 +56,15 @@ def register(sub) -> None:
 def run_object(args: argparse.Namespace) -> int:
 
     est = ObjectPoseEstimator.from_checkpoint(args.checkpoint, device=args.device)
-    res = evaluate_object_dataset(est, args.dataset_root, args.split, args.boxes, args.max_frames, args.out, args.overlays)
+    im_ids = None
+    if args.im_ids is not None:
+        from featmap_ros.evaluation.real_splits import parse_id_list
+
+        im_ids = parse_id_list(args.im_ids, "--im-ids")
+    res = evaluate_object_dataset(est, args.dataset_root, args.split, args.boxes, args.max_frames, args.out, args.overlays, im_ids=im_ids)
     s = res["summary"]
     report = {"checkpoint": str(args.checkpoint), "dataset_root": str(args.dataset_root), "split": args.split, "boxes": args.boxes,
-              "summary": s, "per_object": res["per_object"]}
+              "im_ids": im_ids, "summary": s, "per_object": res["per_object"]}
     atomic.write_json(args.out / "object_metrics.json", report)
     if args.bop_csv is not None:
         write_bop_results(args.bop_csv, res["bop_estimates"])

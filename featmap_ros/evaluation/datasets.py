@@ -41,8 +41,12 @@ def pose_in_window(poses, name: str, window: crops.Window):
     return next((p for p in poses if p.object_name == name and np.allclose(p.bbox_xywh, window.as_xywh())), None)
 
 
-def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames: int, out: Path | None, overlays: int) -> dict:
+def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames: int, out: Path | None, overlays: int,
+                            im_ids=None) -> dict:
     """Run an :class:`~featmap_ros.estimators.ObjectPoseEstimator` over a BOP split.
+
+    ``im_ids``: score only these image ids (e.g. frames held out from training); each must be a
+    frame with an image (InputError naming the missing file). None = every frame with an image.
 
     Returns:
         ``{"summary": {...}, "per_object": {name: {...}}, "records": [...], "bop_estimates": [...]}``
@@ -68,7 +72,17 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
     scenes = bop.list_scenes(root / split)
     if not scenes:
         raise InputError(f"{root / split}: no scenes")
-    frames = [f for s in scenes for f in bop.read_scene(s, infos) if f.rgb_path is not None]
+    frames = [f for s in scenes for f in bop.read_scene(s, infos)]
+    if im_ids is not None:
+        keep = {int(i) for i in im_ids}
+        missing = sorted(keep - {f.im_id for f in frames})
+        if missing:
+            raise InputError(f"--im-ids: image id(s) {missing} are not in {root / split}/*/scene_camera.json")
+        frames = [f for f in frames if f.im_id in keep]
+        for f in frames:
+            if f.rgb_path is None:
+                raise InputError(f"{root / split / f'{f.scene_id:06d}' / 'rgb' / f'{f.im_id:06d}.png'}: image of im_id {f.im_id} not found")
+    frames = [f for f in frames if f.rgb_path is not None]
     if max_frames:
         frames = frames[:max_frames]
     records = []
