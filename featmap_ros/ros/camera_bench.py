@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
     counts = [int(v) for v in a.cameras.split(",") if v.strip()]
-    common = ["-p", f"weights:={a.weights}", "-p", f"device:={a.device}", "-p", "roi_source:=ground_truth",
-              "-p", "qos.reliability:=reliable", "-p", "filter.enabled:=false", "-p", "markers.mesh_resource:="]
+    common = ["-p", f"device:={a.device}", "-p", "roi_source:=ground_truth", "-p", "qos.reliability:=reliable",
+              "-p", "filter.enabled:=false", "-p", 'markers.mesh_resource:=""'] + (["-p", f"weights:={a.weights}"] if a.weights else [])
     rclpy.init()
     node = rclpy.create_node("featmap_camera_bench")
     rows = []
