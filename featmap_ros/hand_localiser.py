@@ -458,7 +458,9 @@ def localise_hand(
         vals = d[valid]
         if vals.size < min_pixels:
             return None
-        dmin = float(np.partition(vals, min_pixels - 1)[min_pixels - 1])
+        # the min_pixels smallest lie at or below the samples' figure whenever that many do
+        low = vals[vals <= dmin]
+        dmin = float(np.partition(low if low.size >= min_pixels else vals, min_pixels - 1)[min_pixels - 1])
     d[~np.isfinite(d)] = 0.0
     mask = valid & (d < dmin + depth_band_m)
     # split at depth steps so that an arm or body behind the hand is not the same blob
