@@ -436,7 +436,7 @@ def format_markdown(report: dict) -> str:
     """The report as a Markdown table (pooled held-out instances) and the paired comparisons."""
     folds = "; ".join(f"train {f['train']} -> score {f['test']}" for f in report["folds"])
     lines = [f"Held-out real frames ({folds}), seeds {report['seeds']}, from {report['stage1']}:", "",
-             "| stage 2 | runs | instances | " + " | ".join(LABELS[m] for m in METRICS) + " | BOP AR_MSPD / AR_MSSD (mean of runs) | train s (mean) |",
+             "| stage 2 | runs | instances | " + " | ".join(LABELS[m] for m in METRICS) + " | BOP AR_MSPD / AR_MSSD (mean of runs) | stage-2 s (mean, with its pairs) |",
              "|---" * (len(METRICS) + 5) + "|"]
     for v, d in report["variants"].items():
         p = d["pooled"]
