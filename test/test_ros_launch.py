@@ -16,6 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# A DDS domain of this test run's own (unless one is set): other runs of these tests on the same
+# machine start nodes of the same names (/object_pose_node), which would answer our probes and
+# services. Set before any rclpy.init; the launched processes inherit it.
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not sourced")
 pytest.importorskip("message_filters", reason="ROS 2 message_filters missing")
 pytest.importorskip("vision_msgs", reason="ROS 2 vision_msgs missing")
@@ -299,15 +304,15 @@ def test_dataset_launch_exits_0_on_sigint_and_the_evaluator_writes(tmp_path, lau
     share = _installed_share()
     if share is None or shutil.which("ros2") is None:
         pytest.skip("featmap_ros is not installed in the sourced workspace (colcon build)")
+    if launch_file.startswith("nyu"):  # before the launch starts: a skip must not leave it running
+        msg_type = pytest.importorskip("featmap_ros.msg", reason="featmap_ros messages not built (colcon build)").HandPose
+    else:
+        from vision_msgs.msg import Detection3DArray as msg_type
     out_dir = tmp_path / "eval"
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
     proc = subprocess.Popen(["ros2", "launch", "featmap_ros", launch_file, "device:=cpu", f"output_dir:={out_dir}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
                             start_new_session=True, env=env)
-    if launch_file.startswith("nyu"):
-        msg_type = pytest.importorskip("featmap_ros.msg", reason="featmap_ros messages not built (colcon build)").HandPose
-    else:
-        from vision_msgs.msg import Detection3DArray as msg_type
     rclpy.init()
     probe = rclpy.create_node("featmap_launch_sigint_probe")
     got = []

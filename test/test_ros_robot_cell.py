@@ -18,6 +18,8 @@ import time
 import numpy as np
 import pytest
 
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))  # as test_ros_launch.py: a domain of this run's own
+
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not sourced")
 pytest.importorskip("message_filters", reason="ROS 2 message_filters missing")
 pytest.importorskip("vision_msgs", reason="ROS 2 vision_msgs missing")
