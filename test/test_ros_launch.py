@@ -27,6 +27,29 @@ pytest.importorskip("vision_msgs", reason="ROS 2 vision_msgs missing")
 pytest.importorskip("tf2_ros", reason="ROS 2 tf2_ros missing")
 torch = pytest.importorskip("torch")
 
+
+
+def _use_installed_interfaces() -> None:
+    """Run from the checkout (``python -m pytest``), the tests import featmap_ros from the working
+    tree, while its generated messages and services (``featmap_ros.msg``, ``featmap_ros.srv``)
+    exist only in the colcon install: add the install's package folder to ``featmap_ros``'s path."""
+    import featmap_ros
+
+    try:
+        import featmap_ros.msg  # noqa: F401
+        import featmap_ros.srv  # noqa: F401
+        return
+    except ImportError:
+        pass
+    for entry in sys.path:
+        candidate = Path(entry) / "featmap_ros"
+        if (candidate / "srv").is_dir() and str(candidate) not in featmap_ros.__path__:
+            featmap_ros.__path__.append(str(candidate))
+            return
+
+
+_use_installed_interfaces()
+
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 

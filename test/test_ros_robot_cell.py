@@ -247,21 +247,26 @@ def test_launch_with_lifecycle_true_configures_activates_and_exits_0(tmp_path):
                              "roi_source:=detections", "lifecycle:=true"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, cwd=tmp_path, start_new_session=True)
 
-    def lifecycle(*args):
-        return subprocess.run(["ros2", "lifecycle", *args], capture_output=True, text=True, timeout=60)
+    def lifecycle(verb, *args):
+        # no daemon: a daemon for this run's fresh DDS domain may take long to come up
+        try:
+            return subprocess.run(["ros2", "lifecycle", verb, "--no-daemon", "--spin-time", "3", *args],
+                                  capture_output=True, text=True, timeout=60).stdout
+        except subprocess.TimeoutExpired:
+            return ""
 
     try:
-        end = time.monotonic() + 90
+        end = time.monotonic() + 180  # a loaded machine: the node loads torch, the CLI takes seconds per call
         state = ""
         while time.monotonic() < end and proc.poll() is None:
-            state = lifecycle("get", "/object_pose_node").stdout
+            state = lifecycle("get", "/object_pose_node")
             if state.startswith("active"):
                 break
             time.sleep(1.0)
         assert state.startswith("active"), f"state {state!r}"
         r = lifecycle("set", "/object_pose_node", "deactivate")
-        assert r.returncode == 0 and "successful" in r.stdout.lower(), r.stdout + r.stderr
-        assert lifecycle("get", "/object_pose_node").stdout.startswith("inactive")
+        assert "successful" in r.lower(), r
+        assert lifecycle("get", "/object_pose_node").startswith("inactive")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
