@@ -243,15 +243,18 @@ def test_launch_with_lifecycle_true_configures_activates_and_exits_0(tmp_path):
     if share is None or shutil.which("ros2") is None:
         pytest.skip("featmap_ros is not installed in the sourced workspace (colcon build)")
     ck = tiny_checkpoint(tmp_path / "object.pt", "object")
+    # a domain of its own: the in-process /object_pose_node of the tests before may still be
+    # discovered, and launch_ros would send its one configure request to that dead service
+    env = dict(os.environ, ROS_DOMAIN_ID=str((int(os.environ["ROS_DOMAIN_ID"]) + 50) % 100 + 1))
     proc = subprocess.Popen(["ros2", "launch", "featmap_ros", "camera_object.launch.py", f"weights:={ck}", "device:=cpu",
                              "roi_source:=detections", "lifecycle:=true"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=tmp_path, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, cwd=tmp_path, start_new_session=True, env=env)
 
     def lifecycle(verb, *args):
         # no daemon: a daemon for this run's fresh DDS domain may take long to come up
         try:
             return subprocess.run(["ros2", "lifecycle", verb, "--no-daemon", "--spin-time", "3", *args],
-                                  capture_output=True, text=True, timeout=60).stdout
+                                  capture_output=True, text=True, timeout=60, env=env).stdout
         except subprocess.TimeoutExpired:
             return ""
 
