@@ -26,5 +26,5 @@ echo "[run_tests] ROS 2 tests with $ros_setup sourced"
   source "$ros_setup"
   set -u
   exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider -rs \
-    test/test_ros_conversions.py test/test_ros_node_logic.py test/test_ros_launch.py
+    test/test_ros_*.py
 )

@@ -17,9 +17,9 @@ Figures (bundled toy weights, ground-truth windows, defaults; 2 CPU cores):
 ``featmap bench refine``   colour only   colour + depth
 =========================  ============  ==============
 ADD(-S) <= 10 %            13.3 %        95.0 %
-5 cm 5 deg                 20.0 %        91.7 %
-median translation error   38.7 mm       1.3 mm
-median rotation error      6.96 deg      1.15 deg
+5 cm 5 deg                 30.0 %        91.7 %
+median translation error   42.9 mm       1.3 mm
+median rotation error      5.98 deg      1.14 deg
 added per object           -             5.5 ms median (p95 7.7 ms), single runs
 =========================  ============  ==============
 
@@ -158,7 +158,7 @@ def run_refine(args: argparse.Namespace) -> int:
                                  split=split, scene_id=1)
     r = run_refine_bench(est, roots, split, boxes=args.boxes)
     report = {**r, "data": [str(x) for x in roots], "seed": None if args.data else seed, **_machine()}
-    print(f"\nbench refine — {r['instances']} instances in {r['frames']} real-like RGB-D frames, windows from {args.boxes} boxes")
+    print(f"\nbench refine — {r['instances']} instances in {r['frames']} real-like RGB-D frames, windows: {args.boxes}")
     print(f"  {'':18s} {'ADD(-S)<=10%':>13s} {'5cm 5deg':>9s} {'2D<=5px':>8s} {'median t':>10s} {'median R':>9s}")
     for key, label in (("rgb", "colour only"), ("depth", "colour + depth")):
         print(f"  {label:18s} {100 * r[f'add10_{key}']:12.1f}% {100 * r[f'5cm5deg_{key}']:8.1f}% "
@@ -199,7 +199,7 @@ def run_tracking(args: argparse.Namespace) -> int:
     report = {**main, "source": args.source, **r, "data": str(root), "seed": None if args.data else seed,
               "sequence": None if args.data else asdict(seq), **_machine()}
     print(f"\nbench tracking — {r['frames']} frames at {r['fps']:g} fps, rest periods {r['rest_periods']} "
-          f"(first {r['settle_s']:g} s of each left out of the jitter), windows from {args.boxes} boxes")
+          f"(first {r['settle_s']:g} s of each left out of the jitter), windows: {args.boxes}")
     print(f"  {'':16s} {'jitter raw':>18s} {'jitter filtered':>20s} {'less':>11s} {'lag (frames) t / R':>20s}")
     for key, label in (("rgb", "colour only"), ("depth", "colour + depth")):
         f = r[key]
