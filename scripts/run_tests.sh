@@ -25,6 +25,7 @@ echo "[run_tests] ROS 2 tests with $ros_setup sourced"
   # shellcheck disable=SC1090
   source "$ros_setup"
   set -u
+  export PATH="$VENV/bin:$PATH"  # launch tests start the node scripts (#!/usr/bin/env python3) with the venv's torch
   exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider -rs \
     test/test_ros_*.py
 )
