@@ -317,3 +317,13 @@ def test_held_ground_truth_of_an_unknown_object_is_rejected_not_raised(tmp_path,
     assert me.on_ground_truth(ghost) is None  # held: no camera_info yet
     assert me.on_camera_info(out[player.TOPICS["colour_info"]]) is None
     assert me.rejected == {"ground_truth": 1}
+
+
+def test_eval_object_with_localiser_boxes_needs_a_localiser(tmp_path):
+    from featmap_ros.evaluation.datasets import evaluate_object_dataset
+
+    root = make_bop(tmp_path / "lm", n=2, w=96, h=72)
+    est = _object_estimator(root)
+    assert est.localiser is None
+    with pytest.raises(InputError, match=r"--boxes localiser: this checkpoint has no localiser.*--boxes gt"):
+        evaluate_object_dataset(est, root, "test", "localiser", 0, None, 0)

@@ -58,6 +58,9 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
     from tqdm import tqdm
 
     root = Path(root)
+    if boxes == "localiser" and est.localiser is None:
+        raise InputError("--boxes localiser: this checkpoint has no localiser (objects "
+                         f"{est.object_names}); use --boxes gt (the ground-truth windows)")
     infos = bop.load_models_info(root / "models" / "models_info.json")
     id_to_k = {oid: k for k, oid in enumerate(est.obj_ids)}
     points = {}
