@@ -13,7 +13,7 @@ from featmap_ros.data import bop, nyu
 from featmap_ros.draw import boxes as draw_boxes, images, skeleton
 from featmap_ros.errors import InputError
 from featmap_ros.evaluation.published import BopEstimate
-from featmap_ros.evaluation.records import hand_summary, object_record, object_summary
+from featmap_ros.evaluation.records import add_points_m, hand_summary, object_record, object_summary
 
 #: overlay colours (RGB).
 GT_RGB = (0, 200, 0)
@@ -67,11 +67,7 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
     for oid in est.obj_ids:
         if oid not in infos:
             raise InputError(f"{root / 'models' / 'models_info.json'}: no entry for obj_id {oid} of the checkpoint")
-        mesh = bop.load_mesh(bop.model_path(root, oid))
-        pts = mesh.vertices_m
-        if len(pts) > 3000:
-            pts = pts[np.random.default_rng(0).choice(len(pts), 3000, replace=False)]
-        points[oid] = pts
+        points[oid] = add_points_m(root, oid)
     scenes = bop.list_scenes(root / split)
     if not scenes:
         raise InputError(f"{root / split}: no scenes")

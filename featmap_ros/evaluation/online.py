@@ -225,9 +225,7 @@ def load_object_models(root: str | os.PathLike, names: Mapping[int, str], obj_id
     for oid in (sorted(infos) if obj_ids is None else obj_ids):
         if oid not in infos:
             raise InputError(f"{root / 'models' / 'models_info.json'}: no entry for obj_id {oid}")
-        pts = bop.load_mesh(bop.model_path(root, oid)).vertices_m
-        if len(pts) > 3000:  # the same subsample as featmap eval object
-            pts = pts[np.random.default_rng(0).choice(len(pts), 3000, replace=False)]
+        pts = records.add_points_m(root, oid)  # the same points as featmap eval object
         info = infos[oid]
         name = names.get(oid, f"obj_{oid:06d}")
         out[name] = ObjectModel(name, np.asarray(pts, np.float64), float(info.diameter_m), info.is_symmetric, info.corners_m)

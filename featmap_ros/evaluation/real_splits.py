@@ -48,7 +48,7 @@ from featmap_ros.errors import InputError
 from featmap_ros.evaluation import metrics
 from featmap_ros.evaluation.ablation import paired_bootstrap
 from featmap_ros.evaluation.published import BopEstimate, evaluate_bop, write_bop_results
-from featmap_ros.evaluation.records import object_record
+from featmap_ros.evaluation.records import add_points_m, object_record
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,7 @@ def _eval_points(root: Path, obj_ids: Sequence[int]) -> tuple[dict, dict, dict, 
     for oid in obj_ids:
         if oid not in infos:
             raise InputError(f"{root / 'models' / 'models_info.json'}: no entry for obj_id {oid} of the checkpoint")
-        pts = bop.load_mesh(bop.model_path(root, oid)).vertices_m
-        if len(pts) > 3000:
-            pts = pts[np.random.default_rng(0).choice(len(pts), 3000, replace=False)]
-        add_pts[oid] = (pts, infos[oid])
+        add_pts[oid] = (add_points_m(root, oid), infos[oid])
         if oid not in infos_eval:
             raise InputError(f"{root / models_dir / 'models_info.json'}: no entry for obj_id {oid} of the checkpoint")
         bop_pts[oid] = (bop.load_mesh(bop.model_path(root, oid, models_dir)).vertices_m * 1000.0, float(infos_mm[str(oid)]["diameter"]))

@@ -12,8 +12,12 @@ from typing import Sequence
 import numpy as np
 
 from featmap_ros import geometry
+from featmap_ros.data import bop
 from featmap_ros.errors import InputError
 from featmap_ros.evaluation import metrics
+
+#: Model points per object for ADD(-S): the mesh's vertices, at most this many (a seeded subsample).
+ADD_POINTS = 3000
 
 #: 2D projection thresholds of the object curve, pixels.
 PROJ_THRESHOLDS_PX = tuple(float(x) for x in range(0, 41))
@@ -33,6 +37,16 @@ class ObjectRecord:
     trans_m: float
     corner_px: float
     found: bool = True
+
+
+def add_points_m(root, obj_id: int) -> np.ndarray:
+    """The ADD(-S) points of object ``obj_id`` of the BOP folder ``root``: (P, 3) float64, metres,
+    model frame; the vertices of ``models/obj_XXXXXX.ply``, subsampled to :data:`ADD_POINTS` with
+    seed 0, so that every evaluator scores with the same points."""
+    pts = np.asarray(bop.load_mesh(bop.model_path(root, obj_id)).vertices_m, np.float64)
+    if len(pts) > ADD_POINTS:
+        pts = pts[np.random.default_rng(0).choice(len(pts), ADD_POINTS, replace=False)]
+    return pts
 
 
 def object_record(name: str, R_est, t_est_m, R_gt, t_gt_m, K, points_m: np.ndarray, diameter_m: float,

@@ -29,12 +29,10 @@ from featmap_ros.depth_refine import rejection_kind
 from featmap_ros.errors import InputError
 from featmap_ros.evaluation import metrics
 from featmap_ros.evaluation.datasets import ground_truth_boxes, pose_in_window
-from featmap_ros.evaluation.records import ObjectRecord, object_record
+from featmap_ros.evaluation.records import ObjectRecord, add_points_m, object_record
 from featmap_ros.results import ObjectPose
 from featmap_ros.tracking import PoseFilterConfig, PoseTracker
 
-#: Points per model for ADD (as ``evaluation.datasets``).
-ADD_POINTS = 3000
 #: Seconds at the start of each rest period left out of the jitter: the filter is still settling
 #: from the motion (its cutoff at rest, 0.2 Hz, has a time constant of 0.8 s).
 DEFAULT_SETTLE_S = 1.0
@@ -43,10 +41,7 @@ DEFAULT_SETTLE_S = 1.0
 def _model_points(root: Path, est, obj_ids) -> dict[int, np.ndarray]:
     points = {}
     for oid in sorted(set(obj_ids) & set(est.obj_ids)):
-        pts = bop.load_mesh(bop.model_path(root, oid)).vertices_m
-        if len(pts) > ADD_POINTS:
-            pts = pts[np.random.default_rng(0).choice(len(pts), ADD_POINTS, replace=False)]
-        points[oid] = pts
+        points[oid] = add_points_m(root, oid)
     return points
 
 
