@@ -47,6 +47,7 @@ from featmap_ros.data import bop
 from featmap_ros.errors import InputError
 from featmap_ros.evaluation import metrics
 from featmap_ros.evaluation.ablation import paired_bootstrap
+from featmap_ros.evaluation.datasets import ground_truth_boxes, pose_in_window
 from featmap_ros.evaluation.published import BopEstimate, evaluate_bop, write_bop_results
 from featmap_ros.evaluation.records import add_points_m, object_record
 
@@ -188,8 +189,6 @@ def score_frames(est, root: str | Path, split: str, im_ids: Sequence[int], progr
         ``ar_mspd``, ``ar_mssd``; every estimate as a BOP-19 result).
     """
     from tqdm import tqdm
-
-    from featmap_ros.evaluation.datasets import ground_truth_boxes, pose_in_window
 
     root = Path(root)
     keep = set(int(i) for i in im_ids)
