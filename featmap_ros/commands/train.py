@@ -1,6 +1,9 @@
-"""``featmap train object|hand|hand-centre``: train f, g, h (and the object localiser) from a config.
+"""``featmap train object|hand|localiser|hand-centre``: train f, g, h (and the object localiser) from a config.
 
 Examples::
+
+    featmap train localiser --config config/lmo.yaml --checkpoint runs/lmo/last.pt data.models_root=<lmo>/models \
+        data.real_root=<lmo> localiser_steps=1500
 
     featmap train object --config config/linemod.yaml data.models_root=/data/lm/models data.real_root=/data/lm
     featmap train object --config config/demo_object.yaml --mesh my_part.ply --mesh-units mm --out runs/my_part
@@ -54,6 +57,13 @@ def register(sub) -> None:
             t.add_argument("--name", default=None, help="object name for --mesh (default: the file stem)")
         t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. steps_stage1=1000 model.backbone=resnet18")
         t.set_defaults(func=run)
+    lo = tasks.add_parser("localiser", help="train the object localiser (full frame -> windows) for an existing object checkpoint")
+    lo.add_argument("--config", default="config/lmo.yaml", help="YAML training config: its localiser, localiser_* and data sections (default config/lmo.yaml)")
+    lo.add_argument("--checkpoint", type=Path, required=True, help="object checkpoint whose objects the localiser finds")
+    lo.add_argument("--out", type=Path, default=None, help="write the checkpoint with its localiser here (default: replace --checkpoint, atomically)")
+    lo.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    lo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. localiser_steps=1500 data.real_root=<lmo>")
+    lo.set_defaults(func=run_localiser)
     h = tasks.add_parser("hand-centre", help="train the learned hand-centre refinement on real-like depth frames")
     h.add_argument("--out", type=Path, required=True, help="weights file to write (atomically), e.g. featmap_ros/weights/hand_centre.pt")
     for f in dataclasses.fields(HandCentreTrainConfig):
@@ -71,6 +81,24 @@ def run_hand_centre(args: argparse.Namespace) -> int:
         print(f"validation (seed {tc.seed + 1}):")
         hand_centre.print_centre_stats(m["validation"])
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+def run_localiser(args: argparse.Namespace) -> int:
+    """``featmap train localiser``: a localiser for the objects of ``--checkpoint`` (its
+    ``meta.obj_ids``), meshes from ``data.models_root``, real frames from ``data.real_root``."""
+    from featmap_ros.checkpoint import ObjectMeta, load_checkpoint
+
+    cfg = load(TrainConfig, args.config, list(args.overrides))
+    if cfg.localiser_steps <= 0:
+        raise InputError(f"{args.config}: localiser_steps is {cfg.localiser_steps}; give the steps, e.g. localiser_steps=1500")
+    if not Path(args.checkpoint).is_file():
+        raise InputError(f"--checkpoint: {args.checkpoint}: file not found")
+    meta = ObjectMeta.from_dict(load_checkpoint(args.checkpoint, task="object").get("meta", {}), f"{args.checkpoint}: meta")
+    loc_data = localiser.localiser_inputs(cfg, obj_ids=list(meta.obj_ids))
+    m = localiser.train_and_attach_localiser(cfg, loc_data, args.checkpoint, device=args.device, out=args.out)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}))
+    print(f"wrote {args.out or args.checkpoint} (localiser of {list(meta.object_names)})")
     return 0
 
 

@@ -41,6 +41,27 @@ def pose_in_window(poses, name: str, window: crops.Window):
     return next((p for p in poses if p.object_name == name and np.allclose(p.bbox_xywh, window.as_xywh())), None)
 
 
+def image_targets(root: Path, boxes: str, frames) -> dict[tuple[int, int], dict[int, int]]:
+    """(scene_id, im_id) -> {obj_id: instance count} the localiser is told to find (BOP-19
+    localisation: each image's objects and counts are known): ``<root>/test_targets_bop19.json``
+    when present, else every ground-truth instance at least 10 % visible (what that file lists
+    for LM-O). Empty for ``boxes == "gt"``."""
+    if boxes != "localiser":
+        return {}
+    path = Path(root) / "test_targets_bop19.json"
+    out: dict[tuple[int, int], dict[int, int]] = {(f.scene_id, f.im_id): {} for f in frames}
+    if path.is_file():
+        for t in bop.load_test_targets(path):
+            if (t.scene_id, t.im_id) in out:
+                out[(t.scene_id, t.im_id)][t.obj_id] = t.inst_count
+        return out
+    for f in frames:
+        for g in f.instances:
+            if g.visib_fract is None or g.visib_fract >= 0.1:
+                out[(f.scene_id, f.im_id)][g.obj_id] = out[(f.scene_id, f.im_id)].get(g.obj_id, 0) + 1
+    return out
+
+
 def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames: int, out: Path | None, overlays: int,
                             im_ids=None) -> dict:
     """Run an :class:`~featmap_ros.estimators.ObjectPoseEstimator` over a BOP split.
@@ -82,6 +103,7 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
             if f.rgb_path is None:
                 raise InputError(f"{root / split / f'{f.scene_id:06d}' / 'rgb' / f'{f.im_id:06d}.png'}: image of im_id {f.im_id} not found")
     frames = [f for f in frames if f.rgb_path is not None]
+    targets = image_targets(root, boxes, frames)
     if max_frames:
         frames = frames[:max_frames]
     records = []
@@ -96,9 +118,10 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
             box_list = ground_truth_boxes(est, gts, fr.K)
             t0 = time.perf_counter()
             poses = est.estimate(img, fr.K, box_list)
-        else:
+        else:  # the built-in localiser, told which objects the image holds and how many (BOP-19)
+            wanted = {est.object_names[id_to_k[o]]: c for o, c in targets[(fr.scene_id, fr.im_id)].items() if o in id_to_k}
             t0 = time.perf_counter()
-            poses = est.estimate(img, fr.K)
+            poses = est.estimate(img, fr.K, objects=wanted)
         dt = time.perf_counter() - t0
         name_to_id = dict(zip(est.object_names, est.obj_ids))
         bop_estimates += [BopEstimate(fr.scene_id, fr.im_id, name_to_id[p.object_name], float(p.score), p.R_m2c,

@@ -76,6 +76,8 @@ class TrainConfig:
         data: data sources.
         localiser: the object localiser's architecture (objects only).
         localiser_steps: training steps of the localiser (0 = none).
+        localiser_frames: synthetic frames rendered for a ``heatmap`` localiser (0 = twice its steps).
+        localiser_batch_size: frames per step of a ``heatmap`` localiser.
         seed: seed of everything (weights, batches, augmentation).
         batch_size: synthetic crops per step.
         pair_batch_size: real/synthetic pairs per step in stage 2.
@@ -115,6 +117,8 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     localiser: LocaliserConfig = field(default_factory=LocaliserConfig)
     localiser_steps: int = 0
+    localiser_frames: int = 0
+    localiser_batch_size: int = 16
     seed: int = 0
     batch_size: int = 64
     pair_batch_size: int = 32
