@@ -183,3 +183,17 @@ def test_eval_targets_come_from_the_targets_file_or_visible_instances(tmp_path):
     assert image_targets(tmp_path, "localiser", frames) == {(2, 3): {1: 2}}
     (tmp_path / "test_targets_bop19.json").write_text(json.dumps([{"scene_id": 2, "im_id": 3, "obj_id": 5, "inst_count": 1}]))
     assert image_targets(tmp_path, "localiser", frames) == {(2, 3): {5: 1}}
+
+
+def test_window_quality_against_the_ground_truth_window():
+    from featmap_ros.crops import Window
+    from featmap_ros.evaluation.datasets import window_error, window_summary
+
+    gt = Window(100.0, 100.0, 50.0)
+    assert window_error(gt, None) is None
+    assert window_error(gt, (75.0, 75.0, 50.0, 50.0)) == pytest.approx((0.0, 1.0))
+    e = window_error(gt, (80.0, 75.0, 60.0, 60.0))  # centre (110, 105), side 60
+    assert e == pytest.approx((np.hypot(10, 5) / 50, 1.2))
+    s = window_summary([None, (0.0, 1.0), e, (0.5, 1.0)])
+    assert s["instances"] == 4 and s["with_window"] == 0.75 and s["good"] == 0.25  # e's centre is 0.22 of the side off
+    assert s["median_side_ratio"] == pytest.approx(1.0)

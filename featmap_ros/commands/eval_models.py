@@ -21,7 +21,7 @@ import numpy as np
 from featmap_ros import atomic
 from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
 from featmap_ros.evaluation import plots
-from featmap_ros.evaluation.datasets import evaluate_hand_dataset, evaluate_object_dataset
+from featmap_ros.evaluation.datasets import GOOD_WINDOW_CENTRE, GOOD_WINDOW_SIDE, evaluate_hand_dataset, evaluate_object_dataset
 from featmap_ros.evaluation.published import write_bop_results
 
 
@@ -72,6 +72,10 @@ def run_object(args: argparse.Namespace) -> int:
     plots.plot_object_curves({Path(args.checkpoint).stem: s}, args.out / "object_curves.png", title=f"{args.dataset_root.name} {args.split}")
     print(f"instances {s['instances']}  2D proj <= 5 px {100 * s['proj2d_5px']:.1f} %  ADD(-S) <= 10 % {100 * s['add_10']:.1f} %  "
           f"5cm5deg {100 * s['5cm_5deg']:.1f} %  mean corner error {s['mean_corner_px']:.1f} px")
+    if "localiser_windows" in s:
+        lw = s["localiser_windows"]
+        print(f"localiser windows: {100 * lw['good']:.1f} % good (centre within {GOOD_WINDOW_CENTRE:.2f} of the side, side within x{GOOD_WINDOW_SIDE}), "
+              f"median centre error {lw['median_centre_error_of_side']:.3f} of the side, median side ratio {lw['median_side_ratio']:.2f}")
     for name, o in res["per_object"].items():
         print(f"  {name:16s} n={o['instances']:5d}  proj5 {100 * o['proj2d_5px']:5.1f} %  ADD10 {100 * o['add_10']:5.1f} %")
     print(f"wrote {args.out / 'object_metrics.json'}, {args.out / 'object_curves.png'}, {args.out / 'overlays'}/")

@@ -41,6 +41,34 @@ def pose_in_window(poses, name: str, window: crops.Window):
     return next((p for p in poses if p.object_name == name and np.allclose(p.bbox_xywh, window.as_xywh())), None)
 
 
+#: A localiser window is "good" when its centre is within this fraction of the ground-truth
+#: window's side and its side within this ratio (either way) of the ground truth's.
+GOOD_WINDOW_CENTRE, GOOD_WINDOW_SIDE = 0.15, 1.25
+
+
+def window_error(gt: crops.Window, xywh) -> tuple[float, float] | None:
+    """(centre distance / ground-truth side, estimated side / ground-truth side) of the window
+    ``xywh`` (x, y, w, h pixels; None = no window for that instance)."""
+    if xywh is None:
+        return None
+    x, y, w, h = (float(v) for v in xywh)
+    d = float(np.hypot(x + w / 2 - gt.center_u, y + h / 2 - gt.center_v))
+    return d / gt.side, max(w, h) / gt.side
+
+
+def window_summary(errors: list[tuple[float, float] | None]) -> dict:
+    """How well the localiser placed the crop windows, against the ground-truth windows:
+    ``instances``, ``with_window`` (fraction that got one), ``good`` (fraction with a window
+    within :data:`GOOD_WINDOW_CENTRE` / :data:`GOOD_WINDOW_SIDE`), median centre error and side
+    ratio of those with a window."""
+    got = [e for e in errors if e is not None]
+    good = [e for e in got if e[0] <= GOOD_WINDOW_CENTRE and 1 / GOOD_WINDOW_SIDE <= e[1] <= GOOD_WINDOW_SIDE]
+    n = max(len(errors), 1)
+    return {"instances": len(errors), "with_window": len(got) / n, "good": len(good) / n,
+            "median_centre_error_of_side": float(np.median([e[0] for e in got])) if got else float("nan"),
+            "median_side_ratio": float(np.median([e[1] for e in got])) if got else float("nan")}
+
+
 def image_targets(root: Path, boxes: str, frames) -> dict[tuple[int, int], dict[int, int]]:
     """(scene_id, im_id) -> {obj_id: instance count} the localiser is told to find (BOP-19
     localisation: each image's objects and counts are known): ``<root>/test_targets_bop19.json``
@@ -107,6 +135,7 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
     if max_frames:
         frames = frames[:max_frames]
     records = []
+    window_errors: list[tuple[float, float] | None] = []
     bop_estimates: list[BopEstimate] = []
     written = 0
     for fr in tqdm(frames, desc="eval object", dynamic_ncols=True):
@@ -138,6 +167,8 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
                 match = pose_in_window(poses, name, box_list[gi][1])
             else:
                 match = max(cand, key=lambda p: p.score) if cand else None
+                gt_win = crops.ground_truth_window(est.corners_m[k], g.R_m2c, g.t_m2c_m, fr.K)
+                window_errors.append(window_error(gt_win, None if match is None else match.bbox_xywh))
             info = infos[g.obj_id]
             rec = object_record(
                 name, None if match is None else match.R_m2c, None if match is None else match.t_m2c_m, g.R_m2c, g.t_m2c_m, fr.K,
@@ -163,6 +194,8 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
             images.write_png(out / "overlays" / f"{fr.scene_id:06d}_{fr.im_id:06d}.png", pic)
             written += 1
     summary = object_summary(records)
+    if boxes == "localiser":
+        summary["localiser_windows"] = window_summary(window_errors)
     per_object = {}
     for name in est.object_names:
         rs = [r for r in records if r.object_name == name]
