@@ -210,3 +210,35 @@ def test_a_dataset_without_the_checkpoints_object_is_refused(toy, tmp_path):
 
     with pytest.raises(InputError, match="unknown object 'ape'; this model knows"):
         est.estimate(img, np.array([[572.0, 0, 320], [0, 573.0, 240], [0, 0, 1]]), [("ape", crops.Window(320.0, 240.0, 100.0))])
+
+
+def _write_run(work, fold, seed, variant, train, test, inst):
+    d = work / rs.run_name(fold, seed, variant)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"result_fold{fold}.json").write_text(json.dumps({
+        "fold": fold, "seed": seed, "variant": variant, "train_frames": train, "test_frames": test, "train_seconds": 1.0,
+        "summary": rs.summarise(inst), "bop": None, "instances": inst}))
+
+
+def test_compare_works_pairs_one_variant_across_benches(tmp_path, capsys):
+    a, b = tmp_path / "lite0", tmp_path / "small"
+    _write_run(a, 0, 0, "mapping", [3], [8], [_inst(8, 1, 2.0, corner=4.0), _inst(8, 5, 2.0, corner=4.0)])
+    _write_run(a, 1, 0, "mapping", [8], [3], [_inst(3, 1, 9.0, corner=8.0)])
+    _write_run(b, 0, 0, "mapping", [3], [8], [_inst(8, 1, 9.0, corner=10.0), _inst(8, 5, 9.0, corner=12.0)])
+    _write_run(b, 1, 0, "mapping", [8], [3], [_inst(3, 1, 9.0, corner=9.0)])
+    _write_run(b, 0, 0, "no_mapping", [3], [8], [_inst(8, 1, 2.0)])  # another variant: not mixed in
+    rep = rs.compare_works({"lite0": a, "small": b}, "mapping")
+    assert rep["variants"]["small"]["pooled"]["instances"] == 3
+    corner = next(c for c in rep["comparisons"] if c["metric"] == "corner_px")
+    assert (corner["a"], corner["b"], corner["items"]) == ("small", "lite0", 3)
+    assert corner["difference"] == pytest.approx(((10 - 4) + (12 - 4) + (9 - 8)) / 3)
+    assert cli.main(["bench", "real-splits-compare", "--works", f"lite0={a}", f"small={b}"]) == 0
+    assert "small - lite0" in capsys.readouterr().out
+    with pytest.raises(InputError, match="no finished 'synthetic_only' run"):
+        rs.compare_works({"lite0": a, "small": b}, "synthetic_only")
+    _write_run(tmp_path / "other", 0, 0, "mapping", [17], [8], [_inst(8, 1, 2.0)])
+    with pytest.raises(InputError, match="fold 0 trains on"):
+        rs.compare_works({"lite0": a, "other": tmp_path / "other"}, "mapping")
+    capsys.readouterr()
+    assert cli.main(["bench", "real-splits-compare", "--works", str(a)]) == 2
+    assert "LABEL=WORK" in capsys.readouterr().err

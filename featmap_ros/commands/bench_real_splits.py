@@ -7,6 +7,10 @@ Each fold trains stage 2 (synthetic_only / no_mapping / mapping, from the one st
 on the listed real frames and scores every other frame of the split; the logic, the metrics and
 the paired bootstrap: :mod:`featmap_ros.evaluation.real_splits`. Prints a Markdown table; run
 the same command again to continue an interrupted bench.
+
+``featmap bench real-splits-compare --works lite0=runs/splits_lite0 small=runs/splits_small`` compares
+one variant across benches of different stage-1 checkpoints (backbones, training ingredients),
+paired over the held-out instances.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from featmap_ros import atomic
+from featmap_ros.errors import InputError
 from featmap_ros.evaluation import real_splits
 
 
@@ -30,6 +35,12 @@ def register(sub) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the report (updated after every run)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config changes for every variant (e.g. steps_stage2=300)")
     p.set_defaults(func=run)
+    c = sub.add_parser("real-splits-compare", help="one stage-2 variant across real-splits benches of different stage-1 checkpoints, paired")
+    c.add_argument("--works", nargs="+", required=True, metavar="LABEL=WORK",
+                   help="work folders of real-splits benches, e.g. lite0=runs/splits_lite0 small=runs/splits_small (the first is the reference)")
+    c.add_argument("--variant", default="mapping", choices=real_splits.VARIANTS)
+    c.add_argument("--json", type=Path, default=None, help="write the report")
+    c.set_defaults(func=run_compare)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +59,24 @@ def run(args: argparse.Namespace) -> int:
 
     report = real_splits.run_real_splits(args.stage1, args.dataset_root, train_sets, args.seeds, args.work, args.variants,
                                          args.split, args.overrides, on_run_done=on_run_done)
+    print(real_splits.format_markdown(report))
+    if args.json is not None:
+        atomic.write_json(args.json, report)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    works = {}
+    for item in args.works:
+        label, sep, work = item.partition("=")
+        if not sep or not label or not work:
+            raise InputError(f"--works: expected LABEL=WORK, got {item!r}")
+        if label in works:
+            raise InputError(f"--works: label {label!r} given twice")
+        works[label] = Path(work)
+    report = real_splits.compare_works(works, args.variant)
+    print(f"stage 2 variant {args.variant!r}; rows: the benches (stage 1)")
     print(real_splits.format_markdown(report))
     if args.json is not None:
         atomic.write_json(args.json, report)

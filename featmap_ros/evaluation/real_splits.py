@@ -323,6 +323,46 @@ def aggregate(results: dict[tuple[int, int, str], list[dict]], variants: Sequenc
     return {"variants": per_variant, "comparisons": comps}
 
 
+def compare_works(works: dict[str, str | Path], variant: str = "mapping") -> dict:
+    """Compare the same stage-2 variant across benches that started from different stage-1
+    checkpoints (another backbone, a training ingredient left out): the runs already in each
+    bench's work folder, paired over the held-out instances they share.
+
+    Args:
+        works: label -> work folder of a finished (or partial) ``featmap bench real-splits``;
+            the first is the reference every other label is compared with.
+        variant: the stage-2 variant to compare.
+
+    Returns:
+        A report of :func:`run_real_splits`'s layout (``variants`` keyed by label), comparisons
+        ``label - first`` for every metric.
+
+    Raises:
+        InputError: a folder without runs of ``variant``, or folds whose training frames differ.
+    """
+    results: dict[tuple[int, int, str], list[dict]] = {}
+    runs_meta, folds = [], {}
+    for label, work in works.items():
+        found = [(f, json.loads(f.read_text())) for f in sorted(Path(work).glob(f"fold*_seed*_{variant}/result_fold*.json"))]
+        found = [(f, res) for f, res in found if res.get("variant") == variant]  # the glob's *_mapping also matches no_mapping
+        if not found:
+            raise InputError(f"{work}: no finished {variant!r} run (fold*_seed*_{variant}/result_fold*.json)")
+        for f, res in found:
+            k = int(res["fold"])
+            fold = {"train": list(res["train_frames"]), "test": list(res["test_frames"])}
+            if folds.setdefault(k, fold) != fold:
+                raise InputError(f"{f}: fold {k} trains on {fold['train']}, another bench's fold {k} on {folds[k]['train']}")
+            results[(k, int(res["seed"]), label)] = res["instances"]
+            runs_meta.append({"fold": k, "seed": int(res["seed"]), "variant": label, "train_seconds": res["train_seconds"],
+                              "summary": res["summary"], "bop": res.get("bop")})
+    labels = list(works)
+    report = aggregate(results, labels)
+    report["comparisons"] = [c for b in labels[1:] for m in METRICS if (c := compare(results, b, labels[0], m)) is not None]
+    report.update({"stage1": ", ".join(f"{k}: {v}" for k, v in works.items()), "variant": variant,
+                   "folds": [folds[k] for k in sorted(folds)], "seeds": sorted({k[1] for k in results}), "runs": runs_meta})
+    return report
+
+
 # ----------------------------------------------------------------------------- the bench
 
 
