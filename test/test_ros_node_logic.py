@@ -597,3 +597,22 @@ def test_object_pipeline_with_the_estimator_and_ray_cast_depth(msgs, tmp_path, m
     assert out.warnings == ["depth: refinement of 'ape' refused (measured depth N m behind the object > max N m): "
                             "colour pose published"]
     np.testing.assert_allclose(out.raw_results[0].t_m2c_m, t0, atol=1e-4)
+
+
+def test_lmo_node_config_names_the_bundled_objects_and_its_localiser():
+    """config/lmo_object_pose_node.yaml over the defaults: valid parameters, the bundled lmo.pt by
+    name, objects the checkpoint knows, and a localiser in it (what roi_source: localiser needs)."""
+    from featmap_ros.checkpoint import ObjectMeta, load_checkpoint
+
+    values = P.load_param_file(REPO / "config" / "object_pose_node.yaml", "object_pose_node")
+    lmo = P.load_param_file(REPO / "config" / "lmo_object_pose_node.yaml", "object_pose_node")
+    assert set(lmo) <= set(values)
+    checked = P.validate_params(P.OBJECT_NODE_PARAMS, {**values, **lmo})
+    path = P.resolve_weights(checked["weights"], "object")
+    assert path.name == "lmo.pt"
+    ck = load_checkpoint(path, task="object")
+    meta = ObjectMeta.from_dict(ck["meta"], str(path))
+    assert set(P.parse_objects(checked["objects"])) == set(meta.object_names)
+    assert checked["roi_source"] == "localiser" and ck.get("localiser") is not None
+    with pytest.raises(InputError, match="parameter 'weights'"):
+        P.resolve_weights("no_such_bundle", "object")

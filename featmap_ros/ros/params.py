@@ -115,7 +115,7 @@ _COMMON = (
 )
 
 OBJECT_NODE_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("weights", "", "object checkpoint (.pt); empty = bundled featmap_ros/weights/demo_object.pt"),
+    ParamSpec("weights", "", "object checkpoint (.pt), or a bundled one by name (lmo); empty = bundled featmap_ros/weights/demo_object.pt"),
     *_COMMON,
     ParamSpec("objects", "", "comma-separated object names to estimate; empty = every object of the checkpoint"),
     ParamSpec("roi_source", "localiser",
@@ -238,12 +238,16 @@ def load_param_file(path: str | Path, node_name: str) -> dict[str, Any]:
 
 
 def resolve_weights(value: str, kind: str) -> Path:
-    """The checkpoint a ``weights`` parameter names (empty = the bundled one).
+    """The checkpoint a ``weights`` parameter names: a path, or the name of a bundled file
+    (``lmo`` = ``featmap_ros/weights/lmo.pt``); empty = the bundled demo weights.
 
     Raises:
         InputError: ``parameter 'weights': ...`` when the file does not exist.
     """
     path = Path(value).expanduser() if value else WEIGHTS_DIR / DEFAULT_WEIGHTS[kind]
+    bundled = WEIGHTS_DIR / f"{value}.pt"
+    if value and not path.is_file() and "/" not in value and bundled.is_file():
+        path = bundled
     if not path.is_file():
         hint = " (bundled weights missing: run 'featmap demo' or set the parameter)" if not value else ""
         raise InputError(f"parameter 'weights': {path} does not exist{hint}")
