@@ -22,7 +22,7 @@ from featmap_ros.crops import Window
 SIGMA_PER_SIDE = 1.0 / 6.0
 MIN_SIGMA_CELLS = 0.8
 #: A peak is a detection above this probability when the objects' counts are not given.
-PRESENCE_THRESHOLD = 0.3
+PRESENCE_THRESHOLD = 0.5
 #: At most this many windows per object and frame without counts.
 MAX_PER_OBJECT = 4
 
