@@ -87,6 +87,20 @@ def attach_localiser(checkpoint: str | Path, loc: nn.Module, metrics: dict | Non
     save_checkpoint(out or checkpoint, ck)
 
 
+def input_camera(loc_cfg: LocaliserConfig, K: np.ndarray) -> tuple[int, int, int, int, np.ndarray]:
+    """(input width, height, frame width, height, (3, 3) intrinsics scaled to the input) for
+    rendering localiser frames directly at the network's input size from a 640 x 480 camera ``K``."""
+    w, h, W, H = loc_cfg.input_width, loc_cfg.input_height, 640, 480
+    return w, h, W, H, np.diag([w / W, h / H, 1.0]) @ K
+
+
+def frame_tensors(images: list[np.ndarray], targets: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    """Localiser frames ((h, w, 3) uint8 each) and targets ((n, 4) each) as the cached tensors
+    ``{"image": (N, 3, h, w) uint8, "target": (N, n, 4) float32}``."""
+    return {"image": torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
+            "target": torch.from_numpy(np.stack(targets).astype(np.float32))}
+
+
 def render_localiser_frames(meshes, infos, K, loc_cfg, count: int, seed: int, backgrounds: str | None,
                             real_frames: list | None = None, progress: bool = True) -> dict:
     """Low-resolution full frames for the localiser, with targets.
@@ -102,10 +116,7 @@ def render_localiser_frames(meshes, infos, K, loc_cfg, count: int, seed: int, ba
     """
     from tqdm import tqdm
 
-    w, h = loc_cfg.input_width, loc_cfg.input_height
-    W, H = 640, 480
-    S = np.diag([w / W, h / H, 1.0])
-    K_small = S @ K
+    w, h, W, H, K_small = input_camera(loc_cfg, K)
     n_obj = len(meshes)
     images, targets = [], []
     rng = np.random.default_rng([seed, 77])
@@ -133,7 +144,7 @@ def render_localiser_frames(meshes, infos, K, loc_cfg, count: int, seed: int, ba
         tgt[k] = (win.center_u / W, win.center_v / H, np.log(win.side / W), 1.0)
         images.append(img)
         targets.append(tgt)
-    return {"image": torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), "target": torch.from_numpy(np.stack(targets))}
+    return frame_tensors(images, targets)
 
 
 #: Heatmap localiser frames: each object is in a synthetic frame with this probability.
@@ -162,9 +173,7 @@ def render_scene_frames(meshes, infos, K, loc_cfg, count: int, seed: int, backgr
     """
     from tqdm import tqdm
 
-    w, h = loc_cfg.input_width, loc_cfg.input_height
-    W, H = 640, 480
-    K_small = np.diag([w / W, h / H, 1.0]) @ K
+    w, h, W, H, K_small = input_camera(loc_cfg, K)
     n_obj = len(meshes)
     images, targets = [], []
     rng = np.random.default_rng([seed, 78])
@@ -197,7 +206,7 @@ def render_scene_frames(meshes, infos, K, loc_cfg, count: int, seed: int, backgr
                 tgt[k] = (win.center_u / W, win.center_v / H, np.log(win.side / W), float(visible))
             images.append(img)
             targets.append(tgt)
-    return {"image": torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), "target": torch.from_numpy(np.stack(targets))}
+    return frame_tensors(images, targets)
 
 
 def real_scene_frames(root: str | Path, split: str, obj_ids: list[int], infos, loc_cfg, im_ids=None) -> dict:
@@ -237,7 +246,7 @@ def real_scene_frames(root: str | Path, split: str, obj_ids: list[int], infos, l
             targets.append(tgt)
     if not images:
         return {"image": torch.zeros((0, 3, h, w), dtype=torch.uint8), "target": torch.zeros((0, len(obj_ids), 4))}
-    return {"image": torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), "target": torch.from_numpy(np.stack(targets))}
+    return frame_tensors(images, targets)
 
 
 class SceneFrameSource:
