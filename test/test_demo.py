@@ -19,8 +19,8 @@ def test_bundled_weights_load_and_are_small():
     assert obj.object_names == ["toy"] and obj.localiser is not None and obj.use_mapping
     hand = HandPoseEstimator.from_checkpoint(bundled_weights("hand"), device="cpu")
     assert len(hand.joint_names) == 14 and hand.use_mapping
-    for p in WEIGHTS_DIR.glob("*.pt"):  # the demo's small networks; lmo.pt, lmo_synthetic_only.pt (EfficientNet-Lite0, float16) have their own limit
-        assert p.stat().st_size < (16 if p.name.startswith("lmo") else 8) * 2**20, p
+    for p in WEIGHTS_DIR.glob("*.pt"):  # the demo's small networks; lmo.pt, lmo_synthetic_only.pt (EfficientNet-Lite0 and its localiser, float16): the 25 MB
+        assert p.stat().st_size < (25 * 10**6 if p.name.startswith("lmo") else 8 * 2**20), p
     assert {"lmo.pt", "lmo_synthetic_only.pt"} <= {p.name for p in WEIGHTS_DIR.glob("*.pt")}
     with pytest.raises(InputError, match="model.task"):
         HandPoseEstimator.from_checkpoint(bundled_weights("object"), device="cpu")
