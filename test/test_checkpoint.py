@@ -120,3 +120,8 @@ def test_bundled_lmo_weights_cover_the_eight_lmo_objects(name):
     assert est.object_names == ["ape", "can", "cat", "driller", "duck", "eggbox", "glue", "holepuncher"]
     assert est.model.cfg.backbone == "efficientnet_lite0"
     assert all("/" not in p for p in est.meta.mesh_paths)  # file names in the user's BOP models/ folder
+    # one heatmap localiser for the eight objects; real frames only in the mapping file's
+    loc = ckpt.load_checkpoint(ckpt.WEIGHTS_DIR / name)["localiser"]
+    assert est.localiser.cfg.kind == "heatmap" and est.localiser.cfg.n_objects == 8
+    assert loc["metrics"]["real_frames"] == (10 if name == "lmo.pt" else 0)
+    assert all(v.dtype == torch.float16 for v in loc["state"].values() if torch.is_floating_point(v))
