@@ -293,3 +293,24 @@ def test_export_bundled_is_float16_portable_and_predicts_as_float32(tmp_path):
         y32, y16 = e32.model(x, real=True), e16.model(x, real=True)
     assert next(e16.model.parameters()).dtype == torch.float32
     assert torch.allclose(y32, y16, atol=2e-2) and not torch.equal(y32, y16)
+
+
+def test_train_object_with_a_heatmap_localiser_and_real_frames(tmp_path):
+    """featmap train object with localiser.kind=heatmap and real frames: the localiser reads every
+    instance of the real frames (data.real_root) and lands in the checkpoint."""
+    from featmap_ros.checkpoint import load_checkpoint
+    from featmap_ros.cli import main
+    from featmap_ros.estimators import ObjectPoseEstimator
+
+    real = tmp_path / "real"
+    assert main(["render", "object", "--toy", "--count", "2", "--domain", "real-like", "--out", str(real), "--split", "train", "--seed", "5"]) == 0
+    out = tmp_path / "run"
+    rc = main(["train", "object", "--config", "config/demo_object.yaml", "--real", str(real), "--out", str(out), "--device", "cpu",
+               "data.synthetic_count=8", f"data.cache_dir={tmp_path / 'cache'}", "steps_stage1=2", "steps_stage2=1", "batch_size=4",
+               "pair_batch_size=2", "tensorboard=false", "localiser.kind=heatmap", "localiser.backbone=small", "localiser.input_width=64",
+               "localiser.input_height=48", "localiser_steps=2", "localiser_frames=4", "localiser_batch_size=4"])
+    assert rc == 0
+    est = ObjectPoseEstimator.from_checkpoint(out / "last.pt", device="cpu")
+    assert est.localiser.cfg.kind == "heatmap"
+    m = load_checkpoint(out / "last.pt")["localiser"]["metrics"]
+    assert m["real_frames"] == 2 and m["synthetic_frames"] == 4

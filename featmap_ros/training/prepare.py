@@ -306,7 +306,8 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
         meta = object_meta(infos, names, obj_ids, paths, window_scale)
         loc = None
         if cfg.localiser_steps > 0:
-            loc = {"meshes": meshes, "infos": infos, "K": K, "spec": spec, "cache_dir": cache_dir, "backgrounds": d.backgrounds,
+            loc = {"meshes": meshes, "infos": infos, "names": names, "obj_ids": obj_ids, "K": K, "spec": spec, "cache_dir": cache_dir,
+                   "backgrounds": d.backgrounds,
                    "real_frames": [(f, k) for k, fr in enumerate(per_obj) for f in fr] if d.real_root else []}
         return PreparedData(synthetic, pairs, meta, localiser=loc)
     # hands
