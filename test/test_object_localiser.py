@@ -156,6 +156,10 @@ def test_trained_heatmap_localiser_in_a_checkpoint_finds_the_object(tmp_path):
     assert len(est.estimate(frame, np.array([[572.4, 0, 325.3], [0, 573.6, 242.0], [0, 0, 1.0]]), objects={"toy": 1})) <= 1
     with pytest.raises(InputError, match="unknown object"):
         est.localise(frame, objects={"cat": 1})
+    wide = np.full((720, 1280, 3), 20, np.uint8)  # 16:9: padded to the input's 3:2, the square stays square
+    wide[400:600, 800:1000] = 255
+    (_, win, _), = est.localise(wide, objects={"toy": 1})
+    assert abs(win.center_u - 900) < 50 and abs(win.center_v - 500) < 50 and 130 < win.side < 300
 
 
 def test_featmap_train_localiser_needs_steps_and_a_checkpoint(tmp_path):
@@ -197,3 +201,13 @@ def test_window_quality_against_the_ground_truth_window():
     s = window_summary([None, (0.0, 1.0), e, (0.5, 1.0)])
     assert s["instances"] == 4 and s["with_window"] == 0.75 and s["good"] == 0.25  # e's centre is 0.22 of the side off
     assert s["median_side_ratio"] == pytest.approx(1.0)
+
+
+def test_wide_frames_are_padded_to_the_localisers_aspect_not_squashed():
+    from featmap_ros.estimators import pad_to_aspect
+
+    img = np.ones((720, 1280, 3), np.uint8)
+    out = pad_to_aspect(img, 4 / 3)
+    assert out.shape == (960, 1280, 3) and out[:720].min() == 1 and out[720:].max() == 0
+    assert pad_to_aspect(np.ones((480, 640, 3), np.uint8), 4 / 3).shape == (480, 640, 3)
+    assert pad_to_aspect(np.ones((480, 480, 3), np.uint8), 4 / 3).shape == (480, 640, 3)
