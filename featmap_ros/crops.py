@@ -336,3 +336,14 @@ def augment_depth_crop(
     return c, cube, angle
 
 
+def pad_to_aspect(img: np.ndarray, aspect_w_over_h: float) -> np.ndarray:
+    """(H, W, C) image padded with zeros on the right or at the bottom to width / height =
+    ``aspect_w_over_h`` (pixel coordinates of the original are unchanged); returned as it is
+    when it has that aspect already (to the pixel)."""
+    H, W = img.shape[:2]
+    Wt, Ht = max(W, int(round(H * aspect_w_over_h))), max(H, int(round(W / aspect_w_over_h)))
+    if (Wt, Ht) == (W, H):
+        return img
+    out = np.zeros((Ht, Wt) + img.shape[2:], img.dtype)
+    out[:H, :W] = img
+    return out

@@ -199,7 +199,7 @@ class ObjectPoseEstimator(_Base):
         H, W = img.shape[:2]
         lc = self.localiser.cfg
         if lc.kind == "heatmap":  # one scale for both axes: pad the frame (right or bottom) to the input's aspect ratio
-            img = pad_to_aspect(img, lc.input_width / lc.input_height)
+            img = crops.pad_to_aspect(img, lc.input_width / lc.input_height)
             H, W = img.shape[:2]
         small = cv2.resize(img, (lc.input_width, lc.input_height), interpolation=cv2.INTER_AREA)
         x = torch.from_numpy(small).permute(2, 0, 1)[None].float().div(255).to(self.device)
@@ -504,19 +504,6 @@ class HandPoseEstimator(_Base):
 
 
 # ----------------------------------------------------------------------------- depth helpers
-
-
-def pad_to_aspect(img: np.ndarray, aspect_w_over_h: float) -> np.ndarray:
-    """(H, W, C) image padded with zeros on the right or at the bottom to width / height =
-    ``aspect_w_over_h`` (pixel coordinates of the original are unchanged); returned as it is
-    when it has that aspect already (to the pixel)."""
-    H, W = img.shape[:2]
-    Wt, Ht = max(W, int(round(H * aspect_w_over_h))), max(H, int(round(W / aspect_w_over_h)))
-    if (Wt, Ht) == (W, H):
-        return img
-    out = np.zeros((Ht, Wt) + img.shape[2:], img.dtype)
-    out[:H, :W] = img
-    return out
 
 
 def localiser_kwargs(meta: HandMeta) -> dict:

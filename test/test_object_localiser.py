@@ -204,7 +204,7 @@ def test_window_quality_against_the_ground_truth_window():
 
 
 def test_wide_frames_are_padded_to_the_localisers_aspect_not_squashed():
-    from featmap_ros.estimators import pad_to_aspect
+    from featmap_ros.crops import pad_to_aspect
 
     img = np.ones((720, 1280, 3), np.uint8)
     out = pad_to_aspect(img, 4 / 3)
