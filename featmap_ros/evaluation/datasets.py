@@ -12,6 +12,7 @@ from featmap_ros import crops, geometry
 from featmap_ros.data import bop, nyu
 from featmap_ros.draw import boxes as draw_boxes, images, skeleton
 from featmap_ros.errors import InputError
+from featmap_ros.evaluation import metrics
 from featmap_ros.evaluation.published import BopEstimate
 from featmap_ros.evaluation.records import add_points_m, hand_summary, object_record, object_summary
 
@@ -85,7 +86,7 @@ def image_targets(root: Path, boxes: str, frames) -> dict[tuple[int, int], dict[
         return out
     for f in frames:
         for g in f.instances:
-            if g.visib_fract is None or g.visib_fract >= 0.1:
+            if g.visib_fract is None or g.visib_fract >= metrics.MIN_VISIBLE_FRACTION:
                 out[(f.scene_id, f.im_id)][g.obj_id] = out[(f.scene_id, f.im_id)].get(g.obj_id, 0) + 1
     return out
 

@@ -29,6 +29,8 @@ PROJ2D_PX = 5.0
 ADD_FRACTION = 0.10
 ROT_DEG = 5.0
 TRANS_M = 0.05
+#: BOP-19: an instance is a target when at least this fraction of it is visible (``visib_fract``).
+MIN_VISIBLE_FRACTION = 0.1
 
 
 def within_5cm_5deg(rot_deg: np.ndarray, trans_m: np.ndarray) -> np.ndarray:

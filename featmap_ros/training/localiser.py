@@ -16,6 +16,7 @@ from featmap_ros.data.backgrounds import BackgroundSource
 from featmap_ros.data.object_samples import PoseSampling, object_window, sample_pose
 from featmap_ros.data.specs import object_dataset
 from featmap_ros.errors import InputError
+from featmap_ros.evaluation.metrics import MIN_VISIBLE_FRACTION
 from featmap_ros.nets import LocaliserConfig, build_localiser
 from featmap_ros.object_localiser import heatmap_loss
 from featmap_ros.training.augment import photometric_augment
@@ -149,8 +150,6 @@ def render_localiser_frames(meshes, infos, K, loc_cfg, count: int, seed: int, ba
 
 #: Heatmap localiser frames: each object is in a synthetic frame with this probability.
 SCENE_OBJECT_PROB = 0.7
-#: An instance is a target when at least this fraction of it is visible (BOP-19's rule).
-MIN_VISIBLE_FRACTION = 0.1
 #: Share of real frames in a heatmap localiser batch (when there are real frames).
 REAL_FRACTION = 0.25
 #: Scale augmentation of localiser frames: zoom in [1 / SCALE_JITTER, SCALE_JITTER].
