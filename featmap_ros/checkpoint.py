@@ -222,6 +222,10 @@ class ObjectMeta:
         window_scale: crop window side / box side, as in training.
         mesh_paths: (n,) meshes the model was trained on ('' = unknown).
         model_points_m: per object (N_k, 3) model points, metres (evaluation; may be empty).
+        head: the pose head the checkpoint was trained with (``bb8`` | ``coords``; checkpoints
+            written before the field existed are ``bb8``).
+        coords_box_min_m, coords_box_size_m: (n, 3) float64 model boxes the ``coords`` head's
+            coordinates are normalised to, metres (None for ``bb8``).
     """
 
     object_names: tuple[str, ...]
@@ -234,6 +238,9 @@ class ObjectMeta:
     window_scale: float = DEFAULT_WINDOW_SCALE
     mesh_paths: tuple[str, ...] = ()
     model_points_m: tuple = ()
+    head: str = "bb8"
+    coords_box_min_m: np.ndarray | None = None
+    coords_box_size_m: np.ndarray | None = None
 
     @classmethod
     def from_dict(cls, meta: dict, where: str = "meta") -> "ObjectMeta":
@@ -260,10 +267,25 @@ class ObjectMeta:
         ids = tuple(int(i) for i in meta.get("obj_ids", range(1, n + 1)))
         if len(ids) != n:
             raise InputError(f"{where}: field 'obj_ids' has {len(ids)} entries for {n} objects")
+        head = str(meta.get("head", "bb8"))
+        if head not in ("bb8", "coords"):
+            raise InputError(f"{where}: field 'head' is {head!r}, expected 'bb8' or 'coords'")
+        box_min = box_size = None
+        if head == "coords":
+            for key in ("coords_box_min_m", "coords_box_size_m"):
+                if key not in meta:
+                    raise InputError(f"{where}: field {key!r} missing: a coords head needs each object's coordinate range")
+            try:
+                box_min = np.asarray(meta["coords_box_min_m"], dtype=np.float64).reshape(n, 3)
+                box_size = np.asarray(meta["coords_box_size_m"], dtype=np.float64).reshape(n, 3)
+            except ValueError as e:
+                raise InputError(f"{where}: coords_box_min_m/coords_box_size_m do not fit {n} objects ({e})") from None
+            if not np.all(box_size > 0):
+                raise InputError(f"{where}: field 'coords_box_size_m' must be positive, got {box_size.tolist()}")
         return cls(names, ids, corners, extents, center,
                    tuple(float(x) for x in meta.get("diameter_m", ())), tuple(bool(x) for x in meta.get("symmetric", ())),
                    float(meta.get("window_scale", DEFAULT_WINDOW_SCALE)), tuple(str(x) for x in meta.get("mesh_paths", ())),
-                   tuple(meta.get("model_points_m", ())))
+                   tuple(meta.get("model_points_m", ())), head, box_min, box_size)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """Image in, poses out: the Feature Mapping estimators, with no ROS.
 
 - :class:`ObjectPoseEstimator`: colour image + K (+ optional boxes) -> crops -> f, g, h ->
-  8 box-corner projections per object -> PnP (OpenCV) -> :class:`~featmap_ros.results.ObjectPose`.
+  8 box-corner projections per object -> PnP (OpenCV) (``head: bb8``), or a visible mask and
+  model coordinates per cell -> PnP-RANSAC (``head: coords``, :mod:`featmap_ros.coords`) ->
+  :class:`~featmap_ros.results.ObjectPose`; then, ``zoom_in`` times, a new crop at the estimated
+  pose's training window and a new estimate (:meth:`ObjectPoseEstimator.zoom_windows`).
   Several objects and instances go through the network in one batch. Without boxes, the
   built-in localiser finds each object's window. With a registered depth image, each pose is
   then refined against it (:mod:`featmap_ros.depth_refine`, the model's surface points from the
@@ -23,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 
-from featmap_ros import crops, geometry, hand_localiser
+from featmap_ros import coords, crops, geometry, hand_localiser
 from featmap_ros.checkpoint import HandMeta, ObjectMeta, load_checkpoint, model_from_checkpoint, resolve_device
 from featmap_ros.config import from_dict
 from featmap_ros.data.bop import load_mesh
@@ -44,6 +47,9 @@ RUNTIMES = ("torch", "onnxruntime")
 TOY_MESH = "toy"
 #: Surface points per object for depth refinement (``depth_refine.refine_model_from_mesh``).
 REFINE_POINTS = 500
+#: Zoom-in iterations a checkpoint runs with unless told otherwise, per head (docs/results.md,
+#: "Zoom-in": measured per iteration on real LM-O frames).
+DEFAULT_ZOOM_IN = {"bb8": 0, "coords": 1}
 
 
 def mesh_sources(meta: ObjectMeta, config: dict | None = None) -> tuple[str, ...]:
@@ -106,17 +112,27 @@ class ObjectPoseEstimator(_Base):
         refine_config: thresholds of the depth refinement.
         mesh_root: folder against which relative mesh paths are resolved (checkpoints that name
             their meshes ``obj_000001.ply``: the BOP ``models/`` folder); None = the working directory.
+        zoom_in: after the first estimate, crop again this many times at the training window of
+            the estimated pose (:func:`~featmap_ros.crops.ground_truth_window`) and estimate again
+            (0 = off; each iteration is one more network call over the image's windows).
     """
 
     def __init__(self, model: FeatureMappingNet, meta: ObjectMeta | dict, localiser: torch.nn.Module | None = None,
                  use_mapping: bool = True, device: str = "auto", runtime: str = "torch",
                  mesh_sources: Sequence[str] | None = None, refine_config: DepthRefineConfig | None = None,
-                 mesh_root: str | Path | None = None) -> None:
+                 mesh_root: str | Path | None = None, zoom_in: int = 0) -> None:
         if model.cfg.task != "object":
             raise InputError(f"model.task is {model.cfg.task!r}; ObjectPoseEstimator needs an object model")
         meta = meta if isinstance(meta, ObjectMeta) else ObjectMeta.from_dict(meta)
         if len(meta.object_names) != model.cfg.n_objects:
             raise InputError(f"meta.object_names has {len(meta.object_names)} names but the model predicts {model.cfg.n_objects} objects")
+        if meta.head != model.cfg.head:
+            raise InputError(f"meta.head is {meta.head!r} but model.head is {model.cfg.head!r}: the checkpoint's parts disagree")
+        if int(zoom_in) < 0:
+            raise InputError(f"zoom_in: iterations must be >= 0, got {zoom_in}")
+        #: re-crops at the estimated pose's window after the first estimate
+        self.zoom_in = int(zoom_in)
+        self.head = model.cfg.head
         super().__init__(model, use_mapping, device, runtime)
         self.meta = meta
         names = list(meta.object_names)
@@ -143,10 +159,11 @@ class ObjectPoseEstimator(_Base):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", runtime: str = "torch",
-                        mesh_root: str | Path | None = None) -> "ObjectPoseEstimator":
+                        mesh_root: str | Path | None = None, zoom_in: int | None = None) -> "ObjectPoseEstimator":
         """Load an object checkpoint written by ``featmap train object`` (or a bundled one).
 
         ``mesh_root``: where the meshes it names by relative path are (see the class).
+        ``zoom_in``: zoom-in iterations; None = :data:`DEFAULT_ZOOM_IN` of the checkpoint's head.
 
         Raises:
             InputError: missing file, a checkpoint of another task (names ``model.task``), or
@@ -160,8 +177,9 @@ class ObjectPoseEstimator(_Base):
             loc = build_localiser(replace(lcfg, pretrained=False))  # the weights come from the checkpoint
             loc.load_state_dict(ck["localiser"]["state"])
         meta = ObjectMeta.from_dict(ck.get("meta", {}), f"{path}: meta")
+        zoom = DEFAULT_ZOOM_IN[model.cfg.head] if zoom_in is None else zoom_in
         return cls(model, meta, localiser=loc, use_mapping=bool(ck.get("config", {}).get("mapping", True)), device=device,
-                   runtime=runtime, mesh_sources=mesh_sources(meta, ck.get("config")), mesh_root=mesh_root)
+                   runtime=runtime, mesh_sources=mesh_sources(meta, ck.get("config")), mesh_root=mesh_root, zoom_in=zoom)
 
     @property
     def object_names(self) -> list[str]:
@@ -327,22 +345,48 @@ class ObjectPoseEstimator(_Base):
             img = _check_image(image_rgb)
             Ks.append(geometry.check_K(K))
             jobs.append((img, self._colour_jobs(img, boxes)))
-        S = self.input_size
-        windows = [_crop_window(img, w, S).astype(np.float32).transpose(2, 0, 1) / 255.0 for img, js in jobs for _, w, _, _ in js]
-        pred = self._infer(np.stack(windows)) if windows else None
-        out, start = [], 0
-        for (img, js), K in zip(jobs, Ks):
-            out.append(self._poses_from_pred(js, pred[start:start + len(js)] if js else None, K))
-            start += len(js)
-        return out
+        return self._estimate_jobs([img for img, _ in jobs], Ks, [js for _, js in jobs])
 
     def _estimate_colour(self, img: np.ndarray, K: np.ndarray, boxes, objects: dict[str, int] | None = None) -> list[ObjectPose]:
-        jobs = self._colour_jobs(img, boxes, objects)
-        if not jobs:
-            return []
+        return self._estimate_jobs([img], [K], [self._colour_jobs(img, boxes, objects)])[0]
+
+    def _estimate_jobs(self, images: list[np.ndarray], Ks: list[np.ndarray], jobs: list[list], zoom_in: int | None = None) -> list[list[ObjectPose]]:
+        """Poses of every job of every image: one network call per round over all their windows,
+        the first round at the jobs' windows, then ``zoom_in`` rounds at the windows of the poses
+        (a job whose zoomed estimate fails keeps its last pose)."""
+        zoom = self.zoom_in if zoom_in is None else int(zoom_in)
+        poses = self._infer_jobs(images, Ks, jobs, [[w for _, w, _, _ in js] for js in jobs])
+        for _ in range(zoom):
+            windows = [[self.zoom_window(p, K, w) for p, (_, w, _, _) in zip(ps, js)] for ps, js, K in zip(poses, jobs, Ks)]
+            again = self._infer_jobs(images, Ks, jobs, windows)
+            poses = [[b if b is not None else a for a, b in zip(ps, qs)] for ps, qs in zip(poses, again)]
+        return [[p for p in ps if p is not None] for ps in poses]
+
+    def zoom_window(self, pose: ObjectPose | None, K: np.ndarray, fallback: crops.Window) -> crops.Window:
+        """The window a zoom-in round crops for ``pose``: the training window of the estimated
+        pose (:func:`~featmap_ros.crops.ground_truth_window`); ``fallback`` (the previous window)
+        when there is no pose or its window is degenerate (behind the camera, < 8 px, or more than
+        4 times the previous window)."""
+        if pose is None:
+            return fallback
+        try:
+            w = crops.ground_truth_window(self.corners_m[self._index[pose.object_name]], pose.R_m2c, pose.t_m2c_m, K)
+        except InputError:
+            return fallback
+        if pose.t_m2c_m[2] <= 0 or w.side < 8.0 or w.side > 4.0 * fallback.side:
+            return fallback
+        return w
+
+    def _infer_jobs(self, images: list[np.ndarray], Ks: list[np.ndarray], jobs: list[list], windows: list[list]) -> list[list[ObjectPose | None]]:
         S = self.input_size
-        batch = np.stack([_crop_window(img, w, S).astype(np.float32).transpose(2, 0, 1) / 255.0 for _, w, _, _ in jobs])
-        return self._poses_from_pred(jobs, self._infer(batch), K)  # pred (B, n_objects, 8, 2)
+        batch = [_crop_window(img, w, S).astype(np.float32).transpose(2, 0, 1) / 255.0 for img, ws in zip(images, windows) for w in ws]
+        pred = self._infer(np.stack(batch)) if batch else None
+        out, start = [], 0
+        for js, ws, K in zip(jobs, windows, Ks):
+            cur = [(i, w, box, presence) for (i, _, box, presence), w in zip(js, ws)]
+            out.append(self._job_poses(cur, pred[start:start + len(js)], K) if js else [])
+            start += len(js)
+        return out
 
     def _colour_jobs(self, img: np.ndarray, boxes, objects: dict[str, int] | None = None) -> list[tuple[int, crops.Window, np.ndarray, float]]:
         """[(object index, crop window, box xywh, presence)] of one image."""
@@ -365,20 +409,29 @@ class ObjectPoseEstimator(_Base):
                 jobs.append((self._index[name], crops.window_from_bbox(b, scale=self.window_scale), b, 1.0))
         return jobs
 
-    def _poses_from_pred(self, jobs, pred, K: np.ndarray) -> list[ObjectPose]:
-        """Poses from the network's output for an image's jobs: pred (len(jobs), n_objects, 8, 2)."""
-        results = []
+    def _job_poses(self, jobs, pred, K: np.ndarray) -> list[ObjectPose | None]:
+        """Poses from the network's output for an image's jobs (None where PnP fails): pred
+        (len(jobs), n_objects, 8, 2) for ``head: bb8``, (len(jobs), n_objects, 4, h, w) for ``coords``."""
+        results: list[ObjectPose | None] = []
         for k, (i, win, box, presence) in enumerate(jobs):
-            corners_px = crops.crop_normalised_to_image(pred[k, i], win)
             try:
-                R, t = geometry.solve_pnp(self.corners_m[i], corners_px, K)
+                if self.head == "coords":
+                    cp = coords.pose_from_coords(pred[k, i], win, K, self.meta.coords_box_min_m[i], self.meta.coords_box_size_m[i])
+                    R, t = cp.R_m2c, cp.t_m2c_m
+                    corners_px = geometry.project_model_points(self.corners_m[i], R, t, K)
+                    # RANSAC's agreement: the share of the confident cells the pose explains
+                    score = presence * cp.n_inliers / max(cp.n_confident, 1)
+                else:
+                    corners_px = crops.crop_normalised_to_image(pred[k, i], win)
+                    R, t = geometry.solve_pnp(self.corners_m[i], corners_px, K)
+                    reproj = geometry.project_model_points(self.corners_m[i], R, t, K)
+                    err = float(np.mean(np.linalg.norm(reproj - corners_px, axis=1)))
+                    # consistency of the 16 numbers with a rigid box: small reprojection error = confident
+                    score = presence * float(np.exp(-err / max(0.05 * win.side, 1e-6)))
             except InputError as e:
                 log.debug("PnP failed for %s: %s", self._names[i], e)
+                results.append(None)
                 continue
-            reproj = geometry.project_model_points(self.corners_m[i], R, t, K)
-            err = float(np.mean(np.linalg.norm(reproj - corners_px, axis=1)))
-            # consistency of the 16 numbers with a rigid box: small reprojection error = confident
-            score = presence * float(np.exp(-err / max(0.05 * win.side, 1e-6)))
             results.append(ObjectPose(
                 object_name=self._names[i], obj_id=self.obj_ids[i], R_m2c=R, t_m2c_m=t, score=score,
                 corners_px=corners_px, bbox_xywh=np.asarray(box, dtype=np.float64),

@@ -12,7 +12,10 @@ One place builds every model from a typed config (:class:`ModelConfig`, :class:`
   CenterNet-style heatmap head on the first stages of EfficientNet-Lite0.
 - **g**: residual FC blocks on the feature (FC -> ReLU -> FC, plus identity), applied to real
   images only.
-- **h, colour**: FC -> 16 numbers per object (8 box corners x (u, v), crop-normalised);
+- **h, colour**: ``head: bb8``: FC -> 16 numbers per object (8 box corners x (u, v), crop-normalised);
+  ``head: coords``: a conv decoder from f's stride-16 feature maps to, per object and per cell
+  of the crop at stride 4, a visible-mask logit and the box-normalised 3D model coordinates
+  (:mod:`featmap_ros.coords`; the pose is PnP-RANSAC over the confident cells);
   **h, depth**: FC -> 42 (14 joints x 3, crop-normalised metric), optionally through a
   30-D PCA prior layer (FC -> 30, then a fixed linear map 30 -> 42 set from training joints).
 
@@ -26,9 +29,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
+from featmap_ros.coords import COORDS_STRIDE
 from featmap_ros.errors import InputError
 from featmap_ros.pretrained import EFFICIENTNET_LITE, load_efficientnet_lite
 
@@ -62,6 +67,10 @@ class ModelConfig:
         map_level: where f ends and g maps: ``fc`` (the paper: f = trunk + two FC layers, g
             = residual FC blocks on the ``feature_dim`` vector) or ``conv`` (f = the conv trunk,
             g = residual 3x3 conv blocks on its feature maps, h = the two FC layers + head).
+        head: the object pose head: ``bb8`` (box-corner projections + PnP) or ``coords`` (dense
+            correspondences + PnP-RANSAC; needs ``map_level: conv``: f's trunk stops at stride
+            16 and g maps its feature maps before the decoder).
+        decoder_channels: widths of the ``coords`` decoder's stages (stride 16 -> 8 -> 4).
     """
 
     task: Literal["object", "hand"] = "object"
@@ -80,6 +89,8 @@ class ModelConfig:
     pca_dim: int = 0
     dropout: float = 0.0
     map_level: Literal["fc", "conv"] = "fc"
+    head: Literal["bb8", "coords"] = "bb8"
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64])
 
     def check(self, where: str = "model") -> None:
         """Raise InputError naming the field if the combination cannot be built."""
@@ -98,6 +109,19 @@ class ModelConfig:
             raise InputError(f"{where}.deepprior_blocks: one count per width expected ({len(self.deepprior_widths)}), got {len(self.deepprior_blocks)}")
         if self.task == "object" and self.pca_dim:
             raise InputError(f"{where}.pca_dim: the PCA prior is for hands only")
+        if self.head not in ("bb8", "coords"):
+            raise InputError(f"{where}.head: 'bb8' or 'coords', got {self.head!r}")
+        if self.head == "coords":
+            if self.task != "object":
+                raise InputError(f"{where}.head: 'coords' is an object head; a hand model uses 'bb8' (the joint regression)")
+            if self.map_level != "conv":
+                raise InputError(f"{where}.map_level: head 'coords' needs 'conv' (g maps the feature maps the decoder reads), got {self.map_level!r}")
+            if self.backbone not in EFFICIENTNET_LITE and self.backbone != "small":
+                raise InputError(f"{where}.backbone: head 'coords' is built on {sorted(EFFICIENTNET_LITE)} or 'small', got {self.backbone!r}")
+            if self.input_size % 16:
+                raise InputError(f"{where}.input_size: head 'coords' needs a multiple of 16, got {self.input_size}")
+            if len(self.decoder_channels) != 2:
+                raise InputError(f"{where}.decoder_channels: two widths (stride 8 and 4), got {self.decoder_channels}")
 
     @property
     def in_channels(self) -> int:
@@ -106,6 +130,11 @@ class ModelConfig:
     @property
     def out_dim(self) -> int:
         return 16 * self.n_objects if self.task == "object" else 3 * self.n_joints
+
+    @property
+    def coords_cells(self) -> int:
+        """Side of the ``coords`` head's output grid (crop side / :data:`featmap_ros.coords.COORDS_STRIDE`)."""
+        return self.input_size // COORDS_STRIDE
 
 
 def _fc_features(in_dim: int, dim: int, dropout: float) -> nn.Sequential:
@@ -159,15 +188,18 @@ def _timm_efficientnet_lite(name: str, pretrained: bool, field_name: str) -> nn.
     return model
 
 
-def _efficientnet_trunk(name: str, pretrained: bool) -> tuple[nn.Module, int, int]:
+def _efficientnet_trunk(name: str, pretrained: bool, stride: int = 32) -> tuple[nn.Module, int, int]:
     """(trunk, output channels, total stride) of timm's TF-padded EfficientNet-Lite.
 
     The trunk is the stem and the MBConv stages (320 channels for lite0/1, 352 for lite2); the
     1x1 head conv to 1280 channels is left out, which keeps the FC of f and the conv-level g small.
+    ``stride=16`` stops after the last stride-16 stage (112 channels for lite0; the ``coords``
+    head's f: a 128-px crop keeps 8 x 8 cells for the decoder).
     """
     model = _timm_efficientnet_lite(name, pretrained, "model.backbone")
-    trunk = nn.Sequential(model.conv_stem, model.bn1, *model.blocks)
-    return trunk, model.blocks[-1][-1].conv_pwl.out_channels, 32
+    blocks = list(model.blocks) if stride == 32 else list(model.blocks)[:5]
+    trunk = nn.Sequential(model.conv_stem, model.bn1, *blocks)
+    return trunk, blocks[-1][-1].conv_pwl.out_channels, stride
 
 
 def _small_trunk(in_ch: int, channels: list[int], convs: int = 2) -> tuple[nn.Module, int, int]:
@@ -226,9 +258,10 @@ class FeatureExtractor(nn.Module):
         if cfg.backbone in ("vgg16", "resnet18", "resnet34", "resnet50"):
             trunk, ch, stride = _torchvision_trunk(cfg.backbone, cfg.pretrained)
         elif cfg.backbone in EFFICIENTNET_LITE:
-            trunk, ch, stride = _efficientnet_trunk(cfg.backbone, cfg.pretrained)
+            trunk, ch, stride = _efficientnet_trunk(cfg.backbone, cfg.pretrained, 16 if cfg.head == "coords" else 32)
         elif cfg.backbone == "small":
-            trunk, ch, stride = _small_trunk(cfg.in_channels, cfg.small_channels, cfg.small_convs)
+            channels = cfg.small_channels[:4] if cfg.head == "coords" else cfg.small_channels  # coords: stride 16 at most
+            trunk, ch, stride = _small_trunk(cfg.in_channels, channels, cfg.small_convs)
         else:
             trunk, ch, stride = _deepprior_trunk(cfg.deepprior_widths, cfg.deepprior_blocks)
         self.trunk = trunk
@@ -311,11 +344,51 @@ class PoseHead(nn.Module):
         return y
 
 
+def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class CoordsHead(nn.Module):
+    """h of ``head: coords``: f's feature maps (B, C, S/s, S/s) -> (B, n_objects, 4, S/4, S/4).
+
+    Bilinear upsampling and 3x3 conv stages to stride 4 of the crop (GDR-Net's and CDPN's
+    decoders have the same shape, with deconvolutions), then a 1x1 conv to 4 maps per object:
+    the visible-mask logit and the box-normalised model coordinates (:mod:`featmap_ros.coords`).
+    """
+
+    def __init__(self, cfg: ModelConfig, in_channels: int, in_side: int) -> None:
+        super().__init__()
+        self.cells = cfg.coords_cells
+        self.n_objects = cfg.n_objects
+        c1, c2 = cfg.decoder_channels
+        self.stage0 = nn.Sequential(*_conv_bn_relu(in_channels, c1))
+        ups = max(int(round(np.log2(max(self.cells // max(in_side, 1), 1)))), 0)
+        stages: list[nn.Module] = []
+        c = c1
+        for i in range(ups):
+            out = c1 if i < ups - 1 else c2
+            stages += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), *_conv_bn_relu(c, out)]
+            c = out
+        self.up = nn.Sequential(*stages)
+        self.out_channels = c
+        self.out = nn.Conv2d(c, 4 * cfg.n_objects, 1)
+        with torch.no_grad():  # start with "mostly not visible" and coordinates at the box centre
+            self.out.bias.view(cfg.n_objects, 4)[:, 0].fill_(-2.0)
+            self.out.bias.view(cfg.n_objects, 4)[:, 1:].fill_(0.5)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        y = self.out(self.up(self.stage0(feat)))
+        if y.shape[-1] != self.cells:
+            y = nn.functional.interpolate(y, size=(self.cells, self.cells), mode="bilinear", align_corners=False)
+        return y
+
+
 class FeatureMappingNet(nn.Module):
     """f, g, h together.
 
     ``forward(x, real=False)``: synthetic crops -> h(f(x)); ``real=True`` -> h(g(f(x))).
-    Output: object (B, n_objects, 8, 2) crop-normalised corners; hand (B, n_joints, 3).
+    Output: object, ``head: bb8``: (B, n_objects, 8, 2) crop-normalised corners; ``head:
+    coords``: (B, n_objects, 4, S/4, S/4) mask logit + normalised coordinates; hand (B, n_joints, 3).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -326,13 +399,15 @@ class FeatureMappingNet(nn.Module):
             self.f = FeatureExtractor(cfg, with_fc=False)
             ch, side = self.f.out_channels, self.f.out_side
             self.g = nn.Sequential(*[ResidualConv(ch) for _ in range(cfg.mapping_blocks)])
-            self.h = PoseHead(cfg, in_dim=ch * side * side)
+            self.h = CoordsHead(cfg, ch, side) if cfg.head == "coords" else PoseHead(cfg, in_dim=ch * side * side)
         else:
             self.f = FeatureExtractor(cfg)
             self.g = nn.Sequential(*[ResidualFC(cfg.feature_dim) for _ in range(cfg.mapping_blocks)])
             self.h = PoseHead(cfg)
 
     def shape_output(self, y: torch.Tensor) -> torch.Tensor:
+        if self.cfg.head == "coords":
+            return y.view(y.shape[0], self.cfg.n_objects, 4, y.shape[-2], y.shape[-1])
         if self.cfg.task == "object":
             return y.view(y.shape[0], self.cfg.n_objects, 8, 2)
         return y.view(y.shape[0], self.cfg.n_joints, 3)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from featmap_ros import atomic
+from featmap_ros.errors import InputError
 from featmap_ros.estimators import HandPoseEstimator, ObjectPoseEstimator
 from featmap_ros.evaluation import plots
 from featmap_ros.evaluation.datasets import GOOD_WINDOW_CENTRE, GOOD_WINDOW_SIDE, evaluate_hand_dataset, evaluate_object_dataset
@@ -38,6 +39,9 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("featmap_out/eval_object"))
     p.add_argument("--bop-csv", type=Path, default=None, metavar="OUT.csv",
                    help="also write every estimate as a BOP-19 results file (score it with featmap eval bop)")
+    p.add_argument("--zoom-in", type=int, default=None, metavar="N",
+                   help="zoom-in rounds after the first estimate (crop again at the estimated pose's training window); "
+                        "default: the checkpoint head's (coords 1, bb8 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=run_object)
 
@@ -55,7 +59,9 @@ def register(sub) -> None:
 
 def run_object(args: argparse.Namespace) -> int:
 
-    est = ObjectPoseEstimator.from_checkpoint(args.checkpoint, device=args.device)
+    if args.zoom_in is not None and args.zoom_in < 0:
+        raise InputError(f"--zoom-in: rounds must be >= 0, got {args.zoom_in}")
+    est = ObjectPoseEstimator.from_checkpoint(args.checkpoint, device=args.device, zoom_in=args.zoom_in)
     im_ids = None
     if args.im_ids is not None:
         from featmap_ros.evaluation.real_splits import parse_id_list
@@ -64,7 +70,7 @@ def run_object(args: argparse.Namespace) -> int:
     res = evaluate_object_dataset(est, args.dataset_root, args.split, args.boxes, args.max_frames, args.out, args.overlays, im_ids=im_ids)
     s = res["summary"]
     report = {"checkpoint": str(args.checkpoint), "dataset_root": str(args.dataset_root), "split": args.split, "boxes": args.boxes,
-              "im_ids": im_ids, "summary": s, "per_object": res["per_object"]}
+              "im_ids": im_ids, "head": est.head, "zoom_in": est.zoom_in, "summary": s, "per_object": res["per_object"]}
     atomic.write_json(args.out / "object_metrics.json", report)
     if args.bop_csv is not None:
         write_bop_results(args.bop_csv, res["bop_estimates"])

@@ -18,7 +18,12 @@ Every sample is a dict of tensors::
     K          (3, 3) float32                  full-image intrinsics, pixels
     window     (3,) float32                    window centre u, v and side, full-image pixels
 
-(pairs carry ``real`` and ``synth`` instead of ``image``). The crop window of a pose is
+(pairs carry ``real`` and ``synth`` instead of ``image``). With ``coords_stride`` > 0 (the
+``coords`` head's targets, :func:`featmap_ros.coords.coords_targets`) they also carry::
+
+    coords_n   (3, S/s, S/s) float32           box-normalised model coordinates seen in each cell
+    mask_visib (S/s, S/s) float32 in [0, 1]    visible fraction of each cell (pairs: the silhouette)
+ The crop window of a pose is
 :func:`featmap_ros.crops.object_window` (the one ground-truth window): the square around the projected
 3D box corners, 1.1 times their extent; training jitters it by up to +-10 px and +-20 % of its side (BB8).
 
@@ -46,6 +51,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from featmap_ros import crops, geometry
+from featmap_ros.coords import coords_targets
 from featmap_ros.crops import Window, ground_truth_window, object_window
 from featmap_ros.data import bop
 from featmap_ros.data.backgrounds import BackgroundSource, background_files
@@ -286,6 +292,46 @@ def add_cutouts(
     return out, hidden
 
 
+def add_truncation(rng: np.random.Generator, image: np.ndarray, target_mask: np.ndarray,
+                   hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the crop as the frame's edge cuts an object near it: one side of the crop, from the
+    edge to a line through the target's silhouette, becomes black (a crop past the image border
+    holds zeros, :func:`featmap_ros.crops.crop_image`), redrawn while it would leave less than
+    :data:`MIN_VISIB_FRACT` of the target visible.
+
+    Args:
+        rng: random generator.
+        image: (S, S, 3) uint8 crop.
+        target_mask: (S, S) bool silhouette of the target; hidden: (S, S) bool already hidden.
+
+    Returns:
+        (image, hidden): new crop and hidden pixels of the target.
+    """
+    if not target_mask.any():
+        return image, hidden
+    ys, xs = np.nonzero(target_mask)
+    n_px = int(target_mask.sum())
+    S = image.shape[0]
+    for _ in range(PLACEMENT_TRIES):
+        side = int(rng.integers(4))  # left, right, top, bottom
+        lo, hi = (xs.min(), xs.max()) if side < 2 else (ys.min(), ys.max())
+        cut = int(round(lo + rng.uniform(0.1, 0.5) * (hi - lo))) if side in (0, 2) else int(round(hi - rng.uniform(0.1, 0.5) * (hi - lo)))
+        band = np.zeros((S, S), bool)
+        if side == 0:
+            band[:, :cut] = True
+        elif side == 1:
+            band[:, cut + 1:] = True
+        elif side == 2:
+            band[:cut, :] = True
+        else:
+            band[cut + 1:, :] = True
+        if _visible_enough(target_mask, hidden | (band & target_mask), n_px):
+            out = image.copy()
+            out[band] = 0
+            return out, hidden | (band & target_mask)
+    return image, hidden
+
+
 # ------------------------------------------------------------------------------------------
 # Synthetic
 
@@ -310,6 +356,8 @@ class SyntheticObjectDataset(IterableDataset):
             distractor shapes); needed when ``occluder_prob`` > 0.
         occluder_prob: probability of one occluder per sample (:func:`add_occluder`).
         cutout_prob: probability of cut-outs per sample (:func:`add_cutouts`).
+        coords_stride: > 0: also the ``coords`` head's targets at this stride (module docstring).
+        truncation_prob: probability of a frame-edge cut per sample (:func:`add_truncation`).
 
     Workers: each DataLoader worker creates its own renderer when iteration starts. A Mesa EGL
     context does not survive ``fork``: if the main process has rendered anything before the
@@ -335,10 +383,12 @@ class SyntheticObjectDataset(IterableDataset):
         occluders: Sequence = (),
         occluder_prob: float = 0.0,
         cutout_prob: float = 0.0,
+        coords_stride: int = 0,
+        truncation_prob: float = 0.0,
     ):
         if crop_size <= 0:
             raise InputError(f"crop_size must be positive, got {crop_size}")
-        for name, p in (("occluder_prob", occluder_prob), ("cutout_prob", cutout_prob)):
+        for name, p in (("occluder_prob", occluder_prob), ("cutout_prob", cutout_prob), ("truncation_prob", truncation_prob)):
             if not 0.0 <= float(p) <= 1.0:
                 raise InputError(f"{name} must be in [0, 1], got {p}")
         if occluder_prob > 0 and not len(occluders):
@@ -354,6 +404,8 @@ class SyntheticObjectDataset(IterableDataset):
         self.occluders = list(occluders)
         self.occluder_centers_m = [mesh_center_m(m) for m in self.occluders]
         self.occluder_prob, self.cutout_prob = float(occluder_prob), float(cutout_prob)
+        self.coords_stride = int(coords_stride)
+        self.truncation_prob = float(truncation_prob)
         background_files(backgrounds)  # fail early, in the main process, on a bad folder
 
     def __len__(self) -> int:
@@ -381,11 +433,18 @@ class SyntheticObjectDataset(IterableDataset):
                                          self.K, window, self.crop_size, light)
         if self.cutout_prob > 0 and rng.random() < self.cutout_prob:
             image, hidden = add_cutouts(rng, image, r.mask, hidden, backgrounds)
+        if self.truncation_prob > 0 and rng.random() < self.truncation_prob:
+            image, hidden = add_truncation(rng, image, r.mask, hidden)
         n_px = int(r.mask.sum())
         visib = 1.0 - float(hidden.sum()) / n_px if n_px else 0.0
         corners_n = crops.image_to_crop_normalised(corners_px, window)
+        extra = {}
+        if self.coords_stride > 0:
+            extra["coords_n"], extra["mask_visib"] = coords_targets(
+                r.depth_m, r.mask, r.mask & ~hidden, crop_intrinsics(self.K, window, self.crop_size), R, t,
+                self.info.min_m, self.info.size_m, self.coords_stride)
         return _sample_dict({"image": image}, corners_n, R, t, self.K, window, index=int(index),
-                            visib_fract=np.float32(visib))
+                            visib_fract=np.float32(visib), **extra)
 
     def __iter__(self):
 
@@ -467,10 +526,12 @@ class RealSynthPairs(Dataset):
         seed: base seed.
         jitter: BB8 window jitter.
         random_lighting: randomise light/material of the render (else the default lighting).
+        coords_stride: > 0: also the ``coords`` targets of the render (``mask_visib`` is then the
+            rendered silhouette: right for the synthetic half, unknown occlusion in the real one).
     """
 
     def __init__(self, frames: Sequence[FrameRef], mesh, info, crop_size: int = 128, seed: int = 0,
-                 jitter: bool = True, random_lighting: bool = False):
+                 jitter: bool = True, random_lighting: bool = False, coords_stride: int = 0):
         if not frames:
             raise InputError("RealSynthPairs: no frames")
         self.frames = list(frames)
@@ -478,6 +539,7 @@ class RealSynthPairs(Dataset):
         self.crop_size, self.seed = int(crop_size), int(seed)
         self.jitter, self.random_lighting = bool(jitter), bool(random_lighting)
         self.epoch = 0
+        self.coords_stride = int(coords_stride)
         self._renderer = None  # made on first use, in the process (DataLoader worker) that uses it
 
     def set_epoch(self, epoch: int) -> None:
@@ -508,9 +570,14 @@ class RealSynthPairs(Dataset):
         r = self._renderer.render_crop(self.mesh, fr.R_m2c, fr.t_m2c_m, fr.K, window, self.crop_size, lighting=light)
         synth_crop = composite(r, real_crop)
         corners_n = crops.image_to_crop_normalised(corners_px, window)
+        extra = {}
+        if self.coords_stride > 0:
+            extra["coords_n"], extra["mask_visib"] = coords_targets(
+                r.depth_m, r.mask, r.mask, crop_intrinsics(fr.K, window, self.crop_size), fr.R_m2c, fr.t_m2c_m,
+                self.info.min_m, self.info.size_m, self.coords_stride)
         return _sample_dict(
             {"real": real_crop, "synth": synth_crop}, corners_n, fr.R_m2c, fr.t_m2c_m, fr.K, window,
-            scene_id=fr.scene_id, im_id=fr.im_id,
+            scene_id=fr.scene_id, im_id=fr.im_id, **extra,
         )
 
 

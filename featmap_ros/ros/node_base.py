@@ -43,7 +43,9 @@ def load_estimator(values: dict[str, Any], kind: str):
 
     cls = estimators.ObjectPoseEstimator if kind == "object" else estimators.HandPoseEstimator
     path = resolve_weights(values["weights"], kind)
-    extra = {"mesh_root": values["refine.mesh_root"] or None} if kind == "object" else {}
+    extra = {}
+    if kind == "object":
+        extra = {"mesh_root": values["refine.mesh_root"] or None, "zoom_in": None if values["zoom_in"] < 0 else values["zoom_in"]}
     try:
         est = cls.from_checkpoint(path, device=values["device"], runtime=values["runtime"], **extra)
     except InputError as e:

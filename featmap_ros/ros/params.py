@@ -122,6 +122,9 @@ OBJECT_NODE_PARAMS: tuple[ParamSpec, ...] = (
               "where the image windows come from: localiser (built in), detections (detections_2d topic), "
               "tracking (last pose, localiser when lost), ground_truth (ground_truth/detections, evaluation)",
               choices=("localiser", "detections", "tracking", "ground_truth")),
+    ParamSpec("zoom_in", -1, "zoom-in rounds: crop again at the training window of the estimated pose and estimate again, "
+              "this many times (one more network call each); -1 = the checkpoint head's default (coords 1, bb8 0)",
+              min=-1, max=5),
     ParamSpec("tracking.max_age_s", 0.5, "tracking: a pose older than this is lost, seconds", read_only=False, min=0.0, max=60.0),
     ParamSpec("tracking.min_score", 0.3, "tracking: a pose scored lower is lost", read_only=False, min=0.0, max=1.0),
     ParamSpec("refine.depth", "auto",

@@ -37,6 +37,9 @@ class DataConfig:
             there is one object (0 = none, as before; sim-to-real for LM-O's occlusions).
         cutout_prob: probability that a synthetic object crop gets one or two rectangles of
             photo, noise or flat colour pasted over the object's edge (random erasing; 0 = none).
+        truncation_prob: probability that a synthetic object crop is cut by the frame's edge: a
+            black band (what a crop past the image border holds) over one side of the object
+            (``data.object_samples.add_truncation``; 0 = none).
         domain_preset: the ablation's real-like domain: '' = the default real-like domain;
             ``harsh`` = a far domain (``render.real_like.harsh_crop_domain`` /
             ``render.depth_sensor.harsh_crop_depth``) on the real-like crops, used by the ablation
@@ -61,6 +64,7 @@ class DataConfig:
     backgrounds: str = ""
     occluder_prob: float = 0.0
     cutout_prob: float = 0.0
+    truncation_prob: float = 0.0
     num_workers: int = 2
     val_count: int = 200
     test_count: int = 500

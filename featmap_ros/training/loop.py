@@ -31,6 +31,10 @@ real + synthetic crops, no g: ``L = pose(h(f(x_s))) + pose(h(f(x_r)))``. Control
 ablation: ``baseline_pair_synth`` (the baseline also gets the pairs' synthetic halves),
 ``lambda_map: 0`` (g without the matching loss), ``augment: strong`` (photometric augmentation).
 
+The loss of the pose head (``model.head``): ``bb8`` (and hands) the squared error of the pose
+numbers (:func:`pose_loss`); ``coords`` the mask BCE + symmetry-aware coordinate L1 of
+:func:`featmap_ros.coords.coords_loss` (real crops: coordinates only, their occlusion is unknown).
+
 Batches come from *sources*: deterministic functions of (seed, stream, step), so a run
 resumed from a checkpoint draws exactly the batches the uninterrupted run would have drawn.
 Checkpoints are atomic and hold model config, weights, optimiser, scaler, RNG states, step,
@@ -51,6 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from featmap_ros.coords import SymmetryTables, coords_loss
 from featmap_ros.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, resolve_device, rng_state, save_checkpoint, set_rng_state
 from featmap_ros.config import to_dict
 from featmap_ros.nets import FeatureMappingNet, build_model
@@ -97,6 +102,28 @@ def pose_loss(pred: torch.Tensor, target: torch.Tensor, obj_index: torch.Tensor 
 
 def _target_key(task: str) -> str:
     return "corners_n" if task == "object" else "joints_n"
+
+
+def _cat(a, b):
+    """Concatenate two batches of targets (tensors, or dicts of tensors)."""
+    if isinstance(a, dict):
+        return {k: torch.cat([a[k], b[k]]) for k in a}
+    return torch.cat([a, b])
+
+
+def head_loss_fn(cfg: TrainConfig, meta: dict | None, device: torch.device) -> tuple[Callable, Callable]:
+    """(targets of a batch, loss) of the pose head of ``cfg.model``.
+
+    Returns:
+        ``targets(batch) -> targets on device`` and ``loss(pred, targets, obj_index, real) -> scalar``
+        (``real``: the crops are real, their visible mask unknown).
+    """
+    if cfg.model.head == "coords":
+        sym = SymmetryTables.from_meta(meta or {}, "training meta").to(device)
+        return ((lambda b: {"coords_n": b["coords_n"].to(device), "mask_visib": b["mask_visib"].to(device)}),
+                (lambda pred, t, idx, real=False: coords_loss(pred, t["coords_n"], t["mask_visib"], idx, sym, with_mask=not real)))
+    key = _target_key(cfg.model.task)
+    return (lambda b: b[key].to(device)), (lambda pred, t, idx, real=False: pose_loss(pred, t, idx))
 
 
 def _input_key(task: str) -> str:
@@ -221,7 +248,8 @@ def train(
             "teacher_f": None if teacher is None else teacher.state_dict(),
         })
 
-    in_key, tgt_key = _input_key(task), _target_key(task)
+    in_key = _input_key(task)
+    targets_of, head_loss = head_loss_fn(cfg, meta, dev)
     seed = cfg.seed * 1000 + rank
     bar = tqdm(total=total, initial=step, disable=not progress or rank != 0, desc=f"train {task}", dynamic_ncols=True)
     end = total if stop_after is None else min(total, stop_after)
@@ -234,7 +262,7 @@ def train(
         gen = torch.Generator().manual_seed(stream_seed(seed, 99, step))
         sb = synthetic.batch(step, cfg.batch_size)
         xs = photometric_augment(sb[in_key], gen, cfg.augment).to(dev)
-        ys = sb[tgt_key].to(dev)
+        ys = targets_of(sb)
         os_idx = sb.get("obj_index")
         stage2 = step >= cfg.steps_stage1 and pairs is not None
         if stage2 and cfg.mapping and cfg.match_target == "stage1" and teacher is None:
@@ -246,17 +274,17 @@ def train(
                 xr = pb["real"]
                 if cfg.augment_real:
                     xr = photometric_augment(xr, gen, cfg.augment)
-                xr, xp, yp = xr.to(dev), pb["synth"].to(dev), pb[tgt_key].to(dev)
+                xr, xp, yp = xr.to(dev), pb["synth"].to(dev), targets_of(pb)
                 op_idx = pb.get("obj_index")
                 use_pair_synth = cfg.mapping or cfg.baseline_pair_synth
                 synth_in = torch.cat([xs, xp]) if use_pair_synth else xs
                 pose_syn, pose_real, f_syn, f_real, f_real_raw = net(torch.cat([synth_in, xr]), n_synth=synth_in.shape[0], mapping=cfg.mapping)
-                syn_targets = torch.cat([ys, yp]) if use_pair_synth else ys
+                syn_targets = _cat(ys, yp) if use_pair_synth else ys
                 syn_idx = None
                 if os_idx is not None:
                     syn_idx = torch.cat([os_idx, op_idx]) if use_pair_synth else os_idx
-                losses["pose_synth"] = pose_loss(pose_syn, syn_targets, syn_idx)
-                losses["pose_real"] = pose_loss(pose_real, yp, op_idx)
+                losses["pose_synth"] = head_loss(pose_syn, syn_targets, syn_idx)
+                losses["pose_real"] = head_loss(pose_real, yp, op_idx, real=True)
                 if cfg.mapping:
                     if cfg.match_target == "stage1":
                         with torch.no_grad():
@@ -279,7 +307,7 @@ def train(
                     losses["feature_match"] = fm
                     losses["weighted_match"] = cfg.lambda_map * fm
             else:
-                losses["pose_synth"] = pose_loss(net(xs), ys, os_idx)
+                losses["pose_synth"] = head_loss(net(xs), ys, os_idx)
             loss = sum(v for k, v in losses.items() if k != "feature_match")
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

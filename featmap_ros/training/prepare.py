@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from featmap_ros import crops, geometry
+from featmap_ros.coords import COORDS_STRIDE
 from featmap_ros.data import bop
 from featmap_ros.data.backgrounds import PACKAGE_PHOTOS_KEY, BackgroundSource, background_files
 from featmap_ros.data.hand_samples import NyuPairCrops, SyntheticHandCrops
@@ -76,8 +77,12 @@ def object_models(cfg, object_name: str | None = None) -> tuple[list, list, list
 
 
 def object_meta(infos: list, names: list[str], obj_ids: list[int], mesh_paths: list[str], window_scale: float,
-                meshes: list | None = None, n_points: int = 1000) -> dict:
-    """Estimator metadata of an object model (see :class:`~featmap_ros.estimators.ObjectPoseEstimator`)."""
+                meshes: list | None = None, n_points: int = 1000, head: str = "bb8") -> dict:
+    """Estimator metadata of an object model (see :class:`~featmap_ros.estimators.ObjectPoseEstimator`).
+
+    ``head: coords`` adds each object's coordinate range (``coords_box_min_m``, ``coords_box_size_m``:
+    the model box the predicted coordinates are normalised to) and its symmetries.
+    """
     meta = {
         "object_names": list(names),
         "obj_ids": list(obj_ids),
@@ -88,7 +93,15 @@ def object_meta(infos: list, names: list[str], obj_ids: list[int], mesh_paths: l
         "symmetric": [bool(i.is_symmetric) for i in infos],
         "window_scale": float(window_scale),
         "mesh_paths": list(mesh_paths),
+        "head": head,
     }
+    if head == "coords":
+        meta["coords_box_min_m"] = [np.asarray(i.min_m, np.float64).tolist() for i in infos]
+        meta["coords_box_size_m"] = [np.asarray(i.size_m, np.float64).tolist() for i in infos]
+        meta["symmetries_discrete"] = [[np.asarray(T, np.float64).tolist() for T in i.symmetries_discrete] for i in infos]
+        meta["symmetries_continuous"] = [[{"axis": np.asarray(c["axis"], np.float64).tolist(),
+                                           "offset_m": np.asarray(c.get("offset_m", np.zeros(3)), np.float64).tolist()}
+                                          for c in i.symmetries_continuous] for i in infos]
     if meshes is not None:
         pts = []
         for k, m in enumerate(meshes):
@@ -104,7 +117,7 @@ def _stack_samples(samples: list[dict], keys: dict[str, str]) -> dict:
     out = {}
     for src, dst in keys.items():
         t = torch.stack([s[src] for s in samples])
-        if dst in ("image", "real", "synth"):
+        if dst in ("image", "real", "synth", "coords_n", "mask_visib"):  # [0, 1] values kept as bytes (1/255 of the box)
             t = (t * 255.0).round().clamp(0, 255).to(torch.uint8)
         out[dst] = t
     return out
@@ -116,11 +129,20 @@ def occluders_for(meshes: list, k: int, seed: int) -> list:
     return others or make_distractor_bank(np.random.default_rng([seed, 2**31 - 2]), 9)
 
 
+def _keys(coords_stride: int, images: dict) -> dict:
+    keys = dict(images, corners_n="corners_n")
+    if coords_stride > 0:
+        keys.update(coords_n="coords_n", mask_visib="mask_visib")
+    return keys
+
+
 def render_synthetic_objects(meshes, infos, K, size: int, count: int, seed: int, backgrounds: str | None, progress: bool = True,
-                             occluder_prob: float = 0.0, cutout_prob: float = 0.0) -> dict:
+                             occluder_prob: float = 0.0, cutout_prob: float = 0.0, coords_stride: int = 0,
+                             truncation_prob: float = 0.0) -> dict:
     """``count`` synthetic crops per object (SyntheticObjectDataset), as compact tensors.
 
-    With ``occluder_prob`` > 0 the other objects (:func:`occluders_for`) occlude each object.
+    With ``occluder_prob`` > 0 the other objects (:func:`occluders_for`) occlude each object;
+    with ``coords_stride`` > 0 the crops carry the ``coords`` head's targets (uint8, 1/255 steps).
     """
     from tqdm import tqdm
 
@@ -130,23 +152,26 @@ def render_synthetic_objects(meshes, infos, K, size: int, count: int, seed: int,
         for k, (mesh, info) in enumerate(zip(meshes, infos)):
             occ = occluders_for(meshes, k, seed) if occluder_prob > 0 else ()
             ds = SyntheticObjectDataset(mesh, info, K, crop_size=size, seed=seed * 100 + k, length=count, backgrounds=backgrounds or None,
-                                        occluders=occ, occluder_prob=occluder_prob, cutout_prob=cutout_prob)
+                                        occluders=occ, occluder_prob=occluder_prob, cutout_prob=cutout_prob, coords_stride=coords_stride,
+                                        truncation_prob=truncation_prob)
             samples = [ds.make_sample(i, renderer, bgs) for i in tqdm(range(count), desc=f"synthetic crops obj {k}", disable=not progress, dynamic_ncols=True)]
-            t = _stack_samples(samples, {"image": "image", "corners_n": "corners_n"})
+            t = _stack_samples(samples, _keys(coords_stride, {"image": "image"}))
             t["obj_index"] = torch.full((count,), k, dtype=torch.long)
             parts.append(t)
     return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
 
-def render_pairs(frames_per_object: list[list], meshes, infos, size: int, seed: int, epochs: int, progress: bool = True) -> dict:
-    """Real/synthetic pairs (RealSynthPairs), ``epochs`` jittered versions of each real frame."""
+def render_pairs(frames_per_object: list[list], meshes, infos, size: int, seed: int, epochs: int, progress: bool = True,
+                 coords_stride: int = 0) -> dict:
+    """Real/synthetic pairs (RealSynthPairs), ``epochs`` jittered versions of each real frame
+    (with the ``coords`` targets of the render when ``coords_stride`` > 0)."""
     from tqdm import tqdm
 
     samples, idx = [], []
     for k, frames in enumerate(frames_per_object):
         if not frames:
             continue
-        ds = RealSynthPairs(frames, meshes[k], infos[k], crop_size=size, seed=seed + k, jitter=True)
+        ds = RealSynthPairs(frames, meshes[k], infos[k], crop_size=size, seed=seed + k, jitter=True, coords_stride=coords_stride)
         try:
             for e in range(epochs):
                 ds.set_epoch(e)
@@ -159,7 +184,7 @@ def render_pairs(frames_per_object: list[list], meshes, infos, size: int, seed: 
                 ds._renderer = None
     if not samples:
         raise InputError("no real training frames for the pairs")
-    t = _stack_samples(samples, {"real": "real", "synth": "synth", "corners_n": "corners_n"})
+    t = _stack_samples(samples, _keys(coords_stride, {"real": "real", "synth": "synth"}))
     t["obj_index"] = torch.tensor(idx, dtype=torch.long)
     return t
 
@@ -259,15 +284,18 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
         meshes, infos, names, obj_ids, paths = object_models(cfg, object_name)
         if cfg.model.n_objects != len(meshes):
             raise InputError(f"model.n_objects is {cfg.model.n_objects} but data.object_ids lists {len(meshes)} object(s)")
-        for name in ("occluder_prob", "cutout_prob"):
+        for name in ("occluder_prob", "cutout_prob", "truncation_prob"):
             if not 0.0 <= getattr(d, name) <= 1.0:
                 raise InputError(f"data.{name} must be in [0, 1], got {getattr(d, name)}")
         spec = object_dataset(d.dataset)
         K = np.array([[spec.fx, 0, spec.cx], [0, spec.fy, spec.cy], [0, 0, 1.0]])
+        cstride = COORDS_STRIDE if cfg.model.head == "coords" else 0
+        if cstride:
+            check_symmetries_known(infos, obj_ids, spec, d)
         if d.synthetic_count > 0:
             render_seed = cfg.seed if d.render_seed < 0 else d.render_seed
             synth_t = synthetic_object_cache(cache_dir, meshes, infos, K, size, d.synthetic_count, render_seed, d.backgrounds, paths, progress,
-                                             d.occluder_prob, d.cutout_prob)
+                                             d.occluder_prob, d.cutout_prob, cstride, d.truncation_prob)
             synthetic = CachedSource(synth_t, cfg.seed, 0)
         else:
             if len(meshes) != 1:
@@ -277,7 +305,8 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
             occ = occluders_for(meshes, 0, cfg.seed) if d.occluder_prob > 0 else ()
             synthetic = IterableSource(
                 lambda s: SyntheticObjectDataset(mesh, info, K, crop_size=size, seed=s, backgrounds=d.backgrounds or None,
-                                                 occluders=occ, occluder_prob=d.occluder_prob, cutout_prob=d.cutout_prob),
+                                                 occluders=occ, occluder_prob=d.occluder_prob, cutout_prob=d.cutout_prob,
+                                                 coords_stride=cstride, truncation_prob=d.truncation_prob),
                 cfg.seed, 0, d.num_workers, cfg.batch_size)
         pairs = None
         window_scale = 1.4
@@ -298,12 +327,15 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
             key = {"v": 1, "root": str(Path(d.real_root).resolve()), "split": d.real_split, "n": [len(f) for f in per_obj], "size": size, "seed": cfg.seed, "ids": obj_ids}
             if im_ids is not None:  # only when used, so that existing caches keep their names
                 key["im_ids"] = sorted(im_ids)
-            pair_t = load_or_build(cache_path(cache_dir, "object_pairs", key), lambda: render_pairs(per_obj, meshes, infos, size, cfg.seed, 3, progress))
+            if cstride:
+                key["coords_stride"] = cstride
+            pair_t = load_or_build(cache_path(cache_dir, "object_pairs", key),
+                                   lambda: render_pairs(per_obj, meshes, infos, size, cfg.seed, 3, progress, cstride))
             pairs = CachedSource(pair_t, cfg.seed, 1)
             flat = [f for fr in per_obj for f in fr]
             flat_info = [infos[k] for k, fr in enumerate(per_obj) for _ in fr]
             window_scale = window_scale_from_frames(flat, flat_info)
-        meta = object_meta(infos, names, obj_ids, paths, window_scale)
+        meta = object_meta(infos, names, obj_ids, paths, window_scale, head=cfg.model.head)
         loc = None
         if cfg.localiser_steps > 0:
             loc = {"meshes": meshes, "infos": infos, "names": names, "obj_ids": obj_ids, "K": K, "spec": spec, "cache_dir": cache_dir,
@@ -376,8 +408,25 @@ def render_hand_synthetic(size: int, count: int, seed: int, offset_sigma_m: floa
     return {"depth": torch.from_numpy(np.stack(xs)[:, None]).half(), "joints_n": torch.from_numpy(np.stack(ys)).float()}
 
 
+def check_symmetries_known(infos: list, obj_ids: list[int], spec, data_cfg) -> None:
+    """The ``coords`` head needs every symmetric object's symmetries (its loss takes the best
+    symmetric version of the target): an object the dataset spec calls symmetric but whose model
+    info lists none (a mesh given without ``models_info.json``) is an error.
+
+    Raises:
+        InputError: naming the object and where its symmetries should come from.
+    """
+    symmetric = set(spec.symmetric_obj_ids)
+    for oid, info in zip(obj_ids, infos):
+        if int(oid) in symmetric and not info.is_symmetric:
+            src = f"data.mesh {data_cfg.mesh}" if data_cfg.mesh else f"{data_cfg.models_root}/models_info.json"
+            raise InputError(f"model.head coords: obj_id {oid} is symmetric in dataset {data_cfg.dataset!r} but {src} gives no "
+                             f"symmetries_discrete/continuous for it; use a BOP models/ folder with its models_info.json")
+
+
 def synthetic_object_cache(cache_dir: Path, meshes, infos, K, size: int, count: int, seed: int, backgrounds: str,
-                           paths: list[str], progress: bool = True, occluder_prob: float = 0.0, cutout_prob: float = 0.0) -> dict:
+                           paths: list[str], progress: bool = True, occluder_prob: float = 0.0, cutout_prob: float = 0.0,
+                           coords_stride: int = 0, truncation_prob: float = 0.0) -> dict:
     """:func:`render_synthetic_objects`, rendered once per parameter set and kept in ``cache_dir``."""
     key = {"v": 1, "size": size, "n": count, "seed": seed, "meshes": [m.name for m in meshes],
            "nv": [int(len(m.vertices_m)) for m in meshes], "bg": backgrounds, "paths": paths}
@@ -388,6 +437,10 @@ def synthetic_object_cache(cache_dir: Path, meshes, infos, K, size: int, count: 
         key["occluder_prob"] = float(occluder_prob)
     if cutout_prob > 0:
         key["cutout_prob"] = float(cutout_prob)
+    if coords_stride > 0:
+        key["coords_stride"] = int(coords_stride)
+    if truncation_prob > 0:
+        key["truncation_prob"] = float(truncation_prob)
     return load_or_build(cache_path(Path(cache_dir), "object_synth", key),
                           lambda: render_synthetic_objects(meshes, infos, K, size, count, seed, backgrounds, progress,
-                                                           occluder_prob, cutout_prob))
+                                                           occluder_prob, cutout_prob, coords_stride, truncation_prob))

@@ -83,4 +83,4 @@ class CachedSource:
 
     def batch(self, step: int, n: int) -> dict[str, torch.Tensor]:
         b = self.inner.batch(step, n)
-        return {k: as_float(v) if k in ("image", "depth", "real", "synth") else v for k, v in b.items()}
+        return {k: as_float(v) if k in ("image", "depth", "real", "synth", "coords_n", "mask_visib") else v for k, v in b.items()}
