@@ -49,6 +49,44 @@ def test_folds_hold_out_every_other_frame():
         rs.make_folds([[3, 8]], [3, 8])
 
 
+def _viewpoint_scene(root, yaws_deg):
+    """A BOP test split whose frame i sees two objects from a camera turned ``yaws_deg[i]`` about
+    the vertical (and object 2 moved in frame 0: the median over objects must ignore it)."""
+    import cv2
+    from scipy.spatial.transform import Rotation
+
+    sdir = root / "test" / "000001"
+    (sdir / "rgb").mkdir(parents=True)
+    cam, gt = {}, {}
+    for i, yaw in enumerate(yaws_deg):
+        Rc = Rotation.from_euler("y", yaw, degrees=True).as_matrix()
+        insts = []
+        for oid, R0 in ((1, np.eye(3)), (2, Rotation.from_euler("x", 30, degrees=True).as_matrix()), (3, np.eye(3))):
+            R = Rc @ R0 if not (oid == 2 and i == 0) else Rotation.from_euler("z", 90, degrees=True).as_matrix()
+            insts.append({"cam_R_m2c": R.reshape(-1).tolist(), "cam_t_m2c": [0.0, 0.0, 800.0], "obj_id": oid})
+        gt[str(i)] = insts
+        cam[str(i)] = {"cam_K": [572.4, 0, 325.3, 0, 573.6, 242.0, 0, 0, 1], "depth_scale": 1.0}
+        cv2.imwrite(str(sdir / "rgb" / f"{i:06d}.png"), np.zeros((8, 8, 3), np.uint8))
+    (sdir / "scene_camera.json").write_text(json.dumps(cam))
+    (sdir / "scene_gt.json").write_text(json.dumps(gt))
+    return root
+
+
+def test_viewpoint_folds_hold_out_groups_far_from_their_training_frames(tmp_path):
+    root = _viewpoint_scene(tmp_path, [0, 5, 10, 60, 65, 120, 125])
+    A = rs.viewpoint_angles_deg(root, "test", [0, 2, 3])
+    assert A == pytest.approx(np.array([[0, 10, 60], [10, 0, 50], [60, 50, 0]]), abs=1e-6)  # object 2 of frame 0 ignored
+    folds = rs.viewpoint_folds(root, "test", 3, 30.0)
+    assert folds == [rs.Fold((3, 4, 5, 6), (0, 1, 2)), rs.Fold((0, 1, 2, 5, 6), (3, 4)), rs.Fold((0, 1, 2, 3, 4), (5, 6))]
+    assert rs.fold_gaps_deg(root, "test", folds) == pytest.approx([50.0, 50.0, 55.0])
+    # a larger gap drops the frames in between: frame 3 (60 deg) is 50 deg from frame 2
+    assert rs.viewpoint_folds(root, "test", 3, 55.0)[0] == rs.Fold((4, 5, 6), (0, 1, 2))
+    with pytest.raises(InputError, match=r"--min-gap-deg 60.0: no frame is that far from held-out frames \[3, 4\]"):
+        rs.viewpoint_folds(root, "test", 3, 60.0)
+    with pytest.raises(InputError, match="--n-folds"):
+        rs.viewpoint_folds(root, "test", 1, 30.0)
+
+
 def test_variant_configs_are_valid_and_differ_only_in_the_real_frames():
     fold = rs.Fold((3, 8), (17,))
     base = to_dict(TrainConfig())

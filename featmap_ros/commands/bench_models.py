@@ -195,6 +195,9 @@ def run_infer_cmd(args: argparse.Namespace) -> int:
         print(f"runtime {runtime}, device {rep['device']}")
         for task in ("object", "hand"):
             for label, r in rep[task].items():
+                if not isinstance(r, dict):  # the head and zoom-in rounds of the object checkpoint
+                    print(f"  {task:6s} {label:18s} {r}")
+                    continue
                 rate = r.get("instances_per_s", r.get("frames_per_s"))
                 unit = "instances/s" if "instances_per_s" in r else "frames/s"
                 print(f"  {task:6s} {label:18s} p50 {r['p50_ms']:8.2f} ms  p95 {r['p95_ms']:8.2f} ms  {rate:8.1f} {unit}")
@@ -218,6 +221,26 @@ def _net_latency(est, channels: int, batch: int, iters: int) -> dict:
     return _summary(t, batch, "instances_per_s")
 
 
+def _coords_decode_latency(est, K: np.ndarray, iters: int) -> dict:
+    """PnP-RANSAC of the ``coords`` head at its worst: every cell confident and the coordinates
+    noise, so RANSAC runs to its iteration cap (a random image makes no confident cell and would
+    time nothing)."""
+    from featmap_ros import coords, crops
+
+    n = est.model.cfg.coords_cells
+    maps = np.random.default_rng(1).uniform(0, 1, (4, n, n)).astype(np.float32)
+    maps[0] = 5.0
+    win = crops.Window(320.0, 240.0, 120.0)
+
+    def decode():
+        try:
+            coords.pose_from_coords(maps, win, K, est.meta.coords_box_min_m[0], est.meta.coords_box_size_m[0])
+        except InputError:
+            pass
+
+    return _summary(latency_ms(decode, iters), 1, "instances_per_s")
+
+
 def _infer_runtime(args: argparse.Namespace, runtime: str) -> dict:
     """Latencies of both estimators with f, g, h run by ``runtime`` (torch | onnxruntime)."""
 
@@ -236,9 +259,12 @@ def _infer_runtime(args: argparse.Namespace, runtime: str) -> dict:
     for label, boxes in (("batch1", one), (f"batch{args.batch}", many)):
         t = latency_ms(lambda: obj.estimate(img, K, boxes), args.iters)
         res[label] = _summary(t, len(boxes), "instances_per_s")
+    if obj.head == "coords":
+        res["coords_decode_worst"] = _coords_decode_latency(obj, K, args.iters)
     if obj.localiser is not None:
         t = latency_ms(lambda: obj.estimate(img, K), args.iters)
         res["localiser_batch1"] = _summary(t, 1, "frames_per_s")
+    res["head"], res["zoom_in"] = obj.head, obj.zoom_in
     report["object"] = res
     hand = HandPoseEstimator.from_checkpoint(args.hand_checkpoint or checkpoint.bundled_weights("hand"), device=args.device,
                                              runtime=runtime)

@@ -27,8 +27,13 @@ def register(sub) -> None:
     p.add_argument("--stage1", required=True, type=Path, help="last.pt at the end of stage 1 (featmap train object ... --stop-after STEPS_STAGE1)")
     p.add_argument("--dataset-root", required=True, type=Path, help="BOP dataset folder with the real frames (models/, <split>/, test_targets_bop19.json)")
     p.add_argument("--split", default="test")
-    p.add_argument("--folds", nargs="+", required=True, metavar="IDS",
+    p.add_argument("--folds", nargs="+", default=None, metavar="IDS",
                    help="per fold, the comma-separated image ids stage 2 trains on; the other frames with an image are scored")
+    p.add_argument("--holdout", choices=("folds", "viewpoint"), default="folds",
+                   help="folds: as --folds gives them; viewpoint: frames grouped by camera viewpoint, one group held out per "
+                        "fold, training only on frames --min-gap-deg or more from every held-out frame (predicts unseen frames)")
+    p.add_argument("--n-folds", type=int, default=3, help="--holdout viewpoint: the number of viewpoint groups (folds)")
+    p.add_argument("--min-gap-deg", type=float, default=30.0, help="--holdout viewpoint: smallest train/held-out viewpoint change, degrees")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="stage-2 seeds (default 0)")
     p.add_argument("--variants", nargs="+", choices=real_splits.VARIANTS, default=list(real_splits.VARIANTS))
     p.add_argument("--work", required=True, type=Path, help="folder of the runs (resumable)")
@@ -44,7 +49,17 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    train_sets = [real_splits.parse_id_list(f, f"--folds[{k}]") for k, f in enumerate(args.folds)]
+    if args.holdout == "viewpoint":
+        if args.folds:
+            raise InputError("--folds: not with --holdout viewpoint (the folds come from the viewpoints)")
+        train_sets = real_splits.viewpoint_folds(args.dataset_root, args.split, args.n_folds, args.min_gap_deg)
+        gaps = real_splits.fold_gaps_deg(args.dataset_root, args.split, train_sets)
+        for k, (f, g) in enumerate(zip(train_sets, gaps)):
+            print(f"fold {k}: train {list(f.train)}, held out {list(f.test)}, nearest train/held-out viewpoints {g:.1f} deg")
+    else:
+        if not args.folds:
+            raise InputError("--folds: give the training frames of each fold, or --holdout viewpoint")
+        train_sets = [real_splits.parse_id_list(f, f"--folds[{k}]") for k, f in enumerate(args.folds)]
     done = []
 
     def on_run_done(res: dict) -> None:
