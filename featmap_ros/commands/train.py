@@ -62,6 +62,8 @@ def register(sub) -> None:
     lo.add_argument("--checkpoint", type=Path, required=True, help="object checkpoint whose objects the localiser finds")
     lo.add_argument("--out", type=Path, default=None, help="write the checkpoint with its localiser here (default: replace --checkpoint, atomically)")
     lo.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    lo.add_argument("--copy-from", type=Path, default=None, metavar="CK",
+                    help="no training: take the localiser of checkpoint CK as it is (same objects; a new pose network, same finder)")
     lo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. localiser_steps=1500 data.real_root=<lmo>")
     lo.set_defaults(func=run_localiser)
     h = tasks.add_parser("hand-centre", help="train the learned hand-centre refinement on real-like depth frames")
@@ -87,8 +89,20 @@ def run_hand_centre(args: argparse.Namespace) -> int:
 def run_localiser(args: argparse.Namespace) -> int:
     """``featmap train localiser``: a localiser for the objects of ``--checkpoint`` (its
     ``meta.obj_ids``), meshes from ``data.models_root``, real frames from ``data.real_root``."""
-    from featmap_ros.checkpoint import ObjectMeta, load_checkpoint
+    from featmap_ros.checkpoint import ObjectMeta, load_checkpoint, save_checkpoint
 
+    if args.copy_from is not None:
+        ck = load_checkpoint(args.checkpoint, task="object")
+        src = load_checkpoint(args.copy_from, task="object")
+        if src.get("localiser") is None:
+            raise InputError(f"--copy-from: {args.copy_from} has no localiser")
+        ids, src_ids = ck.get("meta", {}).get("obj_ids"), src.get("meta", {}).get("obj_ids")
+        if ids != src_ids:
+            raise InputError(f"--copy-from: {args.copy_from} localises objects {src_ids}, {args.checkpoint} estimates {ids}")
+        ck["localiser"] = src["localiser"]
+        save_checkpoint(args.out or args.checkpoint, ck)
+        print(f"wrote {args.out or args.checkpoint} (localiser of {args.copy_from})")
+        return 0
     cfg = load(TrainConfig, args.config, list(args.overrides))
     if cfg.localiser_steps <= 0:
         raise InputError(f"{args.config}: localiser_steps is {cfg.localiser_steps}; give the steps, e.g. localiser_steps=1500")
