@@ -206,6 +206,15 @@ def test_train_a_coords_head_with_real_pairs_and_estimate_with_zoom_in(tmp_path)
         poses = est.estimate(img, frame.K, boxes=[("toy", win)])
         for p in poses:  # a few steps of training: any pose it returns is a rigid, finite pose in front of the camera
             assert p.t_m2c_m[2] > 0 and geometry.orthonormality_error(p.R_m2c) < 1e-6 and 0 <= p.score <= 1
+    # the demo checkpoint's localiser (same toy object) copied in: localiser windows, then the coords head and zoom-in
+    from featmap_ros.checkpoint import bundled_weights
+    with_loc = tmp_path / "with_loc.pt"
+    assert main(["train", "localiser", "--checkpoint", str(out / "last.pt"), "--copy-from", str(bundled_weights("object")),
+                 "--out", str(with_loc)]) == 0
+    est = ObjectPoseEstimator.from_checkpoint(with_loc, device="cpu")
+    assert est.localiser is not None and est.head == "coords"
+    assert all(p.object_name == "toy" for p in est.estimate(img, frame.K))
+    assert main(["train", "localiser", "--checkpoint", str(out / "last.pt"), "--copy-from", str(out / "last.pt")]) == 2  # no localiser there
 
 
 def test_zoom_window_is_the_training_window_of_the_pose_and_falls_back(tmp_path):
