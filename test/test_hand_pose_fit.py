@@ -90,3 +90,21 @@ def test_bundled_table():
     assert np.all(t.angles_rad >= hm.ANGLE_LIMITS_RAD[..., 0] - 1e-6) and np.all(t.angles_rad <= hm.ANGLE_LIMITS_RAD[..., 1] + 1e-6)
     # real poses: not all open hands (some fingers are well flexed)
     assert np.mean(t.angles_rad[:, :4, 2] > 0.8) > 0.05
+
+
+def test_commands(tmp_path, capsys):
+    from featmap_ros import cli
+
+    shape = hm.anatomic_shape()
+    path = tmp_path / "icvl.txt"
+    path.write_text(icvl_line(shape, known_angles(), np.eye(3), np.array([0.0, 0.0, 0.4])) + "\n")
+    out = tmp_path / "table.npz"
+    assert cli.main(["render", "hand-poses", "--icvl", str(path), "--out", str(out)]) == 0
+    assert F.load_table(out).angles_rad.shape == (1, 5, 4) and "fitted 1 frames" in capsys.readouterr().out
+    assert cli.main(["render", "hand-poses", "--icvl", str(tmp_path / "missing.txt"), "--out", str(out)]) == 2
+    assert "no such ICVL label file" in capsys.readouterr().err
+    # the pose comparison refuses a label file that is not NYU's test set
+    labels = tmp_path / "nyu.txt"
+    labels.write_text((" ".join(["320 240 800"] * 14) + "\n") * 3)
+    assert cli.main(["bench", "hand-poses", "--nyu-labels", str(labels), "--frames", "2", "--samples", "2"]) == 2
+    assert "8252" in capsys.readouterr().err
