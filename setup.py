@@ -14,7 +14,7 @@ setup(
     # featmap_ros.weights holds data only (the bundled .pt/.yaml): a namespace package, declared
     # with its data, so that pip neither warns nor drops it
     packages=find_namespace_packages(include=["featmap_ros", "featmap_ros.*"], exclude=["*.__pycache__"]),
-    package_data={"featmap_ros.weights": ["*.pt", "*.yaml"]},
+    package_data={"featmap_ros.weights": ["*.pt", "*.yaml"], "featmap_ros.render.data": ["*.npz"]},
     install_requires=[
         "numpy>=1.23",
         "scipy>=1.9",

@@ -34,6 +34,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WINDOW_SCALE = 1.2
 #: side of the hand crop cube, mm (DeepPrior).
 DEFAULT_CUBE_MM = 300.0
+#: how a hand checkpoint's crops are centred (HandMeta.centre).
+HAND_CENTRES = ("palm", "com")
 
 
 def _numpy_safe_globals() -> list:
@@ -296,11 +298,16 @@ class HandMeta:
         joint_names: (J,) names of the predicted joints.
         cube_mm: side of the crop cube, mm.
         depth_range_m: (near, far) depth band of the run-time localiser, metres (None = its default).
+        centre: how crops were centred in training, and so at run time: ``palm`` (the palm-centre
+            joint in training; the localiser + learned refiner at run time; checkpoints without
+            the field) or ``com`` (DeepPrior++'s refined centre of mass of the depth,
+            :func:`featmap_ros.hand_localiser.refined_com_m`, in both).
     """
 
     joint_names: tuple[str, ...]
     cube_mm: float = DEFAULT_CUBE_MM
     depth_range_m: tuple[float, float] | None = None
+    centre: str = "palm"
 
     @classmethod
     def from_dict(cls, meta: dict, n_joints: int, where: str = "meta") -> "HandMeta":
@@ -312,4 +319,7 @@ class HandMeta:
             raise InputError(f"{where}: field 'joint_names' has {len(names)} names but the model predicts {n_joints} joints")
         rng = meta.get("depth_range_m")
         depth_range = None if rng is None else (float(rng[0]), float(rng[1]))
-        return cls(names, float(meta.get("cube_mm", DEFAULT_CUBE_MM)), depth_range)
+        centre = str(meta.get("centre", "palm"))
+        if centre not in HAND_CENTRES:
+            raise InputError(f"{where}: field 'centre' is {centre!r}; valid: {list(HAND_CENTRES)}")
+        return cls(names, float(meta.get("cube_mm", DEFAULT_CUBE_MM)), depth_range, centre)

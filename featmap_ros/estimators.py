@@ -478,10 +478,10 @@ class HandPoseEstimator(_Base):
         """
         ck = load_checkpoint(path, task="hand")
         model = model_from_checkpoint(ck, str(path))
-        refiner = None
-        if refine_centre:  # the refiner's network runs where f, g, h run
-            refiner = hand_localiser.HandCentreRefiner.from_file(runtime=runtime)
         meta = HandMeta.from_dict(ck.get("meta", {}), model.cfg.n_joints, f"{path}: meta")
+        refiner = None
+        if refine_centre and meta.centre == "palm":  # the refiner's network runs where f, g, h run
+            refiner = hand_localiser.HandCentreRefiner.from_file(runtime=runtime)
         return cls(model, meta, use_mapping=bool(ck.get("config", {}).get("mapping", True)),
                    device=device, centre_refiner=refiner, runtime=runtime)
 
@@ -523,7 +523,9 @@ class HandPoseEstimator(_Base):
             centres.append(_localise_hand(d, K, self.meta) if c is None else c)
         # the localised centres are refined together: one refiner call per round for the batch
         found = [n for n, c in enumerate(centres) if c is not None and (centers_m is None or centers_m[n] is None)]
-        if found and self.centre_refiner is not None:
+        if self.meta.centre == "com":  # DeepPrior++: every centre (given or found) seeds the refined CoM
+            centres = [None if c is None else _refined_com(d, K, c, self.cube_mm) for d, c in zip(ds, centres)]
+        elif found and self.centre_refiner is not None:
             try:
                 for n, c in zip(found, self.centre_refiner.refine_batch([ds[n] for n in found], K, [centres[n] for n in found])):
                     centres[n] = c
@@ -575,6 +577,14 @@ def _localise_hand(depth_m: np.ndarray, K: np.ndarray, meta: HandMeta) -> np.nda
         log.debug("no hand: %s", e)
         return None
     return None if c is None else np.asarray(c, dtype=np.float64).reshape(3)
+
+
+def _refined_com(depth_m: np.ndarray, K: np.ndarray, seed_m: np.ndarray, cube_mm: float) -> np.ndarray | None:
+    try:
+        return hand_localiser.refined_com_m(depth_m, K, seed_m, cube_m=cube_mm / 1000.0)
+    except InputError as e:
+        log.debug("no hand centre: %s", e)
+        return None
 
 
 def _crop_depth(depth_m: np.ndarray, K: np.ndarray, center_m: np.ndarray, cube_mm: float, size: int):

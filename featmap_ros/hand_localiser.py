@@ -498,6 +498,74 @@ def localise_hand(
     return c
 
 
+#: DeepPrior++'s refined centre of mass: the cube side of the first round and how much it shrinks by the last.
+COM_CUBE_M = 0.25
+COM_ITERATIONS = 3
+COM_SHRINK = 0.1
+
+
+def refined_com_m(depth_m: np.ndarray, K: np.ndarray, seed_c_m: np.ndarray, cube_m: float = COM_CUBE_M,
+                  iterations: int = COM_ITERATIONS, shrink: float = COM_SHRINK, min_pixels: int = 30, stride: int = 2) -> np.ndarray:
+    """The hand's centre as DeepPrior++ takes it: the centre of mass of the depth inside a cube,
+    re-centred on that mass a few times (``refineCoMIterative``).
+
+    Round k keeps the pixels whose depth lies within the current centre's z +- side/2 and whose
+    pixel lies in the cube's projected x-y window, the side shrinking linearly from ``cube_m`` to
+    ``cube_m * (1 - shrink)``; the mean of their 3D points is the next centre. Training crops
+    (seeded at the true palm centre) and run-time crops (seeded at the localiser's answer) use
+    this same function, so the network sees the same centring in both.
+
+    Args:
+        depth_m: (H, W) depth along z, metres, 0 / non-finite = invalid.
+        K: (3, 3) intrinsics, pixels.
+        seed_c_m: (3,) start, camera optical frame, metres.
+        cube_m: cube side of the first round, metres.
+        iterations: rounds (0 returns the seed).
+        shrink: relative shrink of the side by the last round.
+        min_pixels: a round with fewer pixels (sampled) stops at the last centre.
+        stride: use every ``stride``-th row and column.
+
+    Returns:
+        (3,) float64 centre, camera optical frame, metres.
+
+    Raises:
+        InputError: bad depth map, intrinsics, seed or parameters.
+    """
+    K = check_K(K)
+    d = np.asarray(depth_m)
+    if d.ndim != 2 or d.size == 0:
+        raise InputError(f"depth_m: expected (H, W), got shape {d.shape}")
+    c = np.asarray(seed_c_m, dtype=np.float64).reshape(-1)
+    if c.size != 3 or not np.all(np.isfinite(c)) or c[2] <= 1e-3:
+        raise InputError(f"seed_c_m: expected 3 finite values with z > 0, got {c.tolist()}")
+    if not (np.isfinite(cube_m) and cube_m > 0) or not 0.0 <= shrink < 1.0:
+        raise InputError(f"cube_m must be positive and shrink in [0, 1), got {cube_m}, {shrink}")
+    if not isinstance(iterations, (int, np.integer)) or iterations < 0 or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise InputError(f"iterations (>= 0) and stride (>= 1) must be ints, got {iterations!r}, {stride!r}")
+    H, W = d.shape
+    for k in range(int(iterations)):
+        side = cube_m * (1.0 - shrink * k / max(iterations - 1, 1))
+        half = side / 2.0
+        u0 = int(np.floor(K[0, 0] * (c[0] - half) / c[2] + K[0, 2]))
+        u1 = int(np.ceil(K[0, 0] * (c[0] + half) / c[2] + K[0, 2])) + 1
+        v0 = int(np.floor(K[1, 1] * (c[1] - half) / c[2] + K[1, 2]))
+        v1 = int(np.ceil(K[1, 1] * (c[1] + half) / c[2] + K[1, 2])) + 1
+        u0, v0, u1, v1 = max(u0, 0), max(v0, 0), min(u1, W), min(v1, H)
+        if u1 <= u0 or v1 <= v0:
+            break
+        win = np.asarray(d[v0:v1:stride, u0:u1:stride], dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            sel = np.isfinite(win) & (win > c[2] - half) & (win < c[2] + half)
+        if np.count_nonzero(sel) < min_pixels:
+            break
+        vv, uu = np.nonzero(sel)
+        z = win[vv, uu]
+        uu = uu * stride + u0
+        vv = vv * stride + v0
+        c = np.array([np.mean((uu - K[0, 2]) * z) / K[0, 0], np.mean((vv - K[1, 2]) * z) / K[1, 1], np.mean(z)])
+    return c
+
+
 def _depth_steps(d: np.ndarray, step_m: float) -> np.ndarray:
     """(H, W) bool: pixels of the (H, W) depth ``d`` (metres) with a 4-neighbour more than ``step_m`` away."""
     dz = np.zeros(d.shape, bool)

@@ -34,7 +34,9 @@ def generate_launch_description():
         DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"], description="start RViz"),
         DeclareLaunchArgument("dataset_root", default_value="",
                               description="NYU hand dataset folder (train/, test/); empty = the embedded sample"),
-        DeclareLaunchArgument("weights", default_value="", description="hand checkpoint; empty = bundled weights"),
+        DeclareLaunchArgument("weights", default_value="nyu_hand",
+                              description="hand checkpoint, or a bundled one by name: nyu_hand (default: real depth, DeepPrior++ "
+                                          "preprocessing, Kinect v1 domain), demo_hand (the demo's); empty = demo_hand"),
         DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda"),
         DeclareLaunchArgument("runtime", default_value="torch", choices=["torch", "onnxruntime"],
                               description="what runs the networks: torch, or onnxruntime (needs pip install onnxruntime)"),

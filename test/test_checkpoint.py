@@ -104,6 +104,11 @@ def test_object_meta_names_the_bad_field():
         ckpt.ObjectMeta.from_dict(dict(good, obj_ids=[1]))
     with pytest.raises(InputError, match="joint_names"):
         ckpt.HandMeta.from_dict({"joint_names": ["a"]}, n_joints=14)
+    names = [f"j{i}" for i in range(14)]
+    assert ckpt.HandMeta.from_dict({"joint_names": names}, 14).centre == "palm"  # older checkpoints
+    assert ckpt.HandMeta.from_dict({"joint_names": names, "centre": "com", "cube_mm": 250}, 14).centre == "com"
+    with pytest.raises(InputError, match="'centre'"):
+        ckpt.HandMeta.from_dict({"joint_names": names, "centre": "wrist"}, 14)
 
 
 def test_missing_checkpoint_names_the_file(tmp_path):

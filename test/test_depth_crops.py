@@ -146,3 +146,28 @@ def test_localiser_on_real_like_frames():
     # the full figure over hundreds of frames is printed by `featmap bench hand-detector`-style
     # runs (see README); here: most frames land on the hand
     assert np.median(errs) < 0.04, np.round(np.array(errs) * 1000)
+
+
+def test_refined_centre_of_mass():
+    # a frontal square plate 10 cm wide at 0.7 m and a wall at 2 m: the CoM of what lies in the
+    # cube is the plate's centre, from any seed within a few centimetres
+    wall = render_plane_depth([0, 0, 2.0], [0, 0, -1.0], K, 640, 480)
+    plate = np.zeros_like(wall)
+    centre = np.array([0.03, -0.02, 0.7])
+    u0, u1 = [int(K[0, 0] * (centre[0] + s) / 0.7 + K[0, 2]) for s in (-0.05, 0.05)]
+    v0, v1 = [int(K[1, 1] * (centre[1] + s) / 0.7 + K[1, 2]) for s in (-0.05, 0.05)]
+    plate[v0:v1, u0:u1] = 0.7
+    depth = np.where(plate > 0, plate, wall)
+    for seed in (centre, centre + [0.03, -0.02, 0.04], centre + [-0.02, 0.03, -0.05]):
+        c = hand_localiser.refined_com_m(depth, K, seed, cube_m=0.25)
+        np.testing.assert_allclose(c, centre, atol=0.002)
+    # an arm behind the plate within the cube pulls the mass towards it; the wall never counts
+    arm = render_capsules_depth([centre + [0, 0.06, 0.03]], [centre + [0, 0.3, 0.1]], [0.025], K, 640, 480, depth_m=depth)
+    c = hand_localiser.refined_com_m(arm, K, centre, cube_m=0.25)
+    assert c[1] > centre[1] + 0.005 and c[2] < 0.8
+    # no depth near the seed: the seed comes back
+    np.testing.assert_allclose(hand_localiser.refined_com_m(wall, K, centre, cube_m=0.25), centre)
+    with pytest.raises(InputError, match="seed_c_m"):
+        hand_localiser.refined_com_m(depth, K, [0.0, 0.0, -1.0])
+    with pytest.raises(InputError, match="depth_m"):
+        hand_localiser.refined_com_m(depth[0], K, centre)

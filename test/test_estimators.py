@@ -152,6 +152,28 @@ def test_hand_perfect_network_gives_joints_back(monkeypatch):
         est.estimate(np.zeros((4, 4, 3), np.float32), Kh)
 
 
+def test_hand_com_centre_is_the_refined_centre_of_mass(monkeypatch):
+    """A ``centre: com`` checkpoint crops at DeepPrior++'s refined centre of mass of the depth,
+    whether the seed is given or localised, and runs no learned refiner."""
+    from featmap_ros import hand_localiser
+    from featmap_ros.estimators import HandPoseEstimator
+
+    Kh = np.array([[290.0, 0, 160.0], [0, 290.0, 120.0], [0, 0, 1.0]])
+    meta = {"cube_mm": 250.0, "joint_names": [f"j{i}" for i in range(14)], "centre": "com"}
+    est = HandPoseEstimator(hand_model(), meta, device="cpu")
+    assert est.meta.centre == "com" and est.cube_mm == 250.0
+    monkeypatch.setattr(est, "_infer", lambda batch: np.zeros((len(batch), 14, 3)))
+    centre = np.array([0.02, -0.01, 0.7])
+    depth = blob_depth(Kh, centre)
+    seed = centre + np.array([0.02, -0.015, 0.01])
+    res = est.estimate_batch([depth], Kh, centers_m=[seed])[0]
+    want = hand_localiser.refined_com_m(depth, Kh, seed, cube_m=0.25)
+    np.testing.assert_allclose(res.crop_center_m, want, atol=1e-12)
+    assert np.linalg.norm(res.crop_center_m - seed) > 0.01  # it moved off the seed, onto the blob's surface
+    found = est.estimate(depth, Kh)
+    assert found is not None and np.linalg.norm(found.crop_center_m - want) < 0.005
+
+
 def test_window_crop_matches_full_image_crop():
     from featmap_ros.estimators import _crop_window
 

@@ -178,3 +178,29 @@ def test_ray_caster_agrees_with_the_mesh_renderer():
     assert (a & b).sum() / (a | b).sum() > 0.97
     diff = np.abs(d[a & b] - out.depth_m[a & b])
     assert np.median(diff) < 0.001  # tessellation of the mesh: well under a millimetre
+
+
+def test_anatomic_surface():
+    shape = hm.anatomic_shape()
+    a = np.zeros((5, 4))
+    A, B, R, part = hm.anatomic_capsules_h(shape, a, forearm_length_m=0.25, sleeve=(0.06, 0.05))
+    assert A.shape == B.shape == (len(R), 3) and set(part.tolist()) == {hm.PART_SKIN, hm.PART_SLEEVE}
+    # the same joints as the capsule hand with these bones: the surface does not move the skeleton
+    np.testing.assert_allclose(hm.forward_kinematics_h(shape, a)[:30], hm.forward_kinematics_h(hm.HandShape(bases_m=shape.bases_m, lengths_m=shape.lengths_m), a)[:30])
+    # tapered fingers: the index's capsules thin towards the tip
+    ch = hm.finger_chains_h(shape, a)
+    near_tip = R[np.linalg.norm((A + B) / 2 - (ch[3, 2] + ch[3, 3]) / 2, axis=1) < 0.006]
+    near_base = R[np.linalg.norm((A + B) / 2 - (ch[3, 0] + ch[3, 1]) / 2, axis=1) < 0.012]
+    assert near_tip.size and near_base.size and near_tip.max() < near_base.max()
+    # a palm of real thickness (~28 mm) and wider, thicker hands with the factors
+    inst = hm.HandInstance(shape, a, FRONT, np.array([0.0, 0.0, 0.6]))
+    d = render_hand_depth(inst, K, 640, 480)
+    c = inst.joints_c_m()[hm.PALM_CENTER]
+    u, v = int(round(K[0, 0] * c[0] / c[2] + K[0, 2])), int(round(K[1, 1] * c[1] / c[2] + K[1, 2]))
+    assert 0.011 < c[2] - d[v, u] < 0.017  # the palm's surface lies half its thickness in front of the palm centre
+    thick = hm.anatomic_shape(thickness_factor=1.2)
+    assert thick.palm_radius_m == pytest.approx(1.2 * shape.palm_radius_m)
+    wide = hm.anatomic_shape(palm_width_factor=1.1)
+    assert np.ptp(wide.bases_m[:4, 0]) == pytest.approx(1.1 * np.ptp(shape.bases_m[:4, 0]))
+    with pytest.raises(InputError, match="joint_radii_m"):
+        hm.HandShape(joint_radii_m=np.zeros((5, 4)))

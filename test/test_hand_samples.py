@@ -75,6 +75,33 @@ def test_pairs_from_nyu_layout(tmp_path):
     assert len(aug) == 2 and int(aug[1]["index"]) == 2
 
 
+def test_pairs_centred_on_the_refined_centre_of_mass(tmp_path):
+    from featmap_ros.hand_localiser import refined_com_m
+    from featmap_ros.data.nyu import NyuDataset, load_depth_mm
+
+    hands = _write_pairs(tmp_path)
+    ds = hs.NyuPairCrops(tmp_path, "train", size=64, cube_m=0.25, centre="com")
+    s = ds[0]
+    real_m = load_depth_mm(NyuDataset(tmp_path, "train")[0].depth_path) / 1000.0
+    want = refined_com_m(real_m, K, hands[0].joints_c_m()[32], 0.25)
+    np.testing.assert_allclose(s["center_c_m"].numpy(), want, atol=1e-6)
+    assert float(s["cube_m"]) == pytest.approx(0.25)
+    with pytest.raises(InputError, match="centre"):
+        hs.NyuPairCrops(tmp_path, "train", centre="wrist")
+
+
+def test_synthetic_cache_of_the_deepprior_recipe():
+    from featmap_ros.training.prepare import render_hand_synthetic
+
+    out = render_hand_synthetic(32, 3, seed=0, progress=False, domain="kinect", centre="com", cube_mm=250.0)
+    assert out["depth"].shape == (3, 1, 32, 32) and out["joints_n"].shape == (3, 14, 3)
+    # joints are relative to the centre of mass (tens of mm from the palm), in units of the 125-mm half cube
+    palm = out["joints_n"][:, 13]
+    assert 0.05 < float(palm.norm(dim=1).mean()) < 0.8
+    first = render_hand_synthetic(32, 2, seed=0, progress=False)
+    assert float(first["joints_n"][:, 13].norm(dim=1).max()) < 0.2  # the first recipe: palm centre + 5 mm jitter
+
+
 def test_eval_crops(tmp_path):
     _write_pairs(tmp_path / "x", n=2, seed=1)
     (tmp_path / "x" / "train").rename(tmp_path / "x" / "test")

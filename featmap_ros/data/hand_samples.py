@@ -24,7 +24,7 @@ from featmap_ros.crops import DepthCropTransform, augment_depth_crop, crop_depth
 from featmap_ros.data.nyu import NyuDataset, eval_joints, load_depth_mm, nyu_K
 from featmap_ros.data.specs import NYU_EVAL_JOINTS
 from featmap_ros.errors import InputError
-from featmap_ros.hand_localiser import localise_hand
+from featmap_ros.hand_localiser import localise_hand, refined_com_m
 from featmap_ros.render.hand import PALM_CENTER, sample_hand
 from featmap_ros.render.hand_depth import render_hand_depth
 
@@ -111,11 +111,16 @@ class NyuPairCrops(Dataset):
             so it is reproducible after ``torch.manual_seed`` and differs between epochs of
             DataLoader workers).
         indices: optional subset of frame indices (e.g. a few thousand "real" frames).
+        centre: ``palm`` (the palm-centre joint) or ``com`` (the refined centre of mass of the
+            *real* image, seeded at the palm centre: the centre the run-time estimator computes).
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", size: int = 128, cube_m: float = 0.3, augment: bool = False, seed: int = 0, indices: list[int] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike, split: str = "train", size: int = 128, cube_m: float = 0.3, augment: bool = False, seed: int = 0,
+                 indices: list[int] | None = None, centre: str = "palm") -> None:
+        if centre not in ("palm", "com"):
+            raise InputError(f"centre: expected 'palm' or 'com', got {centre!r}")
         self.ds = NyuDataset(root, split)
-        self.size, self.cube_m, self.augment, self.seed = int(size), float(cube_m), augment, int(seed)
+        self.size, self.cube_m, self.augment, self.seed, self.centre = int(size), float(cube_m), augment, int(seed), centre
         self.indices = list(range(len(self.ds))) if indices is None else [int(i) for i in indices]
 
     def __len__(self) -> int:
@@ -124,11 +129,14 @@ class NyuPairCrops(Dataset):
     def __getitem__(self, k: int) -> dict:
         i = self.indices[k]
         f = self.ds[i]
+        real_m = load_depth_mm(f.depth_path) / 1000.0
         center, cube, angle = _palm_centre(f), self.cube_m, 0.0
+        if self.centre == "com":
+            center = refined_com_m(real_m, self.ds.K, center, self.cube_m)
         if self.augment:
             rng = np.random.default_rng([self.seed, i, torch.initial_seed() % (2**32)])
             center, cube, angle = augment_depth_crop(rng, center, self.cube_m)
-        real, T = crop_depth(load_depth_mm(f.depth_path) / 1000.0, center, self.ds.K, cube, self.size, angle)
+        real, T = crop_depth(real_m, center, self.ds.K, cube, self.size, angle)
         synth, _ = crop_depth(load_depth_mm(f.synth_path) / 1000.0, center, self.ds.K, cube, self.size, angle)
         out = _sample_dict(real, eval_joints(f), T, key="real")
         out["synth"] = torch.from_numpy(synth)[None]

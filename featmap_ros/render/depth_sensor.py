@@ -30,7 +30,7 @@ frame exactly.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -40,8 +40,9 @@ from featmap_ros.data.nyu import NyuSplitWriter, nyu_K
 from featmap_ros.data.specs import NYU_EVAL_JOINTS, hand_dataset
 from featmap_ros.errors import InputError
 from featmap_ros.geometry import check_K
-from featmap_ros.render.hand import HandInstance, sample_hand
+from featmap_ros.render.hand import PART_SLEEVE, HandInstance, HandShape, anatomic_shape, sample_articulation, sample_hand
 from featmap_ros.render.hand_depth import composite_nearest, render_capsules_depth, render_plane_depth
+from featmap_ros.render.hand_pose_fit import PoseTable, load_table, sample_table_articulation
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,18 @@ class SensorModel:
         edge_drop_prob: probability that a silhouette pixel is dropped.
         speckle_count: mean number of small random holes per frame.
         min_range_m, max_range_m: working range.
+        edge_band_px: width of the silhouette band whose pixels may drop (Kinect v1: 2).
+        smooth_window_px: side of the edge-preserving (bilateral) smoothing of the disparity,
+            the correlation window's effect on a block-matching sensor (0 = off).
+        thin_px: foreground structures thinner than this (pixels; a grey opening of the
+            nearness) lose their depth with probability ``thin_drop_prob``: the correlation
+            window cannot resolve them (0 = off).
+        thin_drop_prob: see ``thin_px``.
+        dark_drop_prob: probability that a pixel of a dark material (``dark_mask``, e.g. a
+            sleeve) returns no depth: the IR pattern is absorbed.
+
+    The defaults are the sensor of the first real-like domain; :data:`KINECT_V1` is the
+    Kinect v1 / PrimeSense model of the NYU frames.
     """
 
     baseline_m: float = 0.075
@@ -72,6 +85,11 @@ class SensorModel:
     speckle_count: float = 6.0
     min_range_m: float = 0.4
     max_range_m: float = 4.0
+    edge_band_px: int = 1
+    smooth_window_px: int = 0
+    thin_px: int = 0
+    thin_drop_prob: float = 0.0
+    dark_drop_prob: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +120,16 @@ class SceneModel:
     clutter_gap_m: float = 0.25
 
 
+#: The Kinect v1 / PrimeSense Carmine that recorded NYU: 7.5 cm baseline, disparity in 1/8 px
+#: (depth steps of ~1.8 mm at 0.8 m), a 9x9-class correlation window (smoothing, thin parts lost),
+#: two-pixel edge bands, holes on dark and oblique surfaces, more speckle.
+KINECT_V1 = SensorModel(disparity_sigma_px=0.06, smooth_sigma_px=0.08, disparity_subpixel=8, grazing_deg=74.0,
+                        edge_step_m=0.010, edge_drop_prob=0.6, speckle_count=12.0, edge_band_px=2,
+                        smooth_window_px=5, thin_px=5, thin_drop_prob=0.7, dark_drop_prob=0.5)
+#: sensor models by name (``featmap render hand --sensor``).
+SENSORS = {"default": SensorModel(), "kinect_v1": KINECT_V1}
+
+
 def _normals_cos(depth_m: np.ndarray, K: np.ndarray) -> np.ndarray:
     """|cos| of the angle between the surface normal and the viewing ray, per pixel; (H, W)."""
     H, W = depth_m.shape
@@ -123,7 +151,8 @@ def _normals_cos(depth_m: np.ndarray, K: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(c), c, 1.0)
 
 
-def apply_sensor(depth_m: np.ndarray, K: np.ndarray, rng: np.random.Generator, sensor: SensorModel = SensorModel()) -> np.ndarray:
+def apply_sensor(depth_m: np.ndarray, K: np.ndarray, rng: np.random.Generator, sensor: SensorModel = SensorModel(),
+                 dark_mask: np.ndarray | None = None) -> np.ndarray:
     """Turn a clean scene depth into what the sensor reports.
 
     Args:
@@ -131,6 +160,7 @@ def apply_sensor(depth_m: np.ndarray, K: np.ndarray, rng: np.random.Generator, s
         K: (3, 3) intrinsics.
         rng: random generator (all randomness comes from it).
         sensor: parameters.
+        dark_mask: optional (H, W) bool, pixels of a dark material (``sensor.dark_drop_prob``).
 
     Returns:
         (H, W) float32 depth, metres, whole millimetres, 0 = invalid.
@@ -162,13 +192,33 @@ def apply_sensor(depth_m: np.ndarray, K: np.ndarray, rng: np.random.Generator, s
         e = np.abs(a - b) > sensor.edge_step_m
         step[: H - dy, : W - dx] |= e
         step[dy:, dx:] |= e
+    if sensor.edge_band_px > 1:
+        step = cv2.dilate(step.astype(np.uint8), np.ones((2 * sensor.edge_band_px - 1,) * 2, np.uint8)) > 0
     edge = valid & step & (rng.uniform(size=z.shape) < sensor.edge_drop_prob)
+    # 3b. parts thinner than the correlation window, and dark materials
+    thin = np.zeros_like(valid)
+    if sensor.thin_px > 1:
+        near = np.where(valid, -z, -1e3).astype(np.float32)
+        opened = cv2.morphologyEx(near, cv2.MORPH_OPEN, np.ones((sensor.thin_px, sensor.thin_px), np.uint8))
+        thin = valid & (near - opened > sensor.edge_step_m) & (rng.uniform(size=z.shape) < sensor.thin_drop_prob)
+    dark = np.zeros_like(valid)
+    if dark_mask is not None and sensor.dark_drop_prob > 0:
+        dm = np.asarray(dark_mask, dtype=bool)
+        if dm.shape != z.shape:
+            raise InputError(f"dark_mask: expected shape {z.shape}, got {dm.shape}")
+        # dropouts come in blobs, not single pixels: a smooth random field thresholded
+        field = cv2.GaussianBlur(rng.uniform(size=z.shape).astype(np.float32), (0, 0), 3.0)
+        field = (field - field.mean()) / max(float(field.std()), 1e-6)
+        dark = valid & dm & (field < np.quantile(field, sensor.dark_drop_prob))
     # 4. disparity noise (white + smooth) and quantisation
     fb = f * sensor.baseline_m
     disp = np.where(valid, fb / np.where(valid, z, 1.0), 0.0)
     gh, gw = max(H // sensor.smooth_cell_px, 2), max(W // sensor.smooth_cell_px, 2)
     smooth = cv2.resize(rng.normal(0.0, sensor.smooth_sigma_px, size=(gh, gw)), (W, H), interpolation=cv2.INTER_CUBIC)
     disp = disp + rng.normal(0.0, sensor.disparity_sigma_px, size=z.shape) + smooth
+    if sensor.smooth_window_px > 1:  # the correlation window averages the disparity, not across edges
+        filt = cv2.bilateralFilter(disp.astype(np.float32), sensor.smooth_window_px, 0.5, sensor.smooth_window_px / 2.0)
+        disp = np.where(valid, filt, 0.0)
     q = float(sensor.disparity_subpixel)
     disp = np.round(disp * q) / q
     with np.errstate(divide="ignore"):
@@ -178,7 +228,7 @@ def apply_sensor(depth_m: np.ndarray, K: np.ndarray, rng: np.random.Generator, s
     for _ in range(int(rng.poisson(sensor.speckle_count))):
         cu, cv_ = int(rng.integers(W)), int(rng.integers(H))
         cv2.ellipse(holes, (cu, cv_), (int(rng.integers(1, 5)), int(rng.integers(1, 4))), float(rng.uniform(0, 180)), 0, 360, 1, -1)
-    drop = shadow | graze | edge | holes.astype(bool)
+    drop = shadow | graze | edge | thin | dark | holes.astype(bool)
     out = np.where(drop, 0.0, out)
     # 6. range and millimetres
     out = np.where((out >= sensor.min_range_m) & (out <= sensor.max_range_m), np.round(out * 1000.0) / 1000.0, 0.0)
@@ -230,14 +280,16 @@ def render_pair(hand: HandInstance, K: np.ndarray, width: int, height: int, rng:
 
     Returns:
         (synth_m, real_m): two (H, W) float32 depth maps, metres, 0 = invalid. ``synth_m`` holds
-        the hand and a forearm stub only; ``real_m`` the full scene through the sensor model.
+        the hand and a forearm stub only; ``real_m`` the full scene through the sensor model
+        (a sleeve, when the hand has one, is a dark material: ``sensor.dark_drop_prob``).
     """
-    a, b, r = hand.capsules_c(scene.synth_forearm_length_m)
+    a, b, r, _ = hand.surface_c(scene.synth_forearm_length_m)
     synth = render_capsules_depth(a, b, r, K, width, height)
     bg = render_background(hand, K, width, height, rng, scene)
-    a, b, r = hand.capsules_c(scene.forearm_length_m)
-    clean_scene = render_capsules_depth(a, b, r, K, width, height, depth_m=bg)
-    real = apply_sensor(clean_scene, K, rng, sensor)
+    a, b, r, part = hand.surface_c(scene.forearm_length_m)
+    labels = np.zeros((height, width), np.int32)
+    clean_scene = render_capsules_depth(a, b, r, K, width, height, depth_m=bg, labels=labels, label_ids=part)
+    real = apply_sensor(clean_scene, K, rng, sensor, dark_mask=labels == PART_SLEEVE)
     return synth, real
 
 
@@ -245,6 +297,116 @@ def sample_pair(rng: np.random.Generator, K: np.ndarray, width: int = 640, heigh
     """A random hand (``render.hand.sample_hand``) and its (synthetic, real-like) depth pair."""
     hand = sample_hand(rng, K, width, height, **hand_kwargs)
     synth, real = render_pair(hand, K, width, height, rng, sensor, scene)
+    return hand, synth, real
+
+
+# ============================================================================= hand domains
+
+
+@dataclass(frozen=True)
+class HandDomain:
+    """A family of hands and frames: surface, proportions, poses, forearm and sleeve, sensor.
+
+    Attributes:
+        surface: ``capsules`` (the first hand) or ``anatomic`` (:func:`render.hand.anatomic_shape`).
+        poses: ``base`` (hand-picked base poses + noise) or ``table`` (rows of the fitted angle
+            table :data:`render.hand_pose_fit.BUNDLED_TABLE` + noise).
+        pose_sequence: the table's source sequence to draw from (-1 = all; ICVL: 0 = A, 1 = B).
+        pose_sigma_rad: noise added to every angle.
+        base_pose_prob: with ``table``, the fraction of poses still drawn from the base poses.
+        scale_range: overall hand size factor.
+        finger_length_sigma: relative standard deviation of each finger's length.
+        palm_width_range, thickness_range: factors on the palm's breadth and on every radius.
+        sleeve_prob: probability of a sleeve over the forearm (anatomic only).
+        sleeve_cuff_m: range of the cuff's distance behind the wrist.
+        sleeve_radius_m: range of the sleeve's radius.
+        sensor: name in :data:`SENSORS`.
+        synth_forearm_m: range of the forearm length of the clean synthetic renders (training).
+    """
+
+    surface: str = "capsules"
+    poses: str = "base"
+    pose_sequence: int = -1
+    pose_sigma_rad: float = 0.25
+    base_pose_prob: float = 0.0
+    scale_range: tuple[float, float] = (0.88, 1.12)
+    finger_length_sigma: float = 0.0
+    palm_width_range: tuple[float, float] = (1.0, 1.0)
+    thickness_range: tuple[float, float] = (1.0, 1.0)
+    sleeve_prob: float = 0.0
+    sleeve_cuff_m: tuple[float, float] = (0.04, 0.12)
+    sleeve_radius_m: tuple[float, float] = (0.042, 0.055)
+    sensor: str = "default"
+    synth_forearm_m: tuple[float, float] = (0.10, 0.10)
+
+    def __post_init__(self) -> None:
+        if self.surface not in ("capsules", "anatomic"):
+            raise InputError(f"HandDomain.surface: expected 'capsules' or 'anatomic', got {self.surface!r}")
+        if self.poses not in ("base", "table"):
+            raise InputError(f"HandDomain.poses: expected 'base' or 'table', got {self.poses!r}")
+        if self.sensor not in SENSORS:
+            raise InputError(f"HandDomain.sensor: unknown {self.sensor!r}; valid: {sorted(SENSORS)}")
+
+
+#: Named domains. ``v1``: the first real-like domain (capsule hand, base poses, the first sensor;
+#: frames identical to earlier releases). ``kinect``: the anatomic hand with poses fitted to
+#: ICVL's sequence B, varied proportions, sleeves, the Kinect v1 sensor (training).
+#: ``kinect_hard``: the harder test: other proportions (wider ranges), poses of ICVL's *other*
+#: sequence (A, never trained on), a sleeve and forearm in most frames, the Kinect v1 sensor.
+HAND_DOMAINS: dict[str, HandDomain] = {
+    "v1": HandDomain(),
+    "kinect": HandDomain(surface="anatomic", poses="table", pose_sequence=1, pose_sigma_rad=0.10, base_pose_prob=0.2,
+                         scale_range=(0.86, 1.12), finger_length_sigma=0.04, palm_width_range=(0.93, 1.07),
+                         thickness_range=(0.92, 1.08), sleeve_prob=0.5, sensor="kinect_v1", synth_forearm_m=(0.10, 0.27)),
+    "kinect_hard": HandDomain(surface="anatomic", poses="table", pose_sequence=0, pose_sigma_rad=0.06,
+                              scale_range=(0.80, 1.18), finger_length_sigma=0.07, palm_width_range=(0.86, 1.14),
+                              thickness_range=(0.85, 1.20), sleeve_prob=0.85, sleeve_cuff_m=(0.02, 0.09),
+                              sensor="kinect_v1", synth_forearm_m=(0.10, 0.27)),
+}
+
+
+def hand_domain(name: str) -> HandDomain:
+    """The named :data:`HAND_DOMAINS` entry; InputError listing the valid names."""
+    if name not in HAND_DOMAINS:
+        raise InputError(f"unknown hand domain {name!r}; valid: {sorted(HAND_DOMAINS)}")
+    return HAND_DOMAINS[name]
+
+
+def sample_domain_hand(rng: np.random.Generator, K: np.ndarray, width: int, height: int, domain: HandDomain,
+                       table: PoseTable | None = None) -> HandInstance:
+    """A random hand of ``domain`` whose palm centre projects inside the image.
+
+    ``v1`` draws exactly as :func:`render.hand.sample_hand` (same stream). Other domains draw
+    the shape and the articulation first, then place the hand as ``sample_hand`` does.
+
+    Args:
+        table: the fitted pose table (default: the bundled one, when ``domain.poses == 'table'``).
+    """
+    if domain.surface == "capsules" and domain.poses == "base" and domain.sleeve_prob == 0 and domain.finger_length_sigma == 0:
+        return sample_hand(rng, K, width, height, scale_range=domain.scale_range, sigma_rad=domain.pose_sigma_rad)
+    fl = 1.0 + domain.finger_length_sigma * rng.standard_normal(5)
+    if domain.surface == "anatomic":
+        shape = anatomic_shape(float(rng.uniform(*domain.scale_range)), np.clip(fl, 0.8, 1.2), float(rng.uniform(*domain.palm_width_range)),
+                               float(rng.uniform(*domain.thickness_range)))
+    else:
+        shape = HandShape(scale=float(rng.uniform(*domain.scale_range)), lengths_m=HandShape().lengths_m * np.clip(fl, 0.8, 1.2)[:, None])
+    if domain.poses == "table" and rng.uniform() >= domain.base_pose_prob:
+        tab = load_table() if table is None else table
+        angles = sample_table_articulation(rng, tab.subset(None if domain.pose_sequence < 0 else domain.pose_sequence), domain.pose_sigma_rad)
+    else:
+        angles = sample_articulation(rng, sigma_rad=0.25)
+    sleeve = None
+    if domain.surface == "anatomic" and rng.uniform() < domain.sleeve_prob:
+        sleeve = (float(rng.uniform(*domain.sleeve_cuff_m)), float(rng.uniform(*domain.sleeve_radius_m)) * shape.scale)
+    hand = sample_hand(rng, K, width, height, scale_range=(1.0, 1.0), shape=shape, angles_rad=angles)
+    return replace(hand, sleeve=sleeve)
+
+
+def sample_domain_pair(rng: np.random.Generator, K: np.ndarray, domain: HandDomain, width: int = 640, height: int = 480,
+                       table: PoseTable | None = None, scene: SceneModel = SceneModel()) -> tuple[HandInstance, np.ndarray, np.ndarray]:
+    """A hand of ``domain`` and its (synthetic, real-like) pair (:func:`render_pair` with the domain's sensor)."""
+    hand = sample_domain_hand(rng, K, width, height, domain, table)
+    synth, real = render_pair(hand, K, width, height, rng, SENSORS[domain.sensor], scene)
     return hand, synth, real
 
 
@@ -328,7 +490,7 @@ def harsh_crop_depth(crop_n: np.ndarray, rng: np.random.Generator, sensor: Harsh
     return np.clip(y, -1.0, 1.0).astype(np.float32)
 
 
-def write_hand_dataset(out: str | os.PathLike, count: int, seed: int, split: str = "test", previews: int = 0) -> list:
+def write_hand_dataset(out: str | os.PathLike, count: int, seed: int, split: str = "test", previews: int = 0, domain: str = "v1") -> list:
     """Write ``count`` real-like hand frames (with their ``synthdepth_*`` twins) in the NYU layout.
 
     Args:
@@ -337,6 +499,7 @@ def write_hand_dataset(out: str | os.PathLike, count: int, seed: int, split: str
         seed: seed of the frame stream.
         split: split folder.
         previews: how many frames to return for a preview picture.
+        domain: name in :data:`HAND_DOMAINS` (``v1``: the first real-like domain, as before).
 
     Returns:
         Up to ``previews`` tuples (real depth (H, W) m, synthetic depth (H, W) m, (14, 3) joints m).
@@ -347,11 +510,16 @@ def write_hand_dataset(out: str | os.PathLike, count: int, seed: int, split: str
         raise InputError(f"--count must be >= 1, got {count}")
     spec = hand_dataset("nyu")
     K = nyu_K()
+    dom = hand_domain(domain)
+    table = load_table() if dom.poses == "table" else None
     rng = np.random.default_rng(seed)
     shown = []
     with NyuSplitWriter(Path(out) / split, K) as w:
-        for _ in tqdm(range(count), desc=f"render hand {split}", unit="frame"):
-            hand, synth_m, real_m = sample_pair(rng, K, spec.width, spec.height)
+        for _ in tqdm(range(count), desc=f"render hand {split} ({domain})", unit="frame"):
+            if domain == "v1":
+                hand, synth_m, real_m = sample_pair(rng, K, spec.width, spec.height)
+            else:
+                hand, synth_m, real_m = sample_domain_pair(rng, K, dom, spec.width, spec.height, table)
             J = hand.joints_c_m()
             w.add(J, depth_mm=real_m * 1000.0, synth_mm=synth_m * 1000.0)
             if len(shown) < previews:

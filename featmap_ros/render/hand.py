@@ -106,6 +106,8 @@ class HandShape:
         palm_joints_m: (6, 3) PALM_1..PALM_6.
         palm_radius_m: radius of the palm capsules (half the palm thickness).
         forearm_radius_m: forearm capsule radius.
+        joint_radii_m: (5, 4) surface radius at each finger's base, inner joints and tip, or None
+            (the capsule hand); set, it selects the anatomic surface (:func:`anatomic_capsules_h`).
     """
 
     scale: float = 1.0
@@ -116,6 +118,7 @@ class HandShape:
     palm_joints_m: np.ndarray = field(default_factory=_default_palm_joints)
     palm_radius_m: float = 0.0125
     forearm_radius_m: float = 0.026
+    joint_radii_m: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.scale) and self.scale > 0):
@@ -125,6 +128,11 @@ class HandShape:
             if arr.shape != shape:
                 raise InputError(f"HandShape.{name}: expected shape {shape}, got {arr.shape}")
             object.__setattr__(self, name, arr)
+        if self.joint_radii_m is not None:
+            jr = np.asarray(self.joint_radii_m, dtype=np.float64)
+            if jr.shape != (5, 4) or np.any(jr <= 0):
+                raise InputError(f"HandShape.joint_radii_m: expected positive (5, 4), got shape {jr.shape}")
+            object.__setattr__(self, "joint_radii_m", jr)
         if np.any(self.lengths_m <= 0) or np.any(self.radii_m <= 0):
             raise InputError("HandShape: bone lengths and radii must be positive")
 
@@ -267,6 +275,136 @@ def capsules_h(shape: HandShape, angles_rad: np.ndarray, forearm_length_m: float
     return np.array(A), np.array(B), np.array(R)
 
 
+# ============================================================================= anatomic surface
+#
+# Adult hand proportions, metres, sexes pooled and rounded (approximate means of the published
+# tables: hand breadth at the metacarpals ~84 mm, hand thickness at metacarpal III ~28 mm, wrist
+# breadth ~60 mm and thickness ~38 mm, finger breadths at the proximal / distal interphalangeal
+# joints, as in the US Army hand anthropometry of Greiner (1991); phalanx lengths in the ratios of
+# Buryanov & Kotiuk (2010)). Written by this project; no third-party hand model is used.
+
+#: (5, 3) bone lengths of the anatomic hand (proximal, middle, distal incl. the pad); thumb:
+#: (metacarpal, proximal, distal).
+ANATOMIC_LENGTHS_M = np.array([[0.0330, 0.0185, 0.0175], [0.0415, 0.0255, 0.0195], [0.0445, 0.0265, 0.0200],
+                               [0.0400, 0.0225, 0.0190], [0.0460, 0.0320, 0.0240]])
+#: (5, 4) surface radius (half breadth) at each finger's base, two inner joints and tip.
+ANATOMIC_JOINT_RADII_M = np.array([[0.0088, 0.0080, 0.0071, 0.0061], [0.0098, 0.0093, 0.0079, 0.0068],
+                                   [0.0105, 0.0099, 0.0084, 0.0071], [0.0105, 0.0098, 0.0083, 0.0070],
+                                   [0.0130, 0.0110, 0.0105, 0.0088]])
+#: finger base joints (MCP; thumb CMC) of the anatomic hand, hand frame: a wider palm (breadth ~80 mm).
+ANATOMIC_BASES_M = np.array([[-0.034, 0.080, 0.0], [-0.015, 0.091, 0.0], [0.004, 0.095, 0.0], [0.024, 0.091, 0.0], [0.019, 0.016, 0.009]])
+
+
+def anatomic_shape(scale: float = 1.0, finger_length_factor: np.ndarray | None = None, palm_width_factor: float = 1.0,
+                   thickness_factor: float = 1.0) -> "HandShape":
+    """A :class:`HandShape` with the anthropometric proportions above.
+
+    Args:
+        scale: overall size factor.
+        finger_length_factor: (5,) factor on each finger's bones (default ones).
+        palm_width_factor: factor on the palm's breadth (x of the finger bases and palm joints).
+        thickness_factor: factor on every surface radius (palm thickness, finger breadths).
+
+    Returns:
+        HandShape whose ``joint_radii_m`` drive the anatomic surface.
+    """
+    fl = np.ones(5) if finger_length_factor is None else np.asarray(finger_length_factor, dtype=np.float64).reshape(5)
+    bases = ANATOMIC_BASES_M.copy()
+    bases[:, 0] *= palm_width_factor
+    palm = _default_palm_joints()
+    palm[:, 0] *= palm_width_factor
+    palm[[0, 1], 0] = np.array([-0.0165, 0.0165]) * palm_width_factor
+    return HandShape(scale=float(scale), bases_m=bases, lengths_m=ANATOMIC_LENGTHS_M * fl[:, None],
+                     radii_m=ANATOMIC_JOINT_RADII_M[:, 1:] * thickness_factor, palm_joints_m=palm,
+                     palm_radius_m=0.0140 * thickness_factor, forearm_radius_m=0.0195 * thickness_factor,
+                     joint_radii_m=ANATOMIC_JOINT_RADII_M * thickness_factor)
+
+
+def _tapered(a: np.ndarray, b: np.ndarray, ra: float, rb: float, pieces: int) -> tuple[list, list, list]:
+    """A round cone from a (radius ra) to b (radius rb) as ``pieces`` capsules of stepped radius."""
+    A, B, R = [], [], []
+    for i in range(pieces):
+        t0, t1 = i / pieces, (i + 1) / pieces
+        A.append(a + t0 * (b - a))
+        B.append(a + t1 * (b - a))
+        R.append(max(ra + (rb - ra) * t0, ra + (rb - ra) * t1))  # never thinner than the cone
+    return A, B, R
+
+
+#: label of the parts of :func:`anatomic_capsules_h`: skin, sleeve (a different material for the sensor).
+PART_SKIN, PART_SLEEVE = 1, 2
+
+
+def anatomic_capsules_h(shape: "HandShape", angles_rad: np.ndarray, forearm_length_m: float = 0.10, wrist_rad: np.ndarray | None = None,
+                        sleeve: tuple[float, float] | None = None, pieces: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The anatomic hand surface: tapered fingers, a palm of real thickness with thenar and
+    hypothenar pads, a wrist of elliptic section and a tapering forearm, optionally a sleeve.
+
+    A sphere-mesh in the sense of Tkach et al. (2016): a union of round cones (here each made of
+    ``pieces`` capsules of stepped radius) whose radii at the joints are the anthropometric
+    breadths, so neighbouring parts blend like a skinned surface, and exact ray casting stays cheap.
+
+    Args:
+        shape: the hand (``joint_radii_m`` set, e.g. by :func:`anatomic_shape`).
+        angles_rad: (5, 4) joint angles.
+        forearm_length_m: forearm length behind the wrist (0 = none).
+        wrist_rad: (2,) forearm flexion and deviation relative to the hand.
+        sleeve: (cuff distance behind the wrist, sleeve radius), metres, or None.
+        pieces: capsules per round cone.
+
+    Returns:
+        a (N, 3), b (N, 3), r (N,) float64 metres, hand frame; part (N,) int (PART_SKIN / PART_SLEEVE).
+    """
+    s = shape.scale
+    jr = shape.joint_radii_m * s
+    ch = finger_chains_h(shape, angles_rad)
+    A, B, R = [], [], []
+
+    def add(a, b, ra, rb, n=pieces):
+        a_, b_, r_ = _tapered(np.asarray(a, float), np.asarray(b, float), float(ra), float(rb), n)
+        A.extend(a_), B.extend(b_), R.extend(r_)
+
+    for f in range(5):
+        for k in range(3):
+            if f == 4 and k == 0:
+                continue  # the thumb's metacarpal is inside the thenar pad below
+            add(ch[f, k], ch[f, k + 1], jr[f, k], jr[f, k + 1])
+    pr = shape.palm_radius_m * s
+    wl, wr = shape.palm_joints_m[0] * s, shape.palm_joints_m[1] * s
+    # metacarpals: from the wrist line to the MCPs, thick in the middle of the palm
+    for f in range(4):
+        mcp = ch[f, 0]
+        base = np.array([np.clip(mcp[0] * 0.5, wl[0], wr[0]), 0.014 * s, 0.0])
+        add(base, mcp, pr * 0.95, max(jr[f, 0], pr * 0.8))
+    # transverse fill across the palm at three heights
+    xs = (ch[0, 0, 0], ch[3, 0, 0])
+    for y, rr in ((0.030, 1.0), (0.055, 1.0), (0.075, 0.9)):
+        add(np.array([xs[0] * 0.85 + 0.002 * s, y * s, 0.0]), np.array([xs[1] * 0.85, y * s, 0.0]), pr * rr, pr * rr, 1)
+    # thenar pad (covers the thumb's metacarpal) and hypothenar pad, on the palmar side
+    add(ch[4, 0] + np.array([-0.004, -0.002, 0.0]) * s, ch[4, 1], jr[4, 0] * 1.1, jr[4, 1])
+    add(np.array([-0.020, 0.018, 0.004]) * s, np.array([-0.028, 0.062, 0.002]) * s, pr * 0.95, pr * 0.8)
+    # wrist (elliptic section: two capsules side by side) and the forearm tapering wider to the elbow
+    fr = shape.forearm_radius_m * s
+    part = [PART_SKIN] * len(R)
+    if forearm_length_m > 0:
+        w = np.zeros(2) if wrist_rad is None else np.asarray(wrist_rad, dtype=np.float64).reshape(2)
+        d = _rx(w[0]) @ _rz(w[1]) @ np.array([0.0, -1.0, 0.0])
+        side = np.cross(d, np.array([0.0, 0.0, 1.0]))
+        side /= max(np.linalg.norm(side), 1e-9)
+        for sgn in (-1.0, 1.0):
+            a0 = np.array([0.0, 0.004 * s, 0.0]) + sgn * 0.011 * s * side
+            b0 = a0 + d * forearm_length_m + sgn * 0.008 * side * (forearm_length_m / 0.25)
+            add(a0, b0, fr, fr * (1.0 + 0.35 * min(forearm_length_m / 0.25, 1.0)), max(pieces, 3))
+        part += [PART_SKIN] * (len(R) - len(part))
+        if sleeve is not None:
+            cuff_m, rad_m = float(sleeve[0]), float(sleeve[1])
+            if cuff_m < forearm_length_m:
+                a0 = d * cuff_m
+                add(a0, d * forearm_length_m, rad_m, rad_m * 1.1, 2)
+                part += [PART_SLEEVE] * (len(R) - len(part))
+    return np.array(A), np.array(B), np.array(R), np.array(part, dtype=np.int32)
+
+
 @dataclass(frozen=True)
 class HandInstance:
     """A posed hand in a camera.
@@ -277,6 +415,7 @@ class HandInstance:
         R_h2c: (3, 3) hand frame -> camera optical frame.
         t_h2c_m: (3,) hand-frame origin (wrist centre) in the camera frame, metres.
         wrist_rad: (2,) forearm flexion and deviation relative to the hand.
+        sleeve: (cuff distance behind the wrist, radius), metres, or None (anatomic surface only).
     """
 
     shape: HandShape
@@ -284,6 +423,7 @@ class HandInstance:
     R_h2c: np.ndarray
     t_h2c_m: np.ndarray
     wrist_rad: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    sleeve: tuple[float, float] | None = None
 
     def joints_c_m(self) -> np.ndarray:
         """(36, 3) float64 NYU joints in the camera optical frame, metres."""
@@ -291,8 +431,24 @@ class HandInstance:
 
     def capsules_c(self, forearm_length_m: float = 0.10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Capsules in the camera frame: a (N, 3), b (N, 3), r (N,), metres."""
-        a, b, r = capsules_h(self.shape, self.angles_rad, forearm_length_m, self.wrist_rad)
-        return a @ self.R_h2c.T + self.t_h2c_m, b @ self.R_h2c.T + self.t_h2c_m, r
+        a, b, r, _ = self.surface_c(forearm_length_m)
+        return a, b, r
+
+    def surface_c(self, forearm_length_m: float = 0.10) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The surface's capsules in the camera frame and their parts.
+
+        The capsule hand when ``shape.joint_radii_m`` is None, else the anatomic surface
+        (:func:`anatomic_capsules_h`, with ``sleeve``).
+
+        Returns:
+            a (N, 3), b (N, 3), r (N,) float64 metres; part (N,) int (PART_SKIN / PART_SLEEVE).
+        """
+        if self.shape.joint_radii_m is None:
+            a, b, r = capsules_h(self.shape, self.angles_rad, forearm_length_m, self.wrist_rad)
+            part = np.full(len(r), PART_SKIN, dtype=np.int32)
+        else:
+            a, b, r, part = anatomic_capsules_h(self.shape, self.angles_rad, forearm_length_m, self.wrist_rad, self.sleeve)
+        return a @ self.R_h2c.T + self.t_h2c_m, b @ self.R_h2c.T + self.t_h2c_m, r, part
 
     def forearm_direction_c(self) -> np.ndarray:
         """(3,) unit vector from the wrist along the forearm, camera frame."""
@@ -353,6 +509,8 @@ def sample_hand(
     base_poses: dict[str, np.ndarray] | None = None,
     margin_px: float = 90.0,
     min_forearm_away: float = 0.2,
+    shape: HandShape | None = None,
+    angles_rad: np.ndarray | None = None,
 ) -> HandInstance:
     """A random posed hand whose palm centre projects inside the image.
 
@@ -368,13 +526,15 @@ def sample_hand(
         min_forearm_away: keep orientations whose forearm points away from the camera by at
             least this much (its direction's z component), as in NYU: the subject faces the
             camera and holds the hand out in front of the body.
+        shape: use this hand (then ``scale_range`` is not drawn).
+        angles_rad: (5, 4) use this articulation (then ``sigma_rad``, ``base_poses`` are unused).
 
     Returns:
         HandInstance.
     """
     K = np.asarray(K, dtype=np.float64)
-    shape = HandShape(scale=float(rng.uniform(*scale_range)))
-    angles = sample_articulation(rng, base_poses, sigma_rad)
+    shape = HandShape(scale=float(rng.uniform(*scale_range))) if shape is None else shape
+    angles = sample_articulation(rng, base_poses, sigma_rad) if angles_rad is None else clip_angles(angles_rad)
     wrist = np.array([rng.uniform(-0.5, 0.6), rng.uniform(-0.3, 0.3)])
     for _ in range(100):
         R = sample_rotation_h2c(rng)

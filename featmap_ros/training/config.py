@@ -44,6 +44,13 @@ class DataConfig:
             ``harsh`` = a far domain (``render.real_like.harsh_crop_domain`` /
             ``render.depth_sensor.harsh_crop_depth``) on the real-like crops, used by the ablation
             configs only.
+        hand_domain: hands: the synthetic training hands (``render.depth_sensor.HAND_DOMAINS``:
+            ``v1`` the capsule hand and base poses as before, ``kinect`` the anatomic hand with poses
+            fitted to real labels); the clean renders of that domain's hands are the synthetic crops.
+        hand_centre: hands: crop centre, ``palm`` (the palm-centre joint, as before) or ``com``
+            (DeepPrior++'s refined centre of mass, ``hand_localiser.refined_com_m``; the estimator
+            then uses it at run time too, with no learned refiner).
+        hand_cube_mm: hands: crop cube side, mm (DeepPrior++: 250).
         num_workers: DataLoader workers for online rendering.
         val_count: real-like validation crops of the ablation/demo caches (never trained on).
         test_count: real-like test crops of the ablation/demo caches (never trained on).
@@ -69,6 +76,9 @@ class DataConfig:
     val_count: int = 200
     test_count: int = 500
     domain_preset: str = ""
+    hand_domain: str = "v1"
+    hand_centre: Literal["palm", "com"] = "palm"
+    hand_cube_mm: float = 300.0
 
 
 @dataclass

@@ -22,7 +22,10 @@ from featmap_ros.data.object_samples import BopCropDataset, RealSynthPairs, Synt
 from featmap_ros.data.specs import hand_dataset, object_dataset
 from featmap_ros.errors import InputError
 from featmap_ros.render.hand import sample_hand
-from featmap_ros.render.hand_depth import render_hand_depth
+from featmap_ros.render.hand_depth import render_capsules_depth, render_hand_depth
+from featmap_ros.render.depth_sensor import hand_domain, sample_domain_hand
+from featmap_ros.render.hand_pose_fit import load_table
+from featmap_ros.hand_localiser import refined_com_m
 from featmap_ros.render.real_like import make_distractor_bank, write_object_dataset
 from featmap_ros.render.renderer import MeshRenderer, preload_torch_compiler
 from featmap_ros.render.toy_object import make_toy_object
@@ -344,17 +347,24 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
         return PreparedData(synthetic, pairs, meta, localiser=loc)
     # hands
 
-    cube_m = HAND_CUBE_MM / 1000.0
+    new_recipe = (d.hand_domain, d.hand_centre, float(d.hand_cube_mm)) != ("v1", "palm", HAND_CUBE_MM)
+    hand_domain(d.hand_domain)  # an unknown name fails here, naming the valid ones
+    cube_m = d.hand_cube_mm / 1000.0
     if d.synthetic_count > 0:
         key = {"v": 1, "size": size, "n": d.synthetic_count, "seed": cfg.seed}
+        if new_recipe:  # only when used, so that existing caches keep their names
+            key.update({"domain": d.hand_domain, "centre": d.hand_centre, "cube_mm": float(d.hand_cube_mm)})
 
         def build_synth() -> dict:
-            return render_hand_synthetic(size, d.synthetic_count, cfg.seed, offset_sigma_m=0.01, progress=progress)
+            return render_hand_synthetic(size, d.synthetic_count, cfg.seed, offset_sigma_m=0.01, progress=progress,
+                                         domain=d.hand_domain, centre=d.hand_centre, cube_mm=d.hand_cube_mm)
 
         synth_t = load_or_build(cache_path(cache_dir, "hand_synth", key), build_synth)
         synthetic = CachedSource(synth_t, cfg.seed, 0)
         pca = synth_t["joints_n"]
     else:
+        if new_recipe:
+            raise InputError("data.synthetic_count: the hand_domain / hand_centre / hand_cube_mm options need a cached synthetic set (> 0)")
         synthetic = IterableSource(lambda s: SyntheticHandCrops(size=size, cube_m=cube_m, seed=s, augment=True), cfg.seed, 0, d.num_workers, cfg.batch_size)
         pca = None
     pairs = None
@@ -363,20 +373,23 @@ def prepare(cfg, out_dir: Path, object_name: str | None = None, progress: bool =
 
         # pairs cropped at the ground-truth palm centre; robustness to the run-time localiser's
         # centre error comes from the synthetic crops' centre jitter (sigma 10 mm)
-        ds = NyuPairCrops(d.real_root, d.real_split, size=size, cube_m=cube_m, augment=False, seed=cfg.seed)
+        ds = NyuPairCrops(d.real_root, d.real_split, size=size, cube_m=cube_m, augment=False, seed=cfg.seed, centre=d.hand_centre)
         n = len(ds) if not d.max_real else min(len(ds), d.max_real)
         samples = [ds[i] for i in tqdm(range(n), desc="hand pairs", disable=not progress)]
         pairs = CachedSource({"real": torch.stack([s["real"] for s in samples]).half(), "synth": torch.stack([s["synth"] for s in samples]).half(),
                               "joints_n": torch.stack([s["joints_n"] for s in samples])}, cfg.seed, 1)
-    return PreparedData(synthetic, pairs, hand_meta(), pca_targets=pca if cfg.model.pca_dim else None)
+    return PreparedData(synthetic, pairs, hand_meta(d.hand_cube_mm, d.hand_centre), pca_targets=pca if cfg.model.pca_dim else None)
 
 
 HAND_CUBE_MM = 300.0
 
 
-def hand_meta(cube_mm: float = HAND_CUBE_MM) -> dict:
-
-    return {"joint_names": list(hand_dataset("nyu").joint_names), "cube_mm": float(cube_mm), "depth_range_m": [0.25, 1.6]}
+def hand_meta(cube_mm: float = HAND_CUBE_MM, centre: str = "palm") -> dict:
+    """The hand checkpoint's ``meta`` (read back as :class:`featmap_ros.checkpoint.HandMeta`)."""
+    meta = {"joint_names": list(hand_dataset("nyu").joint_names), "cube_mm": float(cube_mm), "depth_range_m": [0.25, 1.6]}
+    if centre != "palm":  # absent = palm, as in every earlier checkpoint
+        meta["centre"] = centre
+    return meta
 
 
 def _palm(joints14_c_m: np.ndarray) -> np.ndarray:
@@ -388,20 +401,40 @@ def _hand_crop_item(depth_m: np.ndarray, joints14: np.ndarray, K: np.ndarray, ce
     return crop, crops.joints_to_crop(joints14, T)
 
 
-def render_hand_synthetic(size: int, count: int, seed: int, offset_sigma_m: float = 0.005, progress: bool = True) -> dict:
-    """``count`` clean synthetic hand crops (``sample_hand`` + ``render_hand_depth``), cropped at the
-    palm centre plus N(0, offset_sigma_m) per axis: ``{"depth": (N, 1, S, S) float16, "joints_n": (N, 14, 3)}``."""
+def render_hand_synthetic(size: int, count: int, seed: int, offset_sigma_m: float = 0.005, progress: bool = True,
+                          domain: str = "v1", centre: str = "palm", cube_mm: float = HAND_CUBE_MM) -> dict:
+    """``count`` clean synthetic hand crops, cropped at the crop centre plus N(0, offset_sigma_m)
+    per axis: ``{"depth": (N, 1, S, S) float16, "joints_n": (N, 14, 3)}``.
+
+    ``domain`` ``v1`` with ``centre`` ``palm`` and a 300 mm cube is the first recipe
+    (``sample_hand`` + ``render_hand_depth`` at the palm centre; same stream as before). Otherwise
+    the hands of ``render.depth_sensor.HAND_DOMAINS[domain]`` rendered clean (forearm of the
+    domain's ``synth_forearm_m`` length, sleeve when drawn), centred at the palm or at the
+    refined centre of mass (seeded at the palm centre moved by N(0, 15 mm), as the run-time
+    localiser's error).
+    """
     from tqdm import tqdm
 
     K = nyu_K()
-    cube_m = HAND_CUBE_MM / 1000.0
+    cube_m = cube_mm / 1000.0
     rng = np.random.default_rng([seed, 1])
+    dom = hand_domain(domain)
+    table = load_table() if dom.poses == "table" else None
+    first = (domain, centre, float(cube_mm)) == ("v1", "palm", HAND_CUBE_MM)
     xs, ys = [], []
     for _ in tqdm(range(count), desc="hand synthetic", disable=not progress, dynamic_ncols=True):
-        h = sample_hand(rng, K, 640, 480)
-        d = render_hand_depth(h, K, 640, 480)
+        if first:
+            h = sample_hand(rng, K, 640, 480)
+            d = render_hand_depth(h, K, 640, 480)
+        else:
+            h = sample_domain_hand(rng, K, 640, 480, dom, table)
+            a, b, r, _ = h.surface_c(float(rng.uniform(*dom.synth_forearm_m)))
+            d = render_capsules_depth(a, b, r, K, 640, 480)
         J = eval_joints(h.joints_c_m())
-        c = _palm(J) + rng.normal(0.0, offset_sigma_m, 3)
+        c = _palm(J)
+        if centre == "com":
+            c = refined_com_m(d, K, c + rng.normal(0.0, 0.015, 3), cube_m)
+        c = c + rng.normal(0.0, offset_sigma_m, 3)
         x, y = _hand_crop_item(d, J, K, c, size, cube_m)
         xs.append(x)
         ys.append(y)
