@@ -29,7 +29,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -362,7 +361,7 @@ class CoordsHead(nn.Module):
         self.n_objects = cfg.n_objects
         c1, c2 = cfg.decoder_channels
         self.stage0 = nn.Sequential(*_conv_bn_relu(in_channels, c1))
-        ups = max(int(round(np.log2(max(self.cells // max(in_side, 1), 1)))), 0)
+        ups = max(max(self.cells // max(in_side, 1), 1).bit_length() - 1, 0)  # x2 upsamplings to the output grid
         stages: list[nn.Module] = []
         c = c1
         for i in range(ups):

@@ -126,11 +126,12 @@ def viewpoint_angles_deg(root: str | Path, split: str, im_ids: Sequence[int]) ->
         InputError: an image id not in the split, or two frames with no object in common.
     """
     Rs: dict[int, dict[int, np.ndarray]] = {}
+    wanted = set(int(i) for i in im_ids)
     for sdir in bop.list_scenes(Path(root) / split):
         for f in bop.read_scene(sdir):
-            if f.im_id in set(int(i) for i in im_ids):
+            if f.im_id in wanted:
                 Rs[f.im_id] = {g.obj_id: geometry.orthonormalize(g.R_m2c) for g in f.instances}
-    missing = sorted(set(int(i) for i in im_ids) - set(Rs))
+    missing = sorted(wanted - set(Rs))
     if missing:
         raise InputError(f"{Path(root) / split}: image id(s) {missing} not found in scene_gt.json")
     ids = [int(i) for i in im_ids]
