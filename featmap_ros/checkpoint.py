@@ -323,3 +323,106 @@ class HandMeta:
         if centre not in HAND_CENTRES:
             raise InputError(f"{where}: field 'centre' is {centre!r}; valid: {list(HAND_CENTRES)}")
         return cls(names, float(meta.get("cube_mm", DEFAULT_CUBE_MM)), depth_range, centre)
+
+
+@dataclass(frozen=True)
+class PseudoLabelRecord:
+    """One estimate of ``featmap train adapt`` on an unlabelled frame, with its label-free scores.
+
+    Attributes:
+        scene_id, im_id: the frame (BOP numbering of the frames folder, or of the bag's frames).
+        obj_id: the object.
+        R_m2c: (9,) row-major rotation, model -> camera; t_m2c_m: (3,) metres (after refinement).
+        score: the combined score the keep rule ranks; pnp, zoom, edge_peak, depth_fitness: its
+            parts (``featmap_ros.training.adapt``; depth_fitness NaN without depth).
+        kept: made a pseudo-pair this round.
+        refined: '' | 'depth' | 'silhouette'.
+    """
+
+    scene_id: int
+    im_id: int
+    obj_id: int
+    R_m2c: tuple
+    t_m2c_m: tuple
+    score: float
+    pnp: float
+    zoom: float
+    edge_peak: float
+    depth_fitness: float
+    kept: bool
+    refined: str = ""
+
+
+@dataclass(frozen=True)
+class AdaptRound:
+    """One pseudo-label -> train round of ``featmap train adapt``.
+
+    Attributes:
+        round: 1-based.
+        frames, estimates, kept, refined: counts.
+        threshold: the lowest kept score (inf when nothing was kept).
+        train_steps: g steps trained.
+        label_seconds, seconds: wall time of the pseudo-labelling, and of the whole round.
+        loss_pose_real, loss_feature_match: the training losses at the round's end.
+        labels: every estimate of the round (:class:`PseudoLabelRecord`).
+    """
+
+    round: int
+    frames: int
+    estimates: int
+    kept: int
+    threshold: float
+    refined: int
+    train_steps: int
+    label_seconds: float
+    seconds: float
+    loss_pose_real: float
+    loss_feature_match: float
+    labels: tuple = ()
+
+
+@dataclass(frozen=True)
+class AdaptationRecord:
+    """What a checkpoint written by ``featmap train adapt`` was adapted on (``ck["adaptation"]``).
+
+    Attributes:
+        source_checkpoint: the checkpoint adapted.
+        frames: where the frames came from (a BOP folder, or ``bag:<path> topic <topic>``).
+        split: the split folder read.
+        n_frames: frames used.
+        config: the resolved :class:`featmap_ros.training.adapt.AdaptConfig`.
+        rounds: per round (:class:`AdaptRound`).
+    """
+
+    source_checkpoint: str
+    frames: str
+    split: str
+    n_frames: int
+    config: dict
+    rounds: tuple = ()
+
+    def to_dict(self) -> dict:
+        """Plain containers (what :func:`safe_torch_load` reads back)."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "adaptation") -> "AdaptationRecord":
+        """Parse ``ck["adaptation"]``; InputError naming ``where`` and the field when malformed."""
+        if not isinstance(d, dict):
+            raise InputError(f"{where}: expected a mapping, got {type(d).__name__}")
+        try:
+            rounds = []
+            for k, r in enumerate(d.get("rounds", ())):
+                labels = tuple(PseudoLabelRecord(**{**lab, "R_m2c": tuple(lab["R_m2c"]), "t_m2c_m": tuple(lab["t_m2c_m"])})
+                               for lab in r.get("labels", ()))
+                rounds.append(AdaptRound(**{**r, "labels": labels}))
+            return cls(str(d["source_checkpoint"]), str(d["frames"]), str(d.get("split", "test")), int(d["n_frames"]),
+                       dict(d.get("config", {})), tuple(rounds))
+        except (KeyError, TypeError) as e:
+            raise InputError(f"{where}: malformed adaptation record ({e.__class__.__name__}: {e})") from None
+
+
+def adaptation_of(ck: dict, where: str = "checkpoint") -> AdaptationRecord | None:
+    """The :class:`AdaptationRecord` of a loaded checkpoint, None when it was not adapted."""
+    d = ck.get("adaptation")
+    return None if d is None else AdaptationRecord.from_dict(d, f"{where}: adaptation")

@@ -7,4 +7,4 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate predictions or trained models")
     parts = p.add_subparsers(dest="eval_command", metavar="WHAT")
     parts.required = True
-    register_parts(parts, "eval", ("eval_published", "eval_models"))
+    register_parts(parts, "eval", ("eval_published", "eval_models", "eval_pseudo_labels"))

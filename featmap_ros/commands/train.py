@@ -1,4 +1,4 @@
-"""``featmap train object|hand|localiser|hand-centre``: train f, g, h (and the object localiser) from a config.
+"""``featmap train object|hand|localiser|adapt|hand-centre``: train f, g, h (and the object localiser) from a config.
 
 Examples::
 
@@ -26,6 +26,7 @@ from featmap_ros import atomic
 from featmap_ros.checkpoint import export_checkpoint
 from featmap_ros.config import load
 from featmap_ros.errors import InputError
+from featmap_ros.commands import train_adapt
 from featmap_ros.training import localiser, prepare
 from featmap_ros.training.config import TrainConfig
 from featmap_ros.training import hand_centre
@@ -66,6 +67,7 @@ def register(sub) -> None:
                     help="no training: take the localiser of checkpoint CK as it is (same objects; a new pose network, same finder)")
     lo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. localiser_steps=1500 data.real_root=<lmo>")
     lo.set_defaults(func=run_localiser)
+    train_adapt.register(tasks)
     h = tasks.add_parser("hand-centre", help="train the learned hand-centre refinement on real-like depth frames")
     h.add_argument("--out", type=Path, required=True, help="weights file to write (atomically), e.g. featmap_ros/weights/hand_centre.pt")
     for f in dataclasses.fields(HandCentreTrainConfig):

@@ -481,12 +481,15 @@ def _find_image(scene_dir: Path, folders: Sequence[str], im_id: int) -> Path | N
     return None
 
 
-def read_scene(scene_dir: str | os.PathLike, models_info: dict[int, ModelInfo] | None = None) -> list[BopFrame]:
+def read_scene(scene_dir: str | os.PathLike, models_info: dict[int, ModelInfo] | None = None,
+               ground_truth: bool = True) -> list[BopFrame]:
     """Read one BOP scene folder.
 
     Args:
         scene_dir: ``<root>/<split>/<scene:06d>``.
         models_info: when given, every ``obj_id`` must be in it (else InputError).
+        ground_truth: False = never open ``scene_gt.json`` / ``scene_gt_info.json``, even when
+            they exist (unlabelled frames, ``featmap train adapt``): every frame has no instance.
 
     Returns:
         Frames sorted by ``im_id``: every im_id of ``scene_camera.json``; instances from
@@ -508,8 +511,8 @@ def read_scene(scene_dir: str | os.PathLike, models_info: dict[int, ModelInfo] |
     gt_path = scene_dir / "scene_gt.json"
     info_path = scene_dir / "scene_gt_info.json"
     cams = _read_json(cam_path)
-    gts = _read_json(gt_path) if gt_path.exists() else {}
-    infos = _read_json(info_path) if info_path.exists() else {}
+    gts = _read_json(gt_path) if ground_truth and gt_path.exists() else {}
+    infos = _read_json(info_path) if ground_truth and info_path.exists() else {}
     for p, d in ((cam_path, cams), (gt_path, gts), (info_path, infos)):
         if not isinstance(d, dict):
             raise InputError(f"{p}: expected an object im_id -> ...")

@@ -253,4 +253,126 @@ def write_bag(source: Any, positions: Iterable[int], out: str | os.PathLike, sto
     return w.summary()
 
 
-__all__ = ["BagWriter", "BagSummary", "write_bag", "frame_messages", "tf_static_message", "METADATA_VERSION", "STORAGES", "COLOUR_FRAME", "DEPTH_FRAME"]
+def default_info_topic(image_topic: str) -> str:
+    """The camera_info topic beside an image topic (``/camera/color/image_raw`` ->
+    ``/camera/color/camera_info``), as image_transport / camera drivers name them."""
+    head = image_topic.rstrip("/").rsplit("/", 1)[0] if "/" in image_topic.strip("/") else ""
+    return f"{head}/camera_info" if head else "camera_info"
+
+
+@dataclass
+class CameraFramesSummary:
+    """What :func:`bag_to_bop_frames` wrote."""
+
+    root: Path
+    frames: int
+    skipped_no_info: int
+    with_depth: int
+
+
+def bag_to_bop_frames(bag: str | os.PathLike, out_root: str | os.PathLike, image_topic: str, info_topic: str | None = None,
+                      depth_topic: str | None = None, every: int = 1, max_frames: int = 0, scene_id: int = 1,
+                      split: str = "test", progress: bool = True) -> CameraFramesSummary:
+    """A rosbag2 of a camera (as ``ros2 bag record`` writes it) -> an unlabelled BOP folder.
+
+    Reads ``image_topic`` (sensor_msgs/Image, any colour encoding of
+    :func:`~featmap_ros.ros.conversions.image_to_rgb`) and ``info_topic`` (CameraInfo; default
+    :func:`default_info_topic`); each image takes the newest camera_info received at or before it
+    (an image before any camera_info is skipped, counted). With ``depth_topic`` (registered depth,
+    16UC1 mm or 32FC1 m), an image also takes the depth message of the same header stamp, when
+    there is one. Writes ``out_root/<split>/<scene_id:06d>/rgb/<k:06d>.png``, ``depth/`` (uint16 mm)
+    and ``scene_camera.json`` (``cam_K``, ``depth_scale`` 1.0), frames numbered from 0 in bag
+    order; no ground truth. The folder is written atomically.
+
+    Args:
+        bag: the bag folder (sqlite3 or mcap; any rosbag2 metadata version rosbags reads).
+        out_root: the BOP folder to create.
+        image_topic, info_topic, depth_topic: topics.
+        every: keep every n-th image.
+        max_frames: stop after this many frames (0 = all).
+        scene_id, split: BOP numbering of the output.
+        progress: tqdm bar.
+
+    Raises:
+        InputError: a missing bag, a topic not in the bag (naming the topics it has), a message
+            that does not convert (naming the topic and the field), or no frame written.
+    """
+    import cv2
+    from rosbags.highlevel import AnyReader
+    from tqdm import tqdm
+
+    bag = Path(bag)
+    if not (bag / "metadata.yaml").is_file():
+        raise InputError(f"--bag: {bag}: not a rosbag2 bag (no metadata.yaml)")
+    if every < 1:
+        raise InputError(f"--every: must be >= 1, got {every}")
+    info_topic = info_topic or default_info_topic(image_topic)
+    typestore = featmap_typestore("jazzy")
+    frames, skipped, n_depth = 0, 0, 0
+    with AnyReader([bag], default_typestore=typestore) as reader, atomic.atomic_dir(out_root) as tmp:
+        topics = {c.topic: c for c in reader.connections}
+        for t, what in ((image_topic, "--topic"), (info_topic, "--info-topic")) + (((depth_topic, "--depth-topic"),) if depth_topic else ()):
+            if t not in topics:
+                raise InputError(f"{what}: {t!r} is not a topic of {bag} (topics: {sorted(topics)})")
+        wanted = [topics[image_topic], topics[info_topic]] + ([topics[depth_topic]] if depth_topic else [])
+        sdir = Path(tmp) / split / f"{int(scene_id):06d}"
+        (sdir / "rgb").mkdir(parents=True)
+        if depth_topic:
+            (sdir / "depth").mkdir()
+        cams: dict[str, dict] = {}
+        info_reader = conv.CameraInfoReader()
+        model = None
+        depth_by_stamp: dict[int, np.ndarray] = {}
+        pending: list[tuple[int, np.ndarray, Any]] = []  # images waiting for their depth (same stamp)
+        n_images = 0
+
+        def flush(upto_ns: int | None) -> None:
+            nonlocal frames, n_depth
+            while pending and (upto_ns is None or pending[0][0] < upto_ns):
+                stamp, rgb, cam = pending.pop(0)
+                if max_frames and frames >= max_frames:
+                    continue
+                k = frames
+                cv2.imwrite(str(sdir / "rgb" / f"{k:06d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                d = depth_by_stamp.pop(stamp, None)
+                if d is not None:
+                    mm = np.where(np.isfinite(d) & (d > 0), np.round(d * 1000.0), 0).clip(0, 65535).astype(np.uint16)
+                    cv2.imwrite(str(sdir / "depth" / f"{k:06d}.png"), mm)
+                    n_depth += 1
+                cams[str(k)] = {"cam_K": [float(x) for x in cam.K.ravel()], "depth_scale": 1.0}
+                frames += 1
+            for old in [s for s in depth_by_stamp if upto_ns is None or s < upto_ns]:  # depth of skipped images
+                del depth_by_stamp[old]
+
+        total = sum(c.msgcount for c in wanted)
+        for conn, _, raw in tqdm(reader.messages(connections=wanted), total=total, desc=f"read {bag.name}", unit="msg",
+                                 disable=not progress, dynamic_ncols=True):
+            msg = reader.deserialize(raw, conn.msgtype)
+            if conn.topic == info_topic:
+                model, _ = info_reader.read(msg, info_topic)
+                continue
+            stamp = conv.stamp_to_ns(msg.header.stamp)
+            if conn.topic == depth_topic:
+                depth_by_stamp[stamp] = np.array(conv.image_to_depth_m(msg, depth_topic))
+                continue
+            n_images += 1
+            if (n_images - 1) % every:
+                continue
+            if model is None:
+                skipped += 1
+                continue
+            rgb = np.array(conv.image_to_rgb(msg, image_topic))
+            conv.check_image_matches_camera(rgb.shape[:2], model, image_topic)
+            pending.append((stamp, rgb, model))
+            if not depth_topic:
+                flush(None)
+            else:  # depth of the same stamp may come just after the image: wait until the bag is past it
+                flush(stamp)
+        flush(None)
+        if frames == 0:
+            raise InputError(f"--bag: {bag}: no image on {image_topic!r} with a camera_info on {info_topic!r} before it")
+        atomic.write_json(sdir / "scene_camera.json", cams)
+    return CameraFramesSummary(Path(out_root), frames, skipped, n_depth)
+
+
+__all__ = ["BagWriter", "BagSummary", "write_bag", "bag_to_bop_frames", "default_info_topic", "frame_messages", "tf_static_message", "METADATA_VERSION", "STORAGES", "COLOUR_FRAME", "DEPTH_FRAME"]

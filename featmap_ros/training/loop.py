@@ -100,6 +100,32 @@ def pose_loss(pred: torch.Tensor, target: torch.Tensor, obj_index: torch.Tensor 
     return torch.mean((pred.float() - target.to(pred.device).float()) ** 2)
 
 
+def feature_match_loss(f_real: torch.Tensor, f_target: torch.Tensor, norm: bool = True, centered: bool = False) -> torch.Tensor:
+    """The Feature Mapping term: mean squared distance of mapped real features to the synthetic
+    features of the same pose (stage 2 of :func:`train`, and ``featmap train adapt``).
+
+    Args:
+        f_real: (B, ...) g(f(x_r)), the mapped real features.
+        f_target: (B, ...) the synthetic features of the pairs (already stop-gradient'ed by the
+            caller when it should be).
+        norm: divide by the mean squared target feature (a relative error, ``feature_match_norm``).
+        centered: with ``norm``, divide by the targets' batch variance instead
+            (``feature_match_centered``).
+
+    Returns:
+        () float32.
+    """
+    fm = torch.mean((f_real.float() - f_target.float()) ** 2)
+    if norm and centered:
+        # relative to the synthetic features' batch variance: neither shrinking f
+        # nor adding a constant to every feature lowers the matching term
+        return fm / (torch.mean(f_target.detach().float().var(dim=0, unbiased=False)) + 1e-6)
+    if norm:
+        # relative error: shrinking every feature no longer lowers the matching term
+        return fm / (torch.mean(f_target.detach().float() ** 2) + 1e-6)
+    return fm
+
+
 def _target_key(task: str) -> str:
     return "corners_n" if task == "object" else "joints_n"
 
@@ -296,14 +322,7 @@ def train(
                     if cfg.match_grad == "g":
                         # the matching term trains g only; f learns from the pose losses
                         f_real = model.g(f_real_raw.detach())
-                    fm = torch.mean((f_real.float() - f_pair.float()) ** 2)
-                    if cfg.feature_match_norm and cfg.feature_match_centered:
-                        # relative to the synthetic features' batch variance: neither shrinking f
-                        # nor adding a constant to every feature lowers the matching term
-                        fm = fm / (torch.mean(f_pair.detach().float().var(dim=0, unbiased=False)) + 1e-6)
-                    elif cfg.feature_match_norm:
-                        # relative error: shrinking every feature no longer lowers the matching term
-                        fm = fm / (torch.mean(f_pair.detach().float() ** 2) + 1e-6)
+                    fm = feature_match_loss(f_real, f_pair, cfg.feature_match_norm, cfg.feature_match_centered)
                     losses["feature_match"] = fm
                     losses["weighted_match"] = cfg.lambda_map * fm
             else:
