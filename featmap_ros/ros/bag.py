@@ -298,7 +298,7 @@ def bag_to_bop_frames(bag: str | os.PathLike, out_root: str | os.PathLike, image
             that does not convert (naming the topic and the field), or no frame written.
     """
     import cv2
-    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import Reader
     from tqdm import tqdm
 
     bag = Path(bag)
@@ -309,7 +309,7 @@ def bag_to_bop_frames(bag: str | os.PathLike, out_root: str | os.PathLike, image
     info_topic = info_topic or default_info_topic(image_topic)
     typestore = featmap_typestore("jazzy")
     frames, skipped, n_depth = 0, 0, 0
-    with AnyReader([bag], default_typestore=typestore) as reader, atomic.atomic_dir(out_root) as tmp:
+    with Reader(bag) as reader, atomic.atomic_dir(out_root) as tmp:
         topics = {c.topic: c for c in reader.connections}
         for t, what in ((image_topic, "--topic"), (info_topic, "--info-topic")) + (((depth_topic, "--depth-topic"),) if depth_topic else ()):
             if t not in topics:
@@ -347,7 +347,7 @@ def bag_to_bop_frames(bag: str | os.PathLike, out_root: str | os.PathLike, image
         total = sum(c.msgcount for c in wanted)
         for conn, _, raw in tqdm(reader.messages(connections=wanted), total=total, desc=f"read {bag.name}", unit="msg",
                                  disable=not progress, dynamic_ncols=True):
-            msg = reader.deserialize(raw, conn.msgtype)
+            msg = typestore.deserialize_cdr(raw, conn.msgtype)
             if conn.topic == info_topic:
                 model, _ = info_reader.read(msg, info_topic)
                 continue

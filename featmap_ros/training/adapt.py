@@ -85,7 +85,7 @@ class AdaptConfig:
         zoom_in: zoom-in iterations of the estimator that makes the pseudo-labels.
         keep_fraction: share of the scored estimates kept each round, by rank of the score.
         refine: ``auto`` (depth when the frames have it, else the silhouette search), ``depth``,
-            ``silhouette`` or ``off``.
+            ``silhouette`` or ``none``.
         refine_iters: step halvings of the silhouette search.
         compare_size: side of the window crops the edge score and the silhouette search compare, px.
         edge_tol_px: a contour pixel within this distance of an image edge agrees (at ``compare_size``).
@@ -113,18 +113,18 @@ class AdaptConfig:
     rounds: int = 2
     zoom_in: int = 1
     keep_fraction: float = 0.5
-    refine: Literal["auto", "depth", "silhouette", "off"] = "auto"
+    refine: Literal["auto", "depth", "silhouette", "none"] = "auto"
     refine_iters: int = 3
     compare_size: int = 96
     edge_tol_px: float = 2.0
     pair_epochs: int = 3
     steps: int = 150
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-4
     lambda_map: float = 3.0
     pose_weight: float = 1.0
     train: Literal["stage2", "g"] = "stage2"
-    synthetic_count: int = 300
+    synthetic_count: int = 500
     identity_weight: float = 0.0
     augment: Literal["none", "photometric", "strong", "simreal"] = "photometric"
     max_frames: int = 0
@@ -265,14 +265,25 @@ def edge_score(view: EdgeView, contour_rc: np.ndarray, tol_px: float) -> tuple[f
 
 
 def chamfer_cost(view: EdgeView, contour_rc: np.ndarray, cap_px: float = 5.0) -> float:
-    """Mean distance of the outline's pixels to the nearest edge, each capped at ``cap_px``
-    (outline pixels outside the window count ``cap_px``); ``cap_px`` when there is no outline."""
+    """Symmetric chamfer distance of a silhouette outline and the image edges near it, px.
+
+    The mean of (a) each outline pixel's distance to the nearest edge, capped at ``cap_px``
+    (outline pixels outside the window count ``cap_px``) and (b) each edge pixel's distance to
+    the outline, over the edges within ``cap_px`` of it. (a) alone lets a silhouette shrink onto
+    the object's inner edges; (b) holds it to the outer ones. ``cap_px`` when there is no outline.
+    """
     if len(contour_rc) < 8:
         return float(cap_px)
-    inside = (contour_rc[:, 0] >= 0) & (contour_rc[:, 0] < view.size) & (contour_rc[:, 1] >= 0) & (contour_rc[:, 1] < view.size)
+    n = view.size
+    inside = (contour_rc[:, 0] >= 0) & (contour_rc[:, 0] < n) & (contour_rc[:, 1] >= 0) & (contour_rc[:, 1] < n)
     d = np.full(len(contour_rc), float(cap_px))
     d[inside] = np.minimum(view.dist_px[contour_rc[inside, 0], contour_rc[inside, 1]], cap_px)
-    return float(d.mean())
+    line = np.ones((n, n), np.uint8)
+    line[contour_rc[inside, 0], contour_rc[inside, 1]] = 0
+    to_outline = cv2.distanceTransform(line, cv2.DIST_L2, 3)
+    near_edges = (view.dist_px == 0) & (to_outline <= cap_px)
+    back = float(to_outline[near_edges].mean()) if near_edges.any() else float(cap_px)
+    return 0.5 * (float(d.mean()) + back)
 
 
 def _axis_rotation(axis: int, angle_rad: float) -> np.ndarray:
@@ -285,10 +296,10 @@ def refine_on_edges(renderer, mesh, R_m2c: np.ndarray, t_m2c_m: np.ndarray, K: n
                     iters: int = 3, step_px: float = 4.0, step_deg: float = 6.0, step_depth: float = 0.04) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Render-and-compare refinement of a pose on the silhouette's agreement with the image edges.
 
-    A coordinate search over the 6 pose parameters (image-plane shift, depth, rotation about the
-    three camera axes through the object's position), each tried in both directions; the step
-    sizes halve after each of ``iters`` rounds. Moves are kept only when they lower
-    :func:`chamfer_cost`.
+    A steepest-descent search over the 6 pose parameters (image-plane shift, depth, rotation about
+    the three camera axes through the object's origin), each tried in both directions: the best
+    move is taken while it lowers :func:`chamfer_cost` (at most 3 per step size); the step sizes
+    halve ``iters`` times.
 
     Args:
         renderer: a :class:`~featmap_ros.render.renderer.MeshRenderer`.
@@ -309,18 +320,19 @@ def refine_on_edges(renderer, mesh, R_m2c: np.ndarray, t_m2c_m: np.ndarray, K: n
     px_to_img = view.window.side / view.size
     for it in range(iters):
         scale = 0.5 ** it
-        moves = []
-        for sign in (1.0, -1.0):
-            dz = sign * step_depth * scale * t[2]
-            du = sign * step_px * scale * px_to_img * t[2] / K[0, 0]
-            dv = sign * step_px * scale * px_to_img * t[2] / K[1, 1]
-            moves += [("t", np.array([du, 0, 0])), ("t", np.array([0, dv, 0])), ("t", np.array([0, 0, dz]))]
-            moves += [("r", _axis_rotation(a, np.radians(sign * step_deg * scale))) for a in range(3)]
-        for kind, m in moves:
-            R2, t2 = (R, t + m) if kind == "t" else (m @ R, t)
-            c = chamfer_cost(view, silhouette_contour(renderer, mesh, R2, t2, K, view))
-            if c < best - 1e-6:
-                R, t, best = R2, t2, c
+        for _ in range(3):  # steepest descent at this step size: the best of the 12 moves, while one helps
+            cands = []
+            for sign in (1.0, -1.0):
+                du = sign * step_px * scale * px_to_img * t[2] / K[0, 0]
+                dv = sign * step_px * scale * px_to_img * t[2] / K[1, 1]
+                dz = sign * step_depth * scale * t[2]
+                cands += [(R, t + np.array([du, 0, 0])), (R, t + np.array([0, dv, 0])), (R, t + np.array([0, 0, dz]))]
+                cands += [(_axis_rotation(a, np.radians(sign * step_deg * scale)) @ R, t) for a in range(3)]
+            costs = [chamfer_cost(view, silhouette_contour(renderer, mesh, R2, t2, K, view)) for R2, t2 in cands]
+            k = int(np.argmin(costs))
+            if costs[k] >= best - 1e-6:
+                break
+            (R, t), best = cands[k], costs[k]
     return R, t, cost0, best
 
 
@@ -422,7 +434,7 @@ def keep_top(estimates: list[Estimate], keep_fraction: float) -> float:
 def refine_kept(est: ObjectPoseEstimator, estimates: list[Estimate], meshes: Sequence, renderer, cfg: AdaptConfig) -> None:
     """Refine the kept estimates in place: depth (frames with depth) or the silhouette search."""
     for e in estimates:
-        if not e.kept or cfg.refine == "off":
+        if not e.kept or cfg.refine == "none":
             continue
         has_depth = e.frame.depth_path is not None
         if has_depth and cfg.refine in ("auto", "depth"):
