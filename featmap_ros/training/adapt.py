@@ -93,7 +93,10 @@ class AdaptConfig:
         steps: g training steps per round.
         batch_size: pairs per step.
         lr: AdamW learning rate of g (cosine decay over the round).
-        lambda_map: weight of the Feature Mapping term (relative error, as ``feature_match_norm``).
+        lambda_map: weight of the Feature Mapping term (relative error, as ``feature_match_norm``);
+            < 0 = the checkpoint's own ``lambda_map`` (its training config). A larger weight than the
+            one the checkpoint was trained with hurt: with true poses on 96 real-like toy frames,
+            the demo recipe's 0.1 gained, 3.0 lost 14 points of 2D projection <= 5 px.
         pose_weight: weight of the pose loss on the mapped real crops (targets: the pseudo-labels).
         train: what learns from the pairs: ``stage2`` = stage 2 of ``featmap train object``
             (:func:`featmap_ros.training.loop.train`: f, g, h on the checkpoint's synthetic stream
@@ -121,7 +124,7 @@ class AdaptConfig:
     steps: int = 150
     batch_size: int = 32
     lr: float = 3e-4
-    lambda_map: float = 3.0
+    lambda_map: float = -1.0
     pose_weight: float = 1.0
     train: Literal["stage2", "g"] = "stage2"
     synthetic_count: int = 500
@@ -515,6 +518,7 @@ def train_mapping(model: FeatureMappingNet, features: dict[str, torch.Tensor], c
     if model.cfg.head != "bb8":
         raise InputError(f"model.head is {model.cfg.head!r}: featmap train adapt trains the bb8 head's g only")
     source = TensorSource(features, cfg.seed, 41)
+    lam = cfg.lambda_map if cfg.lambda_map >= 0 else 1.0
     model.eval()
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
@@ -532,7 +536,7 @@ def train_mapping(model: FeatureMappingNet, features: dict[str, torch.Tensor], c
             f_real = model.g(b["f_real"])
             lp = pose_loss(model.pose_from_features(f_real), b["corners_n"], b["obj_index"])
             fm = feature_match_loss(f_real, b["f_synth"], norm=True)
-            loss = cfg.pose_weight * lp + cfg.lambda_map * fm
+            loss = cfg.pose_weight * lp + lam * fm
             if cfg.identity_weight > 0:
                 loss = loss + cfg.identity_weight * feature_match_loss(model.g(b["f_synth"]), b["f_synth"], norm=True)
             opt.zero_grad(set_to_none=True)
@@ -553,9 +557,9 @@ def train_stage2(model: FeatureMappingNet, train_config: dict, pairs: dict, synt
     """Stage 2 of ``featmap train object`` (:func:`featmap_ros.training.loop.train`, the one
     training loop) from ``model``'s weights, on the pseudo-pairs and the synthetic stream.
 
-    The checkpoint's own training config is kept (loss options, ``match_target``,
-    ``augment``, batch sizes) with ``steps_stage1=0``, ``steps_stage2=cfg.steps``, ``lr``,
-    ``lambda_map`` and ``seed`` from ``cfg`` and ``mapping`` on; ``teacher_f`` (the state of a
+    The checkpoint's own training config is kept (loss options, ``lambda_map`` unless
+    ``cfg.lambda_map >= 0``, ``match_target``, ``augment``, batch sizes) with ``steps_stage1=0``,
+    ``steps_stage2=cfg.steps``, ``lr`` and ``seed`` from ``cfg`` and ``mapping`` on; ``teacher_f`` (the state of a
     frozen f, the matching target of ``match_target: stage1``) is the same in every round.
 
     Args:
@@ -579,7 +583,9 @@ def train_stage2(model: FeatureMappingNet, train_config: dict, pairs: dict, synt
     tc = from_dict(TrainConfig, {k: v for k, v in train_config.items()}, "checkpoint config")
     tc.model = replace(model.cfg, pretrained=False)
     tc.steps_stage1, tc.steps_stage2 = 0, int(cfg.steps)
-    tc.lr, tc.lambda_map, tc.seed, tc.mapping = float(cfg.lr), float(cfg.lambda_map), int(cfg.seed), True
+    tc.lr, tc.seed, tc.mapping = float(cfg.lr), int(cfg.seed), True
+    if cfg.lambda_map >= 0:
+        tc.lambda_map = float(cfg.lambda_map)
     tc.checkpoint_every, tc.tensorboard, tc.eval_every, tc.localiser_steps = 0, False, 0, 0
     tc.batch_size = min(tc.batch_size, cfg.batch_size)
     tc.pair_batch_size = min(tc.pair_batch_size, cfg.batch_size)
