@@ -9,7 +9,6 @@ from featmap_ros.render.renderer import preload_torch_compiler
 
 preload_torch_compiler()  # at collection, before any test renders (Mesa then triton segfaults)
 
-import json
 import sys
 from pathlib import Path
 
@@ -299,3 +298,29 @@ def test_label_free_selection_keeps_mostly_right_estimates_on_real_like_frames(t
     assert row["estimates"] >= 20 and row["kept"] >= 5
     assert row["precision_proj5px"] >= 0.5 and row["precision_proj5px"] >= 2 * row["all_proj5px"]
     assert row["kept_median_proj_px"] < 0.5 * row["all_median_proj_px"]
+
+
+def test_train_mapping_changes_g_only_and_fits_the_pairs():
+    """``train=g``: f and h stay as they were; g moves the real features onto the synthetic ones."""
+    import torch
+
+    from featmap_ros.nets import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(task="object", backbone="small", input_size=16, feature_dim=16, small_channels=[4, 8], pretrained=False))
+    real = torch.rand(12, 3, 16, 16)
+    pairs = {"real": real, "synth": (real * 0.5 + 0.3).clamp(0, 1), "corners_n": torch.rand(12, 8, 2) * 2 - 1,
+             "obj_index": torch.zeros(12, dtype=torch.long)}
+    feats = adapt.pair_features(model, pairs, "none", seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = adapt.AdaptConfig(steps=60, batch_size=8, lr=3e-3, lambda_map=1.0, pose_weight=0.0)
+    with torch.no_grad():
+        gap0 = float(adapt.feature_match_loss(model.g(feats["f_real"]), feats["f_synth"]))
+    m = adapt.train_mapping(model, feats, cfg, progress=False)
+    with torch.no_grad():
+        gap1 = float(adapt.feature_match_loss(model.g(feats["f_real"]), feats["f_synth"]))
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("g.")), "f or h changed"
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("g."))
+    assert gap1 < 0.7 * gap0 and m["steps"] == 60
+    assert all(p.requires_grad for p in model.parameters())  # the freeze is undone

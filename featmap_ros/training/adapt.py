@@ -27,13 +27,19 @@ their camera without labels; this module makes pairs from them:
 4. **Pairs**: the frame and the mesh rendered at the kept pose over it, cropped with the same
    jittered window (:class:`~featmap_ros.data.object_samples.RealSynthPairs`, the pairs of
    ``featmap train object``).
-5. **Train g** on the pairs (:func:`train_mapping`): the pose loss through the frozen h on the
-   mapped real features plus ``lambda_map`` times the Feature Mapping term
-   (:func:`featmap_ros.training.loop.feature_match_loss`, the loss of stage 2) onto the frozen f's
-   features of the synthetic halves. f and h stay frozen, so the synthetic stream of stage 2
-   (which trains f and h) has nothing to train here and is not drawn. The localiser is not
-   retrained (not done yet). Repeat for :attr:`AdaptConfig.rounds` rounds, each with the
+5. **Train** on the pairs (:attr:`AdaptConfig.train`): ``stage2`` (default) runs stage 2 of
+   ``featmap train object`` — the one training loop, :func:`featmap_ros.training.loop.train` —
+   from the checkpoint's weights on its synthetic stream (re-rendered at the frames' camera)
+   plus the pseudo-pairs, with the checkpoint's loss options and a matching target fixed over the
+   rounds (the adapted checkpoint's f, frozen) (:func:`train_stage2`); ``g`` trains g alone with
+   f and h frozen on the pose loss through h and the Feature Mapping term
+   (:func:`featmap_ros.training.loop.feature_match_loss`) (:func:`train_mapping`). The localiser is
+   not retrained (not done). Repeat for :attr:`AdaptConfig.rounds` rounds, each with the
    estimator of the model the round before left.
+
+What it measured (docs/results.md, "Adaptation to unlabelled frames"): the scores select well on
+real-like frames, but neither training gained on held-out frames, even from true poses at the
+scales tried; on the real LM-O frames the synthetic-only estimates were all wrong.
 
 The frames' ground truth is never read (:func:`read_unlabelled_frames` opens no
 ``scene_gt*.json`` or ``test_targets_bop19.json``). The pseudo-labels of each round go into the
@@ -55,7 +61,8 @@ import numpy as np
 import torch
 
 from featmap_ros import crops, geometry
-from featmap_ros.checkpoint import AdaptationRecord, AdaptRound, PseudoLabelRecord
+from featmap_ros.checkpoint import CHECKPOINT_FORMAT, AdaptationRecord, AdaptRound, PseudoLabelRecord, rng_state, save_checkpoint
+from featmap_ros.config import from_dict, to_dict
 from featmap_ros.data import bop
 from featmap_ros.data.object_samples import FrameRef
 from featmap_ros.errors import InputError
@@ -63,7 +70,8 @@ from featmap_ros.estimators import ObjectPoseEstimator
 from featmap_ros.nets import FeatureMappingNet
 from featmap_ros.results import ObjectPose
 from featmap_ros.training.augment import photometric_augment
-from featmap_ros.training.loop import feature_match_loss, pose_loss
+from featmap_ros.training.config import TrainConfig
+from featmap_ros.training.loop import feature_match_loss, pose_loss, train
 from featmap_ros.training.schedule import cosine_lr
 from featmap_ros.training.sources import CachedSource, TensorSource, as_float, stream_seed
 
@@ -575,11 +583,6 @@ def train_stage2(model: FeatureMappingNet, train_config: dict, pairs: dict, synt
     Returns:
         (the trained model, the loop's metrics).
     """
-    from featmap_ros.checkpoint import CHECKPOINT_FORMAT, rng_state, save_checkpoint
-    from featmap_ros.config import from_dict, to_dict
-    from featmap_ros.training.config import TrainConfig
-    from featmap_ros.training.loop import train
-
     tc = from_dict(TrainConfig, {k: v for k, v in train_config.items()}, "checkpoint config")
     tc.model = replace(model.cfg, pretrained=False)
     tc.steps_stage1, tc.steps_stage2 = 0, int(cfg.steps)
@@ -726,8 +729,6 @@ def adapt(model: FeatureMappingNet, est_kwargs: dict, frames: Sequence[Unlabelle
 
 
 def _config_dict(cfg: AdaptConfig) -> dict:
-    from featmap_ros.config import to_dict
-
     return to_dict(cfg)
 
 
