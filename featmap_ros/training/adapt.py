@@ -437,8 +437,9 @@ def keep_top(estimates: list[Estimate], keep_fraction: float) -> float:
     order = sorted(range(len(estimates)), key=lambda i: -estimates[i].score)
     n_keep = int(np.ceil(keep_fraction * len(estimates)))
     kept = [i for i in order[:n_keep] if estimates[i].score > 0]
+    keep = set(kept)
     for i, e in enumerate(estimates):
-        e.kept = i in set(kept)
+        e.kept = i in keep
     return float(min(estimates[i].score for i in kept)) if kept else float("inf")
 
 
