@@ -35,6 +35,7 @@ from featmap_ros.depth_refine import (DepthRefineConfig, RefineModel, check_regi
 from featmap_ros.errors import InputError
 from featmap_ros.nets import FeatureMappingNet, LocaliserConfig, build_localiser
 from featmap_ros.object_localiser import decode_heatmap
+from featmap_ros.pose_covariance import CovarianceScales, fuse_information, pnp_covariance
 from featmap_ros.render.toy_object import TOY_NAME, make_toy_object
 from featmap_ros.results import HandPose, ObjectPose
 
@@ -120,7 +121,8 @@ class ObjectPoseEstimator(_Base):
     def __init__(self, model: FeatureMappingNet, meta: ObjectMeta | dict, localiser: torch.nn.Module | None = None,
                  use_mapping: bool = True, device: str = "auto", runtime: str = "torch",
                  mesh_sources: Sequence[str] | None = None, refine_config: DepthRefineConfig | None = None,
-                 mesh_root: str | Path | None = None, zoom_in: int = 0) -> None:
+                 mesh_root: str | Path | None = None, zoom_in: int = 0,
+                 covariance_scales: CovarianceScales | None = None) -> None:
         if model.cfg.task != "object":
             raise InputError(f"model.task is {model.cfg.task!r}; ObjectPoseEstimator needs an object model")
         meta = meta if isinstance(meta, ObjectMeta) else ObjectMeta.from_dict(meta)
@@ -154,6 +156,8 @@ class ObjectPoseEstimator(_Base):
         self.mesh_sources = tuple(s if s in ("", TOY_MESH) or mesh_root is None or Path(s).is_absolute()
                                   else str(Path(mesh_root) / s) for s in sources)
         self.refine_config = DepthRefineConfig() if refine_config is None else refine_config
+        #: calibration of the poses' covariances (``ObjectPose.covariance``; bb8 head only)
+        self.covariance_scales = CovarianceScales() if covariance_scales is None else covariance_scales
         # built on first use (a colour-only user never pays for the meshes); name -> model or the reason there is none
         self._refine_models: dict[str, RefineModel | str] = {}
 
@@ -324,9 +328,14 @@ class ObjectPoseEstimator(_Base):
                 out.append(replace(p, refined=False, refine_fitness=0.0, refine_rmse_m=float("nan"), refine_reason=model))
                 continue
             r = refine_pose_with_depth(p.R_m2c, p.t_m2c_m, depth, K, model, self.refine_config)
+            cov = p.covariance  # a refusal keeps the colour pose and its covariance
+            if r.accepted:
+                # the depth fit's information on top of the colour pose's (its free directions keep that one)
+                prior = p.covariance if p.covariance is not None else np.diag([1.0] * 3 + [np.pi**2] * 3)
+                cov = self.covariance_scales.depth * fuse_information(prior, r.information)
             out.append(replace(
                 p, R_m2c=r.R_m2c, t_m2c_m=r.t_m2c_m, score=r.fitness if r.accepted else p.score, refined=r.accepted,
-                refine_fitness=r.fitness, refine_rmse_m=r.inlier_rmse_m, refine_reason=r.reason,
+                refine_fitness=r.fitness, refine_rmse_m=r.inlier_rmse_m, refine_reason=r.reason, covariance=cov,
             ))
         return out
 
@@ -414,6 +423,7 @@ class ObjectPoseEstimator(_Base):
         (len(jobs), n_objects, 8, 2) for ``head: bb8``, (len(jobs), n_objects, 4, h, w) for ``coords``."""
         results: list[ObjectPose | None] = []
         for k, (i, win, box, presence) in enumerate(jobs):
+            cov = None  # the coords head's RANSAC keeps no residuals: its covariance is unknown
             try:
                 if self.head == "coords":
                     cp = coords.pose_from_coords(pred[k, i], win, K, self.meta.coords_box_min_m[i], self.meta.coords_box_size_m[i])
@@ -428,6 +438,7 @@ class ObjectPoseEstimator(_Base):
                     err = float(np.mean(np.linalg.norm(reproj - corners_px, axis=1)))
                     # consistency of the 16 numbers with a rigid box: small reprojection error = confident
                     score = presence * float(np.exp(-err / max(0.05 * win.side, 1e-6)))
+                    cov = self.covariance_scales.pnp * pnp_covariance(self.corners_m[i], corners_px, R, t, K)
             except InputError as e:
                 log.debug("PnP failed for %s: %s", self._names[i], e)
                 results.append(None)
@@ -435,7 +446,7 @@ class ObjectPoseEstimator(_Base):
             results.append(ObjectPose(
                 object_name=self._names[i], obj_id=self.obj_ids[i], R_m2c=R, t_m2c_m=t, score=score,
                 corners_px=corners_px, bbox_xywh=np.asarray(box, dtype=np.float64),
-                extents_m=self.extents_m[i].copy(), center_m=self.center_m[i].copy(),
+                extents_m=self.extents_m[i].copy(), center_m=self.center_m[i].copy(), covariance=cov,
             ))
         return results
 

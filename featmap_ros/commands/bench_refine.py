@@ -59,7 +59,6 @@ from featmap_ros.estimators import TOY_MESH, ObjectPoseEstimator
 from featmap_ros.evaluation.refine_bench import DEFAULT_SETTLE_S, run_refine_bench, run_tracking_bench
 from featmap_ros.render.real_like import SequenceConfig, write_object_dataset, write_object_sequence
 from featmap_ros.render.toy_object import make_toy_object
-from featmap_ros.tracking import PoseFilterConfig
 
 #: Seeds of the benches' frames (training used 7, the demo 90210).
 REFINE_SEED = 31337
@@ -194,18 +193,23 @@ def run_tracking(args: argparse.Namespace) -> int:
         print(f"[tracking] rendering a {args.frames}-frame real-like RGB-D sequence of the toy object (seed {seed}) ...",
               flush=True)
         write_object_sequence(root, mesh, info, args.frames, spec=object_dataset("lm"), seed=seed, sequence=seq)
-    r = run_tracking_bench(est, root, boxes=args.boxes, filter_config=PoseFilterConfig(), settle_s=args.settle_s)
+    r = run_tracking_bench(est, root, boxes=args.boxes, settle_s=args.settle_s)
     main = r[args.source]
     report = {**main, "source": args.source, **r, "data": str(root), "seed": None if args.data else seed,
               "sequence": None if args.data else asdict(seq), **_machine()}
     print(f"\nbench tracking — {r['frames']} frames at {r['fps']:g} fps, rest periods {r['rest_periods']} "
-          f"(first {r['settle_s']:g} s of each left out of the jitter), windows: {args.boxes}")
-    print(f"  {'':16s} {'jitter raw':>18s} {'jitter filtered':>20s} {'less':>11s} {'lag (frames) t / R':>20s}")
-    for key, label in (("rgb", "colour only"), ("depth", "colour + depth")):
-        f = r[key]
-        print(f"  {label:16s} {f['jitter_mm_raw']:6.2f} mm {f['jitter_deg_raw']:5.2f} deg "
-              f"{f['jitter_mm_filtered']:8.2f} mm {f['jitter_deg_filtered']:5.2f} deg "
-              f"{f['jitter_ratio_mm']:4.1f}x {f['jitter_ratio_deg']:4.1f}x "
-              f"{f['lag_frames']:8.2f} / {f['lag_frames_rot']:5.2f} (raw {f['lag_frames_raw']:.2f} / {f['lag_frames_rot_raw']:.2f})")
+          f"(first {r['settle_s']:g} s of each left out of the jitter), windows: {args.boxes}; "
+          f"top-level JSON keys: {next(iter(r['filters']))}, {args.source}")
+    print(f"  {'':26s} {'jitter raw':>18s} {'jitter filtered':>20s} {'less':>11s} {'lag (frames) t / R':>30s} "
+          f"{'RMS error in motion raw -> filtered':>38s}")
+    for kind, figs in r["filters"].items():
+        for key, label in (("rgb", "colour only"), ("depth", "colour + depth")):
+            f = figs[key]
+            print(f"  {kind + ', ' + label:26s} {f['jitter_mm_raw']:6.2f} mm {f['jitter_deg_raw']:5.2f} deg "
+                  f"{f['jitter_mm_filtered']:8.2f} mm {f['jitter_deg_filtered']:5.2f} deg "
+                  f"{f['jitter_ratio_mm']:4.1f}x {f['jitter_ratio_deg']:4.1f}x "
+                  f"{f['lag_frames']:8.2f} / {f['lag_frames_rot']:5.2f} (raw {f['lag_frames_raw']:.2f} / {f['lag_frames_rot_raw']:.2f}) "
+                  f"{f['motion_rms_mm_raw']:7.2f} -> {f['motion_rms_mm_filtered']:6.2f} mm, "
+                  f"{f['motion_rms_deg_raw']:5.2f} -> {f['motion_rms_deg_filtered']:5.2f} deg")
     _write(args, report)
     return 0
