@@ -68,11 +68,6 @@ from scipy.spatial import cKDTree
 
 from featmap_ros.errors import InputError
 from featmap_ros.geometry import check_K, check_pose
-from featmap_ros.pose_covariance import depth_fit_information
-
-
-#: Floor of the residuals' sigma in a depth-fit covariance, metres.
-MIN_FIT_SIGMA_M = 0.0005
 
 
 @dataclass(frozen=True)
@@ -162,9 +157,6 @@ class DepthRefinement:
         accepted: whether the refined pose should replace the colour pose.
         reason: why not accepted ("" when accepted).
         iterations: ICP iterations run.
-        information: (6, 6) information of the point-to-plane fit at the refined pose
-            (:func:`featmap_ros.pose_covariance.depth_fit_information`, order (x, y, z, rot x,
-            rot y, rot z), camera frame), None when not accepted.
     """
 
     R_m2c: np.ndarray
@@ -176,7 +168,6 @@ class DepthRefinement:
     accepted: bool
     reason: str = ""
     iterations: int = 0
-    information: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -563,7 +554,4 @@ def refine_pose_with_depth(
         return _rejected(R0, t0, f"moved {moved:.3f} m > max {cfg.max_translation_m} m", **stats)
     if turned > cfg.max_rotation_deg:
         return _rejected(R0, t0, f"turned {turned:.1f} deg > max {cfg.max_rotation_deg} deg", **stats)
-    # the fit's information at the refined pose, from its inlier points (the residuals' spread
-    # floored: a sub-0.1 mm RMSE says the fit is good, not that the pose is that certain)
-    information = depth_fit_information(view.P[view.used][inl], view.N[view.used][inl], max(rmse, MIN_FIT_SIGMA_M))
-    return DepthRefinement(R, t, fitness, rmse, n_used, occ, True, "", it, information)
+    return DepthRefinement(R, t, fitness, rmse, n_used, occ, True, "", it)

@@ -35,7 +35,7 @@ from featmap_ros.depth_refine import (DepthRefineConfig, RefineModel, check_regi
 from featmap_ros.errors import InputError
 from featmap_ros.nets import FeatureMappingNet, LocaliserConfig, build_localiser
 from featmap_ros.object_localiser import decode_heatmap
-from featmap_ros.pose_covariance import CovarianceScales, fuse_information, pnp_covariance
+from featmap_ros.pose_covariance import CovarianceScales, depth_fit_covariance, pnp_covariance, scale_covariance
 from featmap_ros.render.toy_object import TOY_NAME, make_toy_object
 from featmap_ros.results import HandPose, ObjectPose
 
@@ -163,11 +163,13 @@ class ObjectPoseEstimator(_Base):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", runtime: str = "torch",
-                        mesh_root: str | Path | None = None, zoom_in: int | None = None) -> "ObjectPoseEstimator":
+                        mesh_root: str | Path | None = None, zoom_in: int | None = None,
+                        covariance_scales: CovarianceScales | None = None) -> "ObjectPoseEstimator":
         """Load an object checkpoint written by ``featmap train object`` (or a bundled one).
 
         ``mesh_root``: where the meshes it names by relative path are (see the class).
         ``zoom_in``: zoom-in iterations; None = :data:`DEFAULT_ZOOM_IN` of the checkpoint's head.
+        ``covariance_scales``: the poses' covariance calibration (default :class:`CovarianceScales`).
 
         Raises:
             InputError: missing file, a checkpoint of another task (names ``model.task``), or
@@ -183,7 +185,8 @@ class ObjectPoseEstimator(_Base):
         meta = ObjectMeta.from_dict(ck.get("meta", {}), f"{path}: meta")
         zoom = DEFAULT_ZOOM_IN[model.cfg.head] if zoom_in is None else zoom_in
         return cls(model, meta, localiser=loc, use_mapping=bool(ck.get("config", {}).get("mapping", True)), device=device,
-                   runtime=runtime, mesh_sources=mesh_sources(meta, ck.get("config")), mesh_root=mesh_root, zoom_in=zoom)
+                   runtime=runtime, mesh_sources=mesh_sources(meta, ck.get("config")), mesh_root=mesh_root, zoom_in=zoom,
+                   covariance_scales=covariance_scales)
 
     @property
     def object_names(self) -> list[str]:
@@ -330,9 +333,8 @@ class ObjectPoseEstimator(_Base):
             r = refine_pose_with_depth(p.R_m2c, p.t_m2c_m, depth, K, model, self.refine_config)
             cov = p.covariance  # a refusal keeps the colour pose and its covariance
             if r.accepted:
-                # the depth fit's information on top of the colour pose's (its free directions keep that one)
-                prior = p.covariance if p.covariance is not None else np.diag([1.0] * 3 + [np.pi**2] * 3)
-                cov = self.covariance_scales.depth * fuse_information(prior, r.information)
+                sc = self.covariance_scales
+                cov = scale_covariance(depth_fit_covariance(r.inlier_rmse_m, p.extents_m), sc.depth_t, sc.depth_rot)
             out.append(replace(
                 p, R_m2c=r.R_m2c, t_m2c_m=r.t_m2c_m, score=r.fitness if r.accepted else p.score, refined=r.accepted,
                 refine_fitness=r.fitness, refine_rmse_m=r.inlier_rmse_m, refine_reason=r.reason, covariance=cov,
@@ -438,7 +440,8 @@ class ObjectPoseEstimator(_Base):
                     err = float(np.mean(np.linalg.norm(reproj - corners_px, axis=1)))
                     # consistency of the 16 numbers with a rigid box: small reprojection error = confident
                     score = presence * float(np.exp(-err / max(0.05 * win.side, 1e-6)))
-                    cov = self.covariance_scales.pnp * pnp_covariance(self.corners_m[i], corners_px, R, t, K)
+                    sc = self.covariance_scales
+                    cov = scale_covariance(pnp_covariance(self.corners_m[i], corners_px, R, t, K), sc.pnp_t, sc.pnp_rot)
             except InputError as e:
                 log.debug("PnP failed for %s: %s", self._names[i], e)
                 results.append(None)

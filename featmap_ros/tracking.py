@@ -7,13 +7,21 @@ Two filters, chosen by ``PoseFilterConfig.kind`` (``filter.kind`` in the node):
   its angular velocity, the rotation kept as a nominal ``R_m2c`` and an error in the tangent space
   about it (a rotation vector in the camera frame: ``R = exp(dtheta) R_nominal``, the convention of
   ROS's ``PoseWithCovariance``), which is folded into the nominal after every update. Predict and
-  update use scipy's ``Rotation`` for ``exp``/``log`` (boxplus / boxminus). The measurement noise
-  is the pose's own covariance when it has one (``ObjectPose.covariance``, from the estimator),
-  else the configured sigmas (the jitter measured at rest). The process noise is white
-  acceleration (translation and rotation), raised while the innovations are larger than the
-  measurement noise explains (their normalised square, averaged over ``nis_frames``, to the power
-  ``nis_power``): little at rest, where it averages the jitter away, much in motion, where it
-  follows without lag. The state covariance's pose block is the filtered pose's covariance.
+  update use scipy's ``Rotation`` for ``exp``/``log`` (boxplus / boxminus).
+
+  A pose's covariance (``ObjectPose.covariance``, calibrated on the error against the truth,
+  :mod:`featmap_ros.pose_covariance`) holds two parts: the jitter, new in every frame, and a
+  bias that stays while the view stays. The jitter's share (``jitter_share``, a ratio of sigmas
+  measured at rest) is the filter's measurement noise: ``R = share^2 C``; the rest,
+  ``(1 - share^2) C``, no filter removes, and it is added to the state covariance's pose block
+  to give the filtered pose's covariance. A pose without a covariance takes the configured
+  sigmas (``meas_sigma_m``, ``meas_sigma_deg``) as its jitter, and the filtered covariance is
+  the state's alone.
+
+  The process noise is white acceleration (translation and rotation), raised while the
+  innovations are larger than the measurement noise explains (their normalised square,
+  averaged over ``nis_frames``, to the power ``nis_power``): little at rest, where it averages
+  the jitter away, much in motion, where it follows without lag.
 - ``one_euro``, :class:`SE3OneEuroFilter` (Casiez, Roussel and Vogel, CHI 2012): a first-order
   low-pass filter whose cutoff rises with the signal's speed, on the translation per camera axis
   and on the rotation in the tangent space (``log(R_prev^T R)``). It has no covariance (the
@@ -62,21 +70,26 @@ class PoseFilterConfig:
 
     #: ``kalman`` (constant velocity on SE(3)) or ``one_euro``.
     kind: str = "kalman"
-    #: Kalman: measurement noise per axis when a pose has no covariance of its own (metres): the
-    #: jitter of depth-refined poses at rest in ``featmap bench tracking`` (0.78 mm RMS in 3D).
+    #: Kalman: the jitter's share of a pose's covariance, as a ratio of sigmas: jitter at rest
+    #: over the calibrated sigma in ``featmap bench tracking`` (0.44-0.90 over two sequences,
+    #: colour-only and refined, translation and rotation); higher = more smoothing, a narrower
+    #: filtered covariance (0.7: 95 % coverage of the filtered poses at 2 sigma).
+    jitter_share: float = 0.7
+    #: Kalman: measurement noise per axis of a pose without a covariance of its own (metres): the
+    #: jitter of depth-refined poses at rest in ``featmap bench tracking`` (0.74 mm RMS in 3D).
     meas_sigma_m: float = 0.00045
-    #: Kalman: the same for the rotation, degrees per axis (1.24 deg in 3D at rest).
+    #: Kalman: the same for the rotation, degrees per axis (1.20 deg in 3D at rest).
     meas_sigma_deg: float = 0.7
     #: Kalman: acceleration noise at rest, m/s^2 per sqrt(Hz): lower = less jitter, more lag
     #: until the innovations raise it.
-    accel_sigma_mps2: float = 0.0005
+    accel_sigma_mps2: float = 0.0002
     #: Kalman: angular acceleration noise at rest, rad/s^2 per sqrt(Hz).
     ang_accel_sigma_radps2: float = 0.005
     #: Kalman: the process noise's sigma is multiplied by the averaged normalised innovation
     #: squared (1 = what the measurement noise explains) to this power, when above 1.
-    nis_power: float = 4.0
+    nis_power: float = 3.0
     #: Kalman: frames over which that innovation is averaged (exponential, time constant).
-    nis_frames: float = 4.0
+    nis_frames: float = 2.0
     #: Kalman: the process noise's sigma is raised at most this many times.
     max_noise_gain: float = 10000.0
     #: Translation cutoff at rest: lower = less jitter, more lag when motion starts.
@@ -105,6 +118,8 @@ class PoseFilterConfig:
     def __post_init__(self) -> None:
         if self.kind not in FILTER_KINDS:
             raise InputError(f"filter kind {self.kind!r} is not one of {list(FILTER_KINDS)}")
+        if not 0.0 < self.jitter_share <= 1.0:
+            raise InputError(f"filter jitter_share: expected a ratio in (0, 1], got {self.jitter_share!r}")
         for name in ("meas_sigma_m", "meas_sigma_deg", "accel_sigma_mps2", "ang_accel_sigma_radps2", "nis_frames"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
@@ -256,7 +271,8 @@ class SE3KalmanFilter:
     State (12,): translation t (camera frame, m), velocity v (m/s), rotation error dtheta (rad,
     camera frame, about the nominal ``R_m2c``; zero between updates), angular velocity w (rad/s,
     camera frame: ``R(t + dt) = exp(w dt) R(t)``). :attr:`covariance` is the (6, 6) covariance of
-    the filtered pose, order (x, y, z, rot x, rot y, rot z), ROS ``PoseWithCovariance``.
+    the filtered pose (the state's pose block plus the input's bias part), order (x, y, z, rot x,
+    rot y, rot z), ROS ``PoseWithCovariance``.
 
     Args:
         config: the filter's constants; defaults to :class:`PoseFilterConfig()`.
@@ -289,11 +305,14 @@ class SE3KalmanFilter:
             Q[pos, pos], Q[pos, vel], Q[vel, pos], Q[vel, vel] = (np.eye(3) * q[i, j] for i in (0, 1) for j in (0, 1))
         return Q
 
-    def _measurement_cov(self, covariance: np.ndarray | None) -> np.ndarray:
-        if covariance is not None:
-            return check_covariance(covariance, "covariance")
+    def _noise_and_bias(self, covariance: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(measurement noise, the part of the pose's covariance no filter removes), both (6, 6)."""
         cfg = self.config
-        return np.diag([cfg.meas_sigma_m**2] * 3 + [math.radians(cfg.meas_sigma_deg) ** 2] * 3)
+        if covariance is None:
+            return np.diag([cfg.meas_sigma_m**2] * 3 + [math.radians(cfg.meas_sigma_deg) ** 2] * 3), np.zeros((6, 6))
+        c = check_covariance(covariance, "covariance")
+        share2 = cfg.jitter_share**2
+        return share2 * c, (1.0 - share2) * c
 
     def update(self, R_m2c: np.ndarray, t_m2c_m: np.ndarray, stamp_s: float,
                covariance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -303,8 +322,9 @@ class SE3KalmanFilter:
             R_m2c: (3, 3) float rotation, model -> camera.
             t_m2c_m: (3,) float translation, metres.
             stamp_s: the pose's time stamp, seconds (from the input message, not the clock).
-            covariance: (6, 6) the measured pose's covariance (ROS order, m^2 / rad^2), or None
-                for the configured ``meas_sigma_m`` / ``meas_sigma_deg``.
+            covariance: (6, 6) the measured pose's covariance (ROS order, m^2 / rad^2; its
+                ``jitter_share`` is the measurement noise), or None for the configured
+                ``meas_sigma_m`` / ``meas_sigma_deg``.
 
         Returns:
             (R_m2c (3, 3), t_m2c_m (3,), reset) as :meth:`SE3OneEuroFilter.update`.
@@ -316,7 +336,7 @@ class SE3KalmanFilter:
         cfg = self.config
         R, t = check_pose(R_m2c, t_m2c_m)
         stamp = _check_stamp(stamp_s)
-        Rn = self._measurement_cov(covariance)
+        Rn, bias = self._noise_and_bias(covariance)
         reason = reset_reason(self, R, t, stamp)
         if reason:
             self.reset()
@@ -326,7 +346,7 @@ class SE3KalmanFilter:
             self.P[np.ix_(_POSE, _POSE)] = Rn
             self.P[_V, _V] = np.eye(3) * 0.5**2
             self.P[_W, _W] = np.eye(3) * math.radians(90.0) ** 2
-            self.covariance = Rn.copy()
+            self.covariance = Rn + bias
             return R.copy(), t.copy(), reason
         dt = stamp - self.stamp_s
         # predict: constant velocity; the rotation error stays zero, the nominal turns by w dt
@@ -359,7 +379,7 @@ class SE3KalmanFilter:
         x[_TH] = 0.0
         self.x, self.P = x, 0.5 * (P + P.T)
         self.t_m2c_m = x[_T].copy()
-        self.covariance = self.P[np.ix_(_POSE, _POSE)].copy()
+        self.covariance = self.P[np.ix_(_POSE, _POSE)] + bias
         self.stamp_s = stamp
         return self.R_m2c.copy(), self.t_m2c_m.copy(), ""
 

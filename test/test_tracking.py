@@ -265,10 +265,15 @@ def test_kalman_covariance_is_symmetric_psd_and_shrinks_at_rest_grows_in_motion(
     first, settled = np.diag(covs[0]), np.diag(covs[-1])
     np.testing.assert_allclose(first, [0.003**2] * 3 + [math.radians(0.6) ** 2] * 3, rtol=1e-12)  # a reset: the measurement's
     assert np.all(settled < 0.5 * first)  # averaging several measurements
-    # a fast move: the innovations raise the process noise (translation only) and with it the covariance
+    # a move starts: the innovations raise the process noise (translation only) and with it the
+    # covariance, until the velocity is known
+    gains, var_x = [], []
     for k in range(40, 50):
         f.update(R0.as_matrix(), T0 + [0.01 * (k - 39), 0, 0], k / FPS)
-    assert f.noise_gain[0] > 10 and f.noise_gain[1] < 3 and f.covariance[0, 0] > settled[0]
+        gains.append(f.noise_gain.copy())
+        var_x.append(f.covariance[0, 0])
+    gains = np.array(gains)
+    assert gains[:, 0].max() > 10 and gains[:, 1].max() < 3 and max(var_x) > settled[0]
 
 
 def test_kalman_uses_the_pose_covariance_as_measurement_noise():

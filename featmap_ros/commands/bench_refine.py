@@ -211,5 +211,17 @@ def run_tracking(args: argparse.Namespace) -> int:
                   f"{f['lag_frames']:8.2f} / {f['lag_frames_rot']:5.2f} (raw {f['lag_frames_raw']:.2f} / {f['lag_frames_rot_raw']:.2f}) "
                   f"{f['motion_rms_mm_raw']:7.2f} -> {f['motion_rms_mm_filtered']:6.2f} mm, "
                   f"{f['motion_rms_deg_raw']:5.2f} -> {f['motion_rms_deg_filtered']:5.2f} deg")
+    print("  truth within the 2-sigma bound of the published covariance (6-D; per axis x y z rx ry rz):")
+    for kind, figs in r["filters"].items():
+        for key, label in (("rgb", "colour only"), ("depth", "colour + depth")):
+            for which in ("raw", "filtered"):
+                c = figs[key].get(f"coverage_2sigma_{which}")
+                if c is None or not c["n"]:
+                    continue
+                if which == "raw" and kind != next(iter(r["filters"])):
+                    continue  # the per-frame poses are the same for every filter
+                name = "per frame" if which == "raw" else kind
+                print(f"  {name + ', ' + label:26s} {100 * c['joint']:5.1f} % of {c['n']}  "
+                      f"({' '.join(f'{100 * a:.0f}' for a in c['per_axis'])} %)")
     _write(args, report)
     return 0

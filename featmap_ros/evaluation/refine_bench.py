@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from featmap_ros import pose_covariance
 from featmap_ros.data import bop
 from featmap_ros.depth_refine import rejection_kind
 from featmap_ros.errors import InputError
@@ -282,7 +283,19 @@ def motion_error(est_t_m: np.ndarray, est_R: np.ndarray, truth_t_m: np.ndarray, 
     return float(np.sqrt(np.mean(e_mm**2))), float(np.sqrt(np.mean(e_deg**2)))
 
 
-def _track_figures(raw_t, raw_R, filt_t, filt_R, gt_t, gt_R, meta, skip) -> dict:
+def track_coverage(t_m: np.ndarray, R: np.ndarray, cov: np.ndarray, gt_t: np.ndarray, gt_R: np.ndarray) -> dict:
+    """:func:`featmap_ros.pose_covariance.coverage` of a track (rows with NaN left out).
+
+    Args:
+        t_m: (N, 3) metres; R: (N, 3, 3); cov: (N, 6, 6); gt_t, gt_R: the truth.
+    """
+    ok = np.all(np.isfinite(t_m), axis=1) & np.all(np.isfinite(cov.reshape(-1, 36)), axis=1)
+    if not ok.any():
+        return pose_covariance.coverage(np.full((0, 6), np.nan), np.full((0, 6, 6), np.nan))
+    return pose_covariance.coverage(pose_covariance.pose_error(t_m[ok], R[ok], gt_t[ok], gt_R[ok]), cov[ok])
+
+
+def _track_figures(raw_t, raw_R, filt_t, filt_R, gt_t, gt_R, meta, skip, raw_cov=None, filt_cov=None) -> dict:
     moving = np.asarray(meta["moving"], bool)
     jr = jitter(raw_t, raw_R, meta["rest_periods"], skip)
     jf = jitter(filt_t, filt_R, meta["rest_periods"], skip)
@@ -300,6 +313,8 @@ def _track_figures(raw_t, raw_R, filt_t, filt_R, gt_t, gt_R, meta, skip) -> dict
         "found": float(np.mean(np.isfinite(err_raw))),
         **dict(zip(("motion_rms_mm_raw", "motion_rms_deg_raw"), motion_error(raw_t, raw_R, gt_t, gt_R, moving))),
         **dict(zip(("motion_rms_mm_filtered", "motion_rms_deg_filtered"), motion_error(filt_t, filt_R, gt_t, gt_R, moving))),
+        **({} if raw_cov is None else {"coverage_2sigma_raw": track_coverage(raw_t, raw_R, raw_cov, gt_t, gt_R)}),
+        **({} if filt_cov is None else {"coverage_2sigma_filtered": track_coverage(filt_t, filt_R, filt_cov, gt_t, gt_R)}),
     }
 
 
@@ -417,7 +432,7 @@ def run_tracking_bench(est, root: str | Path, boxes: str = "gt",
         for src in ("rgb", "depth"):
             tr = filter_track(tracks["poses"][src], tracks["stamps_s"], cfg)
             figs[src] = _track_figures(tr["raw_t"], tr["raw_R"], tr["filt_t"], tr["filt_R"], tracks["gt_t"],
-                                       tracks["gt_R"], meta, skip)
+                                       tracks["gt_R"], meta, skip, tr["raw_cov"], tr["filt_cov"])
         filters[label] = {**figs, "filter_config": asdict(cfg)}
     first = filters[next(iter(filters))]
     return {"filters": filters, "rgb": first["rgb"], "depth": first["depth"], "filter_config": first["filter_config"],

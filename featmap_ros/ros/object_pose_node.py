@@ -5,7 +5,7 @@ In: ``image`` (rgb8/bgr8/mono8), ``camera_info``, and per ``roi_source`` ``detec
 by message_filters; with ``refine.depth`` auto/on also ``depth`` (16UC1 mm or 32FC1 m, registered
 to the colour image) and ``depth_camera_info`` (auto: used when they arrive). Out:
 ``~/detections`` (filtered over time with ``filter.enabled``), ``~/detections_raw`` (per frame),
-``~/<object>/pose``, TF ``<frame_prefix><object>``, ``~/markers``, ``~/debug_image`` (built only
+``~/<object>/pose``, ``~/<object>/poses_cov`` (PoseWithCovarianceStamped), TF ``<frame_prefix><object>``, ``~/markers``, ``~/debug_image`` (built only
 when subscribed), ``/diagnostics``; ``~/estimate`` (featmap_ros/srv/Estimate) answers with the
 poses of the next frame.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import Detection2DArray, Detection3DArray
 from visualization_msgs.msg import MarkerArray
@@ -58,6 +58,7 @@ class CameraOutputs:
     detections: Any
     detections_raw: Any
     poses: dict[str, Any]
+    poses_cov: dict[str, Any]
     markers: Any
     debug: Any
 
@@ -91,6 +92,7 @@ class ObjectPoseNode(PoseNode):
                 detections=self.publisher(Detection3DArray, f"{ns}detections", 10),
                 detections_raw=self.publisher(Detection3DArray, f"{ns}detections_raw", 10),
                 poses={n: self.publisher(PoseStamped, f"{ns}{n}/pose", 10) for n in settings.objects},
+                poses_cov={n: self.publisher(PoseWithCovarianceStamped, f"{ns}{n}/poses_cov", 10) for n in settings.objects},
                 markers=self.publisher(MarkerArray, f"{ns}markers", latched_qos()),
                 debug=self.pub_debug if not cam else self.publisher(Image, f"{ns}debug_image", latched_qos()))
         self.batch_timer = (self.create_timer(max(self.values["batch.window_s"] / 2.0, 0.005), self._on_batch_timer)
@@ -182,6 +184,8 @@ class ObjectPoseNode(PoseNode):
         pubs.detections_raw.publish(out.detections_raw)
         for name, pose in out.poses.items():
             pubs.poses[name].publish(pose)
+        for name, pose in out.poses_cov.items():
+            pubs.poses_cov[name].publish(pose)
         if out.transforms:
             self.tf.sendTransform(out.transforms)
         pubs.markers.publish(out.markers)

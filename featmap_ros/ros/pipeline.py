@@ -112,9 +112,12 @@ class ObjectSettings:
 
 
 def filter_config_from_params(values: Mapping[str, Any]) -> PoseFilterConfig:
-    """The pose filter's constants from the ``filter.*`` parameters (one cutoff for translation
-    and rotation at rest)."""
+    """The pose filter's constants from the ``filter.*`` parameters (One-Euro: one cutoff for
+    translation and rotation at rest)."""
     return PoseFilterConfig(
+        kind=values["filter.kind"], meas_sigma_m=values["filter.meas_sigma_m"],
+        meas_sigma_deg=values["filter.meas_sigma_deg"], accel_sigma_mps2=values["filter.accel_sigma"],
+        ang_accel_sigma_radps2=values["filter.ang_accel_sigma"],
         trans_min_cutoff_hz=values["filter.min_cutoff"], rot_min_cutoff_hz=values["filter.min_cutoff"],
         trans_beta_hz_s_per_m=values["filter.beta"], rot_beta_hz_s_per_rad=values["filter.beta_rot"],
         d_cutoff_hz=values["filter.d_cutoff"], max_gap_s=values["filter.max_gap_s"],
@@ -168,7 +171,8 @@ def registered_depth(depth_msg: Any, depth_info_msg: Any, image_hw: tuple[int, i
 
 @dataclass
 class ObjectOutputs:
-    """Messages for one frame. ``poses``: object name -> PoseStamped of its best estimate.
+    """Messages for one frame. ``poses``: object name -> PoseStamped of its best estimate
+    (``poses_cov``: the same with its covariance).
 
     ``detections``, ``poses``, ``transforms``, ``markers``, ``debug_image`` and ``results`` hold
     the filtered poses when ``filter.enabled`` (else the per-frame ones). ``timings``: seconds per
@@ -189,6 +193,9 @@ class ObjectOutputs:
     detections_raw: Any = None
     #: the per-frame poses (``results`` are the filtered ones).
     raw_results: list[ObjectPose] = field(default_factory=list)
+    #: object name -> PoseWithCovarianceStamped of its best estimate (the filter's covariance;
+    #: all zeros when unknown)
+    poses_cov: dict[str, Any] = field(default_factory=dict)
 
 
 def _best_per_object(poses: list[ObjectPose]) -> dict[str, int]:
@@ -314,6 +321,7 @@ class ObjectPipeline:
         out = ObjectOutputs(
             detections=detections,
             poses={n: shown_msgs.pose_stamped(i, header) for n, i in best.items()},
+            poses_cov={n: shown_msgs.pose_with_covariance_stamped(i, header) for n, i in best.items()},
             transforms=[shown_msgs.transform(i, header, s.frame_prefix) for i in best.values()] if s.publish_tf else [],
             markers=shown_msgs.markers(header, s.meshes, s.mesh_scale),
             debug_image=None, results=shown, warnings=warnings, raw_results=kept,
