@@ -29,7 +29,7 @@ import torch
 from featmap_ros import coords, crops, geometry, hand_localiser
 from featmap_ros.checkpoint import HandMeta, ObjectMeta, load_checkpoint, model_from_checkpoint, resolve_device
 from featmap_ros.config import from_dict
-from featmap_ros.data.bop import load_mesh
+from featmap_ros.data.bop import Mesh, load_mesh
 from featmap_ros.depth_refine import (DepthRefineConfig, RefineModel, check_registered_depth, refine_model_from_mesh,
                                       refine_pose_with_depth)
 from featmap_ros.errors import InputError
@@ -288,20 +288,36 @@ class ObjectPoseEstimator(_Base):
             self._refine_models[name] = self._build_refine_model(name)
         return self._refine_models[name]
 
-    def _build_refine_model(self, name: str) -> RefineModel | str:
+    def object_mesh(self, name: str) -> Mesh | str:
+        """The mesh of object ``name`` in metres, read from its source (``meta.mesh_paths`` under
+        the mesh root, BOP millimetres; the toy's generator), or why there is none (a string
+        naming the mesh). Read anew on each call: callers keep what they need.
+
+        Raises:
+            InputError: an unknown object name.
+        """
+        if name not in self._index:
+            raise InputError(f"unknown object {name!r}; this model knows {self._names}")
         k = self._index[name]
         src = self.mesh_sources[k]
         if not src:
-            return f"no mesh for {name!r} (the checkpoint's meta.mesh_paths is empty): no depth refinement"
+            return f"no mesh for {name!r} (the checkpoint's meta.mesh_paths is empty)"
+        if src == TOY_MESH:
+            return make_toy_object(self.obj_ids[k])[0]
+        if not Path(src).is_file():
+            hint = "" if Path(src).is_absolute() else " (a relative path: set the mesh root, e.g. refine.mesh_root)"
+            return f"mesh of {name!r} not found: {src} (meta.mesh_paths){hint}"
         try:
-            if src == TOY_MESH:
-                mesh = make_toy_object(self.obj_ids[k])[0]
-            elif not Path(src).is_file():
-                hint = "" if Path(src).is_absolute() else " (a relative path: set the mesh root, e.g. refine.mesh_root)"
-                return f"mesh of {name!r} not found: {src} (meta.mesh_paths){hint}: no depth refinement"
-            else:
-                mesh = load_mesh(src, units="mm")
-            return refine_model_from_mesh(mesh.vertices_m, mesh.faces, REFINE_POINTS, str(src))
+            return load_mesh(src, units="mm")
+        except InputError as e:
+            return f"mesh of {name!r} unusable: {e}"
+
+    def _build_refine_model(self, name: str) -> RefineModel | str:
+        mesh = self.object_mesh(name)
+        if isinstance(mesh, str):
+            return f"{mesh}: no depth refinement"
+        try:
+            return refine_model_from_mesh(mesh.vertices_m, mesh.faces, REFINE_POINTS, str(self.mesh_sources[self._index[name]]))
         except InputError as e:
             return f"mesh of {name!r} unusable for depth refinement: {e}"
 

@@ -266,7 +266,7 @@ def test_objects_without_a_usable_mesh_keep_the_colour_pose(tmp_path, monkeypatc
     cloud.write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
                      "end_header\n0 0 0\n1 0 0\n0 1 0\n")
     for source, reason in [("", "no mesh for 'box'"), (str(tmp_path / "gone.ply"), "mesh of 'box' not found"),
-                           (str(cloud), "mesh of 'box' unusable for depth refinement: .*cloud.ply")]:
+                           (str(cloud), "mesh of 'box' unusable: .*cloud.ply")]:
         est, boxes, _ = _box_estimator(tmp_path, monkeypatch, R0, t0, mesh_sources=[source])
         (p,) = est.estimate(img, K_LM, boxes, depth_m=depth)
         assert not p.refined and np.allclose(p.t_m2c_m, t0, atol=1e-4)
