@@ -386,6 +386,29 @@ def test_mesh_uris_from_the_template(tmp_path):
         mesh_uris("package://x/{name}.ply", ["ape"])
 
 
+def test_marker_meshes_fall_back_to_the_mesh_root(tmp_path, msgs):
+    """A BOP folder (refine.mesh_root / dataset_root): the package has no ape.ply, the models/
+    folder has obj_000001.ply: the marker draws that file; can's model is missing too: a box."""
+    models = tmp_path / "lmo" / "models"
+    models.mkdir(parents=True)
+    (models / "obj_000001.ply").write_text("ply")
+    share = {"featmap_ros": str(tmp_path / "share")}
+    exists = lambda uri: uri_exists(uri, share.get)  # noqa: E731
+    files = {"ape": str(models / "obj_000001.ply"), "can": str(models / "obj_000005.ply")}
+    got, missing = mesh_uris("package://featmap_ros/meshes/{object}.ply", ["ape", "can"], None, exists, files)
+    assert got == {"ape": f"file://{models}/obj_000001.ply"} and uri_exists(got["ape"], share.get)
+    assert missing == ["package://featmap_ros/meshes/can.ply"]
+    values = P.validate_params(P.OBJECT_NODE_PARAMS, {})
+    s = ObjectSettings.from_params(values, ["ape", "can"], {"ape": 1, "can": 5}, exists, files)
+    assert s.meshes == got and s.mesh_scale == 0.001  # BOP models are in millimetres, as the package's
+    # the markers carry it: a MESH_RESOURCE for ape, boxes (LINE_LIST) for both
+    out = ObjectPipeline(FakeObjectEstimator(), msgs, s).process(*frame(msgs))
+    M = msgs.cls("visualization_msgs/msg/Marker")
+    meshes = {m.ns: m.mesh_resource for m in out.markers.markers if m.type == M.MESH_RESOURCE}
+    assert meshes == {"ape/mesh": got["ape"]}
+    assert {m.ns for m in out.markers.markers if m.type == M.LINE_LIST} == {"ape/box", "can/box"}
+
+
 class FakeHandEstimator:
     def __init__(self, hand):
         self.hand = hand
