@@ -35,6 +35,7 @@ from featmap_ros.depth_refine import (DepthRefineConfig, RefineModel, check_regi
 from featmap_ros.errors import InputError
 from featmap_ros.nets import FeatureMappingNet, LocaliserConfig, build_localiser
 from featmap_ros.object_localiser import decode_heatmap
+from featmap_ros.onnx_export import DEFAULT_RUNTIME, RUNTIMES, OrtRunner, ort_or_torch
 from featmap_ros.pose_covariance import CovarianceScales, depth_fit_covariance, pnp_covariance, scale_covariance
 from featmap_ros.render.toy_object import TOY_NAME, make_toy_object
 from featmap_ros.results import HandPose, ObjectPose
@@ -42,7 +43,6 @@ from featmap_ros.results import HandPose, ObjectPose
 log = logging.getLogger(__name__)
 
 
-RUNTIMES = ("torch", "onnxruntime")
 #: Mesh source of the project's toy object: checkpoints trained on it (``data.models_root: toy``,
 #: the bundled demo weights) store an empty mesh path.
 TOY_MESH = "toy"
@@ -69,17 +69,22 @@ def mesh_sources(meta: ObjectMeta, config: dict | None = None) -> tuple[str, ...
 
 
 class _Base:
-    def __init__(self, model: FeatureMappingNet, use_mapping: bool, device: str, runtime: str = "torch") -> None:
+    def __init__(self, model: FeatureMappingNet, use_mapping: bool, device: str, runtime: str = DEFAULT_RUNTIME) -> None:
         if runtime not in RUNTIMES:
             raise InputError(f"runtime: must be one of {list(RUNTIMES)}, got {runtime!r}")
         self.device = resolve_device(device)
-        #: ``torch`` or ``onnxruntime``: what runs f, g, h (crops, PnP, localiser stay torch/numpy)
+        #: ``onnxruntime`` or ``torch``: what runs f, g, h (crops, PnP, localiser stay torch/numpy);
+        #: ``torch`` after a fallback (``runtime_fallback`` says why)
         self.runtime = runtime
+        #: why ONNX Runtime was asked for but torch runs the network ("" = no fallback)
+        self.runtime_fallback = ""
         self._ort = None
         if runtime == "onnxruntime":  # export before the model is cast to fp16 below
-            from featmap_ros.onnx_export import OrtRunner
-
-            self._ort = OrtRunner.from_model(model, use_mapping=use_mapping, device=self.device.type)
+            self._ort, self.runtime_fallback = ort_or_torch(
+                lambda: OrtRunner.from_model(model, use_mapping=use_mapping, device=self.device.type),
+                f"{model.cfg.task} network f, g, h")
+            if self._ort is None:
+                self.runtime = "torch"
         self.half = self.device.type == "cuda"
         self.model = model.eval().to(self.device)
         if self.half:
@@ -90,7 +95,12 @@ class _Base:
     @torch.no_grad()
     def _infer(self, crops_chw: np.ndarray) -> np.ndarray:
         if self._ort is not None:
-            return self._ort.run(crops_chw)
+            try:
+                return self._ort.run(crops_chw)
+            except Exception as e:  # noqa: BLE001 - a failing session: torch from now on, said once
+                self._ort, self.runtime = None, "torch"
+                self.runtime_fallback = f"ONNX Runtime failed on a batch ({type(e).__name__}: {e}): torch runs the network from now on"
+                log.warning(self.runtime_fallback)
         x = torch.from_numpy(np.ascontiguousarray(crops_chw)).to(self.device)
         x = x.half() if self.half else x.float()
         y = self.model(x, real=self.use_mapping)
@@ -107,7 +117,8 @@ class ObjectPoseEstimator(_Base):
         localiser: the built-in localiser or None (then boxes are required).
         use_mapping: pass real features through g.
         device: ``auto`` | ``cpu`` | ``cuda``.
-        runtime: ``torch`` or ``onnxruntime`` (f, g, h exported to ONNX and run by ONNX Runtime).
+        runtime: ``onnxruntime`` (default: f, g, h exported to ONNX and run by ONNX Runtime; torch
+            where that fails, logged once) or ``torch``.
         mesh_sources: (n,) per object a mesh file (BOP PLY, millimetres), :data:`TOY_MESH`, or ''
             (no depth refinement); default ``meta.mesh_paths`` (see :func:`mesh_sources`).
         refine_config: thresholds of the depth refinement.
@@ -119,7 +130,7 @@ class ObjectPoseEstimator(_Base):
     """
 
     def __init__(self, model: FeatureMappingNet, meta: ObjectMeta | dict, localiser: torch.nn.Module | None = None,
-                 use_mapping: bool = True, device: str = "auto", runtime: str = "torch",
+                 use_mapping: bool = True, device: str = "auto", runtime: str = DEFAULT_RUNTIME,
                  mesh_sources: Sequence[str] | None = None, refine_config: DepthRefineConfig | None = None,
                  mesh_root: str | Path | None = None, zoom_in: int = 0,
                  covariance_scales: CovarianceScales | None = None) -> None:
@@ -162,7 +173,7 @@ class ObjectPoseEstimator(_Base):
         self._refine_models: dict[str, RefineModel | str] = {}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", runtime: str = "torch",
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", runtime: str = DEFAULT_RUNTIME,
                         mesh_root: str | Path | None = None, zoom_in: int | None = None,
                         covariance_scales: CovarianceScales | None = None) -> "ObjectPoseEstimator":
         """Load an object checkpoint written by ``featmap train object`` (or a bundled one).
@@ -484,7 +495,7 @@ class HandPoseEstimator(_Base):
     """
 
     def __init__(self, model: FeatureMappingNet, meta: HandMeta | dict, use_mapping: bool = True, device: str = "auto",
-                 centre_refiner=None, runtime: str = "torch") -> None:
+                 centre_refiner=None, runtime: str = DEFAULT_RUNTIME) -> None:
         if model.cfg.task != "hand":
             raise InputError(f"model.task is {model.cfg.task!r}; HandPoseEstimator needs a hand model")
         meta = meta if isinstance(meta, HandMeta) else HandMeta.from_dict(meta, model.cfg.n_joints)
@@ -499,7 +510,7 @@ class HandPoseEstimator(_Base):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", refine_centre: bool = True,
-                        runtime: str = "torch") -> "HandPoseEstimator":
+                        runtime: str = DEFAULT_RUNTIME) -> "HandPoseEstimator":
         """Load a hand checkpoint (``featmap train hand`` or bundled); InputError on a wrong task.
 
         Args:

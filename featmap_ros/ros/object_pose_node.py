@@ -30,7 +30,7 @@ from featmap_ros.errors import InputError
 from featmap_ros.estimators import TOY_MESH
 from featmap_ros.ros.lifecycle import managed
 from featmap_ros.ros.multicam import CameraBatcher
-from featmap_ros.ros.node_base import PoseNode, load_estimator
+from featmap_ros.ros.node_base import PoseNode, load_estimator, runtime_fallbacks
 from featmap_ros.ros.node_common import latched_qos, report_frame_error, run_node
 from featmap_ros.ros.params import OBJECT_NODE_PARAMS, parse_cameras
 from featmap_ros.ros.pipeline import (ObjectPipeline, ObjectSettings, filter_config_from_params, mesh_uris,
@@ -75,6 +75,8 @@ class ObjectPoseNode(PoseNode):
         """Load the estimator, build a pipeline and publishers per camera; return the input streams."""
         cameras = parse_cameras(self.values["cameras"])
         estimator = load_estimator(self.values, "object")
+        for why in runtime_fallbacks(estimator):
+            self.get_logger().warning(why)
         check_roi_source(self.values["roi_source"], getattr(estimator, "localiser", None) is not None)
         if len(cameras) > 1 and not hasattr(estimator, "estimate_images"):
             raise InputError(f"parameter 'cameras': {type(estimator).__name__} cannot estimate several images at once")

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from featmap_ros.errors import InputError
+from featmap_ros.onnx_export import DEFAULT_RUNTIME, RUNTIMES
 from featmap_ros.tracking import FILTER_KINDS, PoseFilterConfig
 
 #: The filter's defaults, one home: featmap_ros.tracking.PoseFilterConfig.
@@ -95,8 +96,9 @@ class ParamSpec:
 _COMMON = (
     ParamSpec("device", "auto", "torch device for inference: auto (CUDA if available), cpu, cuda or cuda:N",
               pattern=r"auto|cpu|cuda(:\d+)?"),
-    ParamSpec("runtime", "torch", "what runs f, g, h: torch, or onnxruntime (the networks exported to ONNX at start-up; "
-              "4-5x faster on a CPU, needs pip install onnxruntime)", choices=("torch", "onnxruntime")),
+    ParamSpec("runtime", DEFAULT_RUNTIME, "what runs f, g, h (and the hand-centre refiner): onnxruntime (the networks "
+              "exported to ONNX at start-up, 4-5x faster on a CPU; torch where ONNX Runtime is missing or fails, "
+              "logged once) or torch", choices=RUNTIMES),
     ParamSpec("warmup", True, "run one dummy inference at start-up so the first frame is not slow"),
     ParamSpec("min_score", 0.0, "estimates with a lower confidence are not published", read_only=False, min=0.0, max=1.0),
     ParamSpec("frame_prefix", "featmap/", "TF child frames are <frame_prefix><name> under the input's frame", read_only=False,
