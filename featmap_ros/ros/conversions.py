@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from featmap_ros.data.specs import HAND_BONES, skeleton_edges
+from featmap_ros.draw.colours import ESTIMATE_RGB, rgba_unit
 from featmap_ros.errors import InputError
 from featmap_ros.geometry import BOX_EDGES, CameraModel, check_K, matrix_from_quat_xyzw, quat_xyzw_from_matrix
 from featmap_ros.results import HandPose, ObjectPose
@@ -745,7 +746,7 @@ class ObjectPoseMessages:
         return msgs.new("vision_msgs/msg/Detection3DArray", header=header, detections=dets)
 
     def markers(self, header: Any, mesh_resources: Mapping[str, str] | None = None, mesh_scale: float = 1.0,
-                rgba: Sequence[float] = (0.1, 0.9, 0.2, 1.0)) -> Any:
+                rgba: Sequence[float] = rgba_unit(ESTIMATE_RGB)) -> Any:
         """visualization_msgs/MarkerArray: DELETEALL, then per pose a mesh and its box.
 
         Args:
@@ -935,7 +936,7 @@ def object_markers(
     header: Any,
     mesh_resources: Mapping[str, str] | None = None,
     mesh_scale: float = 1.0,
-    rgba: Sequence[float] = (0.1, 0.9, 0.2, 1.0),
+    rgba: Sequence[float] = rgba_unit(ESTIMATE_RGB),
 ) -> Any:
     """ObjectPoses -> visualization_msgs/MarkerArray: DELETEALL, then per object a mesh and its box.
 
@@ -950,7 +951,7 @@ def hand_markers(
     header: Any,
     skeleton: Sequence[tuple[str, str]] = HAND_SKELETON,
     joint_diameter_m: float = 0.012,
-    rgba: Sequence[float] = (1.0, 0.5, 0.1, 1.0),
+    rgba: Sequence[float] = rgba_unit(ESTIMATE_RGB),
 ) -> Any:
     """A hand -> MarkerArray: DELETEALL, joints (SPHERE_LIST, ns ``hand/joints``) and bones
     (LINE_LIST, ns ``hand/bones``). ``hand=None`` clears the display."""
