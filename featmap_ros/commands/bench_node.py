@@ -31,6 +31,7 @@ from featmap_ros.nets import ModelConfig, build_model
 from featmap_ros.results import ObjectPose
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.msg_defs import featmap_typestore
+from featmap_ros.onnx_export import DEFAULT_RUNTIME, RUNTIMES
 from featmap_ros.ros.params import HAND_NODE_PARAMS, OBJECT_NODE_PARAMS, validate_params
 from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
 
@@ -63,6 +64,8 @@ def register(sub) -> None:
                         "machine slows single runs down)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
+    p.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
+                   help="what runs the networks (the nodes' default: onnxruntime, torch where it is missing)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     p.set_defaults(func=run)
 
@@ -72,12 +75,12 @@ def _object_estimator(args):
     if args.object_checkpoint or not args.random:
 
         path = args.object_checkpoint or bundled_weights("object")
-        return ObjectPoseEstimator.from_checkpoint(path, device=args.device), str(path)
+        return ObjectPoseEstimator.from_checkpoint(path, device=args.device, runtime=args.runtime), str(path)
 
     model = build_model(ModelConfig(task="object", backbone=args.backbone, pretrained=False, n_objects=1))
     meta = {"object_names": ["object"], "obj_ids": [1],
             "corners_m": box_corners(np.array([-0.04, -0.04, -0.05]), np.array([0.08, 0.08, 0.1]))[None].tolist()}
-    return ObjectPoseEstimator(model, meta, device=args.device), f"random {args.backbone}"
+    return ObjectPoseEstimator(model, meta, device=args.device, runtime=args.runtime), f"random {args.backbone}"
 
 
 def _hand_estimator(args):
@@ -85,11 +88,11 @@ def _hand_estimator(args):
     if args.hand_checkpoint or not args.random:
 
         path = args.hand_checkpoint or bundled_weights("hand")
-        return HandPoseEstimator.from_checkpoint(path, device=args.device), str(path)
+        return HandPoseEstimator.from_checkpoint(path, device=args.device, runtime=args.runtime), str(path)
 
     model = build_model(ModelConfig(task="hand", backbone="deepprior", pretrained=False))
     meta = {"joint_names": list(hand_dataset("nyu").joint_names), "cube_mm": 300.0}
-    return HandPoseEstimator(model, meta, device=args.device), "random deepprior"
+    return HandPoseEstimator(model, meta, device=args.device, runtime=args.runtime), "random deepprior"
 
 
 def _camera(w: int, h: int):
@@ -319,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
                 out = pipe.process(image, info, ground_truth_msg=gt_msg, want_debug=args.debug_image)
                 return out, len(out.results)
 
-            object_reports.append(_report("object", what, *_time(step_object, args.frames), objects=n))
+            object_reports.append(_report("object", f"{what}, runtime {est.runtime}", *_time(step_object, args.frames), objects=n))
         if len(counts) > 1:
             _print_scaling(object_reports)
         reports += object_reports
@@ -333,7 +336,9 @@ def run(args: argparse.Namespace) -> int:
             out = pipe.process(depth, info, want_debug=args.debug_image)
             return out, int(out.result is not None)
 
-        reports.append(_report("hand", what, *_time(step_hand, args.frames)))
+        refiner = getattr(est, "centre_refiner", None)
+        runtime = est.runtime + ("" if refiner is None else f", centre refiner {refiner.runtime}")
+        reports.append(_report("hand", f"{what}, runtime {runtime}", *_time(step_hand, args.frames)))
     import torch
 
     machine = {"processor": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
