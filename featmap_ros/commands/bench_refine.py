@@ -32,13 +32,10 @@ these frames are far off (median 57 deg, none within 5 px), beyond what the refi
 correct (47 refused as more than 0.5 m off, 20 as turned more than 30 deg, 18 for fitness).
 
 ``featmap bench tracking`` (300 frames at 30 Hz, three rest periods, the first second of each
-left out; default filter): colour + depth: jitter 0.78 mm / 1.24 deg raw -> 0.18 mm / 0.32 deg
-filtered (4.3x / 3.9x less), lag 1.83 frames in translation and 1.96 in rotation (raw 0.03 /
-0.36); colour only: 29.0 mm / 4.66 deg -> 11.0 mm / 1.68 deg (2.6x / 2.8x). The lag is above the
-aim of 1 frame: the motion starts from rest with a minimum-jerk profile, slow at first, which the
-One-Euro filter takes for noise. On the same sequence ``filter.beta`` 100 gives 3.5x at 0.88
-frames in translation; in rotation no ``filter.beta_rot`` reached both 3x and 1 frame (6: 3.9x at
-1.96 frames, 20: 2.8x at 1.10, 60: 1.8x at 0.70).
+left out; the estimator once, then each filter on the same poses), colour + depth: the Kalman
+filter (default) 0.74 mm / 1.20 deg raw -> 0.16 mm / 0.28 deg (4.7x / 4.3x less jitter) at
+0.16 / 0.54 frames of lag, 95.3 % of the truths within 2 sigma of its covariance; the One-Euro
+filter 6.3x / 4.7x at 1.81 / 1.85 frames (docs/benchmarks.md has the table, colour only too).
 """
 from __future__ import annotations
 
