@@ -202,8 +202,8 @@ def _object_counts(text: str, option: str = "--objects", most: int = 64) -> list
     return counts
 
 
-def _camera_process(ckpt: str | None, random_backbone: str | None, device: str, size: tuple[int, int], frames: int,
-                    threads: int, barrier, results) -> None:
+def _camera_process(ckpt: str | None, random_backbone: str | None, device: str, runtime: str, size: tuple[int, int],
+                    frames: int, threads: int, barrier, results) -> None:
     """One single-camera "node process" (spawned): the object pipeline on its own frames, timed
     between a barrier shared with the others and its last frame."""
     import torch
@@ -211,7 +211,7 @@ def _camera_process(ckpt: str | None, random_backbone: str | None, device: str, 
     if threads > 0:
         torch.set_num_threads(threads)
     args = argparse.Namespace(object_checkpoint=ckpt, random=random_backbone is not None, backbone=random_backbone or "",
-                              device=device)
+                              device=device, runtime=runtime)
     est, _ = _object_estimator(args)
     est.warmup()
     msgs = conv.RosbagsMessages(featmap_typestore("jazzy"))
@@ -225,6 +225,25 @@ def _camera_process(ckpt: str | None, random_backbone: str | None, device: str, 
     for _ in range(frames):
         pipe.process(image, info, ground_truth_msg=gt)
     results.put((t0, time.monotonic()))
+
+
+def _spans(procs, results, timeout_s: float = 3600.0) -> list[tuple[float, float]]:
+    """Each camera process's (start, end), waiting while they run; a process that died first
+    (an exception in it) is an error naming its exit code, not an hour's wait."""
+    import queue
+
+    spans, t_end = [], time.monotonic() + timeout_s
+    while len(spans) < len(procs):
+        try:
+            spans.append(results.get(timeout=1.0))
+        except queue.Empty:
+            dead = [pr.exitcode for pr in procs if pr.exitcode not in (None, 0)]
+            if dead or time.monotonic() > t_end:
+                for pr in procs:
+                    pr.terminate()
+                raise InputError(f"--cameras: a camera process exited with code {dead[0]} (its traceback is above)"
+                                 if dead else f"--cameras: no result within {timeout_s:g} s")
+    return spans
 
 
 def _bench_cameras(args: argparse.Namespace, counts: list[int]) -> list[dict]:
@@ -263,11 +282,12 @@ def _bench_cameras(args: argparse.Namespace, counts: list[int]) -> list[dict]:
             barrier, results = ctx.Barrier(n), ctx.Queue()
             ckpt = args.object_checkpoint or (None if args.random else str(bundled_weights("object")))
             procs = [ctx.Process(target=_camera_process, args=(ckpt, args.backbone if args.random and not ckpt else None,
-                                                               args.device, (args.width, args.height), args.frames,
-                                                               max(threads // n, 1), barrier, results)) for _ in range(n)]
+                                                               args.device, args.runtime, (args.width, args.height),
+                                                               args.frames, max(threads // n, 1), barrier, results))
+                     for _ in range(n)]
             for pr in procs:
                 pr.start()
-            spans = [results.get(timeout=3600) for _ in procs]
+            spans = _spans(procs, results)
             for pr in procs:
                 pr.join()
             multi.append(n * args.frames / (max(e for _, e in spans) - min(s for s, _ in spans)))

@@ -4,10 +4,11 @@ In: ``image`` (rgb8/bgr8/mono8), ``camera_info``, and per ``roi_source`` ``detec
 (vision_msgs/Detection2DArray) or ``ground_truth/detections`` (Detection3DArray), synchronised
 by message_filters; with ``refine.depth`` auto/on also ``depth`` (16UC1 mm or 32FC1 m, registered
 to the colour image) and ``depth_camera_info`` (auto: used when they arrive). Out:
-``~/detections`` (filtered over time with ``filter.enabled``), ``~/detections_raw`` (per frame),
-``~/<object>/pose``, ``~/<object>/poses_cov`` (PoseWithCovarianceStamped), TF ``<frame_prefix><object>``, ``~/markers``, ``~/debug_image`` (built only
-when subscribed), ``/diagnostics``; ``~/estimate`` (featmap_ros/srv/Estimate) answers with the
-poses of the next frame.
+``~/detections`` (filtered over time with ``filter.enabled``, with covariances), ``~/detections_raw``
+(per frame), ``~/<object>/pose``, ``~/<object>/poses_cov`` (PoseWithCovarianceStamped), TF
+``<frame_prefix><object>``, ``~/markers``, ``~/debug_image`` (built only when subscribed),
+``~/collision_objects`` (moveit_msgs/CollisionObject, with ``planning_scene.enabled``),
+``/diagnostics``; ``~/estimate`` (featmap_ros/srv/Estimate) answers with the poses of the next frame.
 
 With ``cameras: [cam_left, cam_right]`` the inputs are each camera's ``<cam>/image``,
 ``<cam>/camera_info``, ... and the outputs ``~/<cam>/detections``, ``~/<cam>/markers``, ...,
