@@ -35,7 +35,7 @@ from featmap_ros.depth_refine import (DepthRefineConfig, RefineModel, check_regi
 from featmap_ros.errors import InputError
 from featmap_ros.nets import FeatureMappingNet, LocaliserConfig, build_localiser
 from featmap_ros.object_localiser import decode_heatmap
-from featmap_ros.onnx_export import DEFAULT_RUNTIME, RUNTIMES, OrtRunner, ort_or_torch
+from featmap_ros.onnx_export import DEFAULT_RUNTIME, RUNTIMES, OrtRunner, check_ort_device, ort_or_torch
 from featmap_ros.pose_covariance import CovarianceScales, depth_fit_covariance, pnp_covariance, scale_covariance
 from featmap_ros.render.toy_object import TOY_NAME, make_toy_object
 from featmap_ros.results import HandPose, ObjectPose
@@ -80,9 +80,11 @@ class _Base:
         self.runtime_fallback = ""
         self._ort = None
         if runtime == "onnxruntime":  # export before the model is cast to fp16 below
-            self._ort, self.runtime_fallback = ort_or_torch(
-                lambda: OrtRunner.from_model(model, use_mapping=use_mapping, device=self.device.type),
-                f"{model.cfg.task} network f, g, h")
+            def make() -> OrtRunner:
+                check_ort_device(self.device.type)
+                return OrtRunner.from_model(model, use_mapping=use_mapping, device=self.device.type)
+
+            self._ort, self.runtime_fallback = ort_or_torch(make, f"{model.cfg.task} network f, g, h")
             if self._ort is None:
                 self.runtime = "torch"
         self.half = self.device.type == "cuda"

@@ -236,6 +236,14 @@ def check_onnx(model: FeatureMappingNet, path: str | Path | bytes, use_mapping: 
     return worst
 
 
+def check_ort_device(device: str) -> None:
+    """Raise InputError when ``device`` is a GPU this ONNX Runtime cannot use (no
+    CUDAExecutionProvider: the CPU-only ``onnxruntime`` wheel): there torch on the GPU is the
+    better runtime, not ONNX Runtime on the CPU."""
+    if device.startswith("cuda") and "CUDAExecutionProvider" not in require("onnxruntime").get_available_providers():
+        raise InputError(f"device {device}: this ONNX Runtime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+
+
 def ort_or_torch(make: Callable[[], "OrtRunner"], what: str) -> tuple["OrtRunner | None", str]:
     """An ONNX Runtime runner, or ``(None, why)`` when it cannot be had (onnx or onnxruntime
     missing, the export or the session failing); ``why`` is logged once, here, as a warning.

@@ -207,3 +207,14 @@ def test_default_install_estimators_match_torch_on_real_like_frames(tmp_path):
         a, b = (hands[rt].estimate(real_m.astype(np.float32), Kh) for rt in ("onnxruntime", "torch"))
         assert a is not None and b is not None  # these two frames' hands are found (seed 5)
         assert np.abs(a.joints_m - b.joints_m).max() < 1e-5  # metres
+
+
+def test_a_gpu_without_onnxruntime_gpu_keeps_torch(monkeypatch):
+    """device cuda and a CPU-only ONNX Runtime: torch on the GPU, not ONNX Runtime on the CPU."""
+    from featmap_ros.onnx_export import check_ort_device
+
+    ort = pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(InputError, match="no CUDAExecutionProvider"):
+        check_ort_device("cuda:0")
+    check_ort_device("cpu")
