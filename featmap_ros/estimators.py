@@ -29,19 +29,20 @@ import torch
 from featmap_ros import coords, crops, geometry, hand_localiser
 from featmap_ros.checkpoint import HandMeta, ObjectMeta, load_checkpoint, model_from_checkpoint, resolve_device
 from featmap_ros.config import from_dict
-from featmap_ros.data.bop import load_mesh
+from featmap_ros.data.bop import Mesh, load_mesh
 from featmap_ros.depth_refine import (DepthRefineConfig, RefineModel, check_registered_depth, refine_model_from_mesh,
                                       refine_pose_with_depth)
 from featmap_ros.errors import InputError
 from featmap_ros.nets import FeatureMappingNet, LocaliserConfig, build_localiser
 from featmap_ros.object_localiser import decode_heatmap
+from featmap_ros.onnx_export import DEFAULT_RUNTIME, RUNTIMES, OrtRunner, check_ort_device, ort_or_torch
+from featmap_ros.pose_covariance import CovarianceScales, depth_fit_covariance, pnp_covariance, scale_covariance
 from featmap_ros.render.toy_object import TOY_NAME, make_toy_object
 from featmap_ros.results import HandPose, ObjectPose
 
 log = logging.getLogger(__name__)
 
 
-RUNTIMES = ("torch", "onnxruntime")
 #: Mesh source of the project's toy object: checkpoints trained on it (``data.models_root: toy``,
 #: the bundled demo weights) store an empty mesh path.
 TOY_MESH = "toy"
@@ -68,17 +69,24 @@ def mesh_sources(meta: ObjectMeta, config: dict | None = None) -> tuple[str, ...
 
 
 class _Base:
-    def __init__(self, model: FeatureMappingNet, use_mapping: bool, device: str, runtime: str = "torch") -> None:
+    def __init__(self, model: FeatureMappingNet, use_mapping: bool, device: str, runtime: str = DEFAULT_RUNTIME) -> None:
         if runtime not in RUNTIMES:
             raise InputError(f"runtime: must be one of {list(RUNTIMES)}, got {runtime!r}")
         self.device = resolve_device(device)
-        #: ``torch`` or ``onnxruntime``: what runs f, g, h (crops, PnP, localiser stay torch/numpy)
+        #: ``onnxruntime`` or ``torch``: what runs f, g, h (crops, PnP, localiser stay torch/numpy);
+        #: ``torch`` after a fallback (``runtime_fallback`` says why)
         self.runtime = runtime
+        #: why ONNX Runtime was asked for but torch runs the network ("" = no fallback)
+        self.runtime_fallback = ""
         self._ort = None
         if runtime == "onnxruntime":  # export before the model is cast to fp16 below
-            from featmap_ros.onnx_export import OrtRunner
+            def make() -> OrtRunner:
+                check_ort_device(self.device.type)
+                return OrtRunner.from_model(model, use_mapping=use_mapping, device=self.device.type)
 
-            self._ort = OrtRunner.from_model(model, use_mapping=use_mapping, device=self.device.type)
+            self._ort, self.runtime_fallback = ort_or_torch(make, f"{model.cfg.task} network f, g, h")
+            if self._ort is None:
+                self.runtime = "torch"
         self.half = self.device.type == "cuda"
         self.model = model.eval().to(self.device)
         if self.half:
@@ -89,7 +97,12 @@ class _Base:
     @torch.no_grad()
     def _infer(self, crops_chw: np.ndarray) -> np.ndarray:
         if self._ort is not None:
-            return self._ort.run(crops_chw)
+            try:
+                return self._ort.run(crops_chw)
+            except Exception as e:  # noqa: BLE001 - a failing session: torch from now on, said once
+                self._ort, self.runtime = None, "torch"
+                self.runtime_fallback = f"ONNX Runtime failed on a batch ({type(e).__name__}: {e}): torch runs the network from now on"
+                log.warning(self.runtime_fallback)
         x = torch.from_numpy(np.ascontiguousarray(crops_chw)).to(self.device)
         x = x.half() if self.half else x.float()
         y = self.model(x, real=self.use_mapping)
@@ -106,7 +119,8 @@ class ObjectPoseEstimator(_Base):
         localiser: the built-in localiser or None (then boxes are required).
         use_mapping: pass real features through g.
         device: ``auto`` | ``cpu`` | ``cuda``.
-        runtime: ``torch`` or ``onnxruntime`` (f, g, h exported to ONNX and run by ONNX Runtime).
+        runtime: ``onnxruntime`` (default: f, g, h exported to ONNX and run by ONNX Runtime; torch
+            where that fails, logged once) or ``torch``.
         mesh_sources: (n,) per object a mesh file (BOP PLY, millimetres), :data:`TOY_MESH`, or ''
             (no depth refinement); default ``meta.mesh_paths`` (see :func:`mesh_sources`).
         refine_config: thresholds of the depth refinement.
@@ -118,9 +132,10 @@ class ObjectPoseEstimator(_Base):
     """
 
     def __init__(self, model: FeatureMappingNet, meta: ObjectMeta | dict, localiser: torch.nn.Module | None = None,
-                 use_mapping: bool = True, device: str = "auto", runtime: str = "torch",
+                 use_mapping: bool = True, device: str = "auto", runtime: str = DEFAULT_RUNTIME,
                  mesh_sources: Sequence[str] | None = None, refine_config: DepthRefineConfig | None = None,
-                 mesh_root: str | Path | None = None, zoom_in: int = 0) -> None:
+                 mesh_root: str | Path | None = None, zoom_in: int = 0,
+                 covariance_scales: CovarianceScales | None = None) -> None:
         if model.cfg.task != "object":
             raise InputError(f"model.task is {model.cfg.task!r}; ObjectPoseEstimator needs an object model")
         meta = meta if isinstance(meta, ObjectMeta) else ObjectMeta.from_dict(meta)
@@ -154,16 +169,20 @@ class ObjectPoseEstimator(_Base):
         self.mesh_sources = tuple(s if s in ("", TOY_MESH) or mesh_root is None or Path(s).is_absolute()
                                   else str(Path(mesh_root) / s) for s in sources)
         self.refine_config = DepthRefineConfig() if refine_config is None else refine_config
+        #: calibration of the poses' covariances (``ObjectPose.covariance``; bb8 head only)
+        self.covariance_scales = CovarianceScales() if covariance_scales is None else covariance_scales
         # built on first use (a colour-only user never pays for the meshes); name -> model or the reason there is none
         self._refine_models: dict[str, RefineModel | str] = {}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", runtime: str = "torch",
-                        mesh_root: str | Path | None = None, zoom_in: int | None = None) -> "ObjectPoseEstimator":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", runtime: str = DEFAULT_RUNTIME,
+                        mesh_root: str | Path | None = None, zoom_in: int | None = None,
+                        covariance_scales: CovarianceScales | None = None) -> "ObjectPoseEstimator":
         """Load an object checkpoint written by ``featmap train object`` (or a bundled one).
 
         ``mesh_root``: where the meshes it names by relative path are (see the class).
         ``zoom_in``: zoom-in iterations; None = :data:`DEFAULT_ZOOM_IN` of the checkpoint's head.
+        ``covariance_scales``: the poses' covariance calibration (default :class:`CovarianceScales`).
 
         Raises:
             InputError: missing file, a checkpoint of another task (names ``model.task``), or
@@ -179,7 +198,8 @@ class ObjectPoseEstimator(_Base):
         meta = ObjectMeta.from_dict(ck.get("meta", {}), f"{path}: meta")
         zoom = DEFAULT_ZOOM_IN[model.cfg.head] if zoom_in is None else zoom_in
         return cls(model, meta, localiser=loc, use_mapping=bool(ck.get("config", {}).get("mapping", True)), device=device,
-                   runtime=runtime, mesh_sources=mesh_sources(meta, ck.get("config")), mesh_root=mesh_root, zoom_in=zoom)
+                   runtime=runtime, mesh_sources=mesh_sources(meta, ck.get("config")), mesh_root=mesh_root, zoom_in=zoom,
+                   covariance_scales=covariance_scales)
 
     @property
     def object_names(self) -> list[str]:
@@ -281,20 +301,36 @@ class ObjectPoseEstimator(_Base):
             self._refine_models[name] = self._build_refine_model(name)
         return self._refine_models[name]
 
-    def _build_refine_model(self, name: str) -> RefineModel | str:
+    def object_mesh(self, name: str) -> Mesh | str:
+        """The mesh of object ``name`` in metres, read from its source (``meta.mesh_paths`` under
+        the mesh root, BOP millimetres; the toy's generator), or why there is none (a string
+        naming the mesh). Read anew on each call: callers keep what they need.
+
+        Raises:
+            InputError: an unknown object name.
+        """
+        if name not in self._index:
+            raise InputError(f"unknown object {name!r}; this model knows {self._names}")
         k = self._index[name]
         src = self.mesh_sources[k]
         if not src:
-            return f"no mesh for {name!r} (the checkpoint's meta.mesh_paths is empty): no depth refinement"
+            return f"no mesh for {name!r} (the checkpoint's meta.mesh_paths is empty)"
+        if src == TOY_MESH:
+            return make_toy_object(self.obj_ids[k])[0]
+        if not Path(src).is_file():
+            hint = "" if Path(src).is_absolute() else " (a relative path: set the mesh root, e.g. refine.mesh_root)"
+            return f"mesh of {name!r} not found: {src} (meta.mesh_paths){hint}"
         try:
-            if src == TOY_MESH:
-                mesh = make_toy_object(self.obj_ids[k])[0]
-            elif not Path(src).is_file():
-                hint = "" if Path(src).is_absolute() else " (a relative path: set the mesh root, e.g. refine.mesh_root)"
-                return f"mesh of {name!r} not found: {src} (meta.mesh_paths){hint}: no depth refinement"
-            else:
-                mesh = load_mesh(src, units="mm")
-            return refine_model_from_mesh(mesh.vertices_m, mesh.faces, REFINE_POINTS, str(src))
+            return load_mesh(src, units="mm")
+        except InputError as e:
+            return f"mesh of {name!r} unusable: {e}"
+
+    def _build_refine_model(self, name: str) -> RefineModel | str:
+        mesh = self.object_mesh(name)
+        if isinstance(mesh, str):
+            return f"{mesh}: no depth refinement"
+        try:
+            return refine_model_from_mesh(mesh.vertices_m, mesh.faces, REFINE_POINTS, str(self.mesh_sources[self._index[name]]))
         except InputError as e:
             return f"mesh of {name!r} unusable for depth refinement: {e}"
 
@@ -324,9 +360,13 @@ class ObjectPoseEstimator(_Base):
                 out.append(replace(p, refined=False, refine_fitness=0.0, refine_rmse_m=float("nan"), refine_reason=model))
                 continue
             r = refine_pose_with_depth(p.R_m2c, p.t_m2c_m, depth, K, model, self.refine_config)
+            cov = p.covariance  # a refusal keeps the colour pose and its covariance
+            if r.accepted:
+                sc = self.covariance_scales
+                cov = scale_covariance(depth_fit_covariance(r.inlier_rmse_m, p.extents_m), sc.depth_t, sc.depth_rot)
             out.append(replace(
                 p, R_m2c=r.R_m2c, t_m2c_m=r.t_m2c_m, score=r.fitness if r.accepted else p.score, refined=r.accepted,
-                refine_fitness=r.fitness, refine_rmse_m=r.inlier_rmse_m, refine_reason=r.reason,
+                refine_fitness=r.fitness, refine_rmse_m=r.inlier_rmse_m, refine_reason=r.reason, covariance=cov,
             ))
         return out
 
@@ -414,6 +454,7 @@ class ObjectPoseEstimator(_Base):
         (len(jobs), n_objects, 8, 2) for ``head: bb8``, (len(jobs), n_objects, 4, h, w) for ``coords``."""
         results: list[ObjectPose | None] = []
         for k, (i, win, box, presence) in enumerate(jobs):
+            cov = None  # the coords head's RANSAC keeps no residuals: its covariance is unknown
             try:
                 if self.head == "coords":
                     cp = coords.pose_from_coords(pred[k, i], win, K, self.meta.coords_box_min_m[i], self.meta.coords_box_size_m[i])
@@ -428,6 +469,8 @@ class ObjectPoseEstimator(_Base):
                     err = float(np.mean(np.linalg.norm(reproj - corners_px, axis=1)))
                     # consistency of the 16 numbers with a rigid box: small reprojection error = confident
                     score = presence * float(np.exp(-err / max(0.05 * win.side, 1e-6)))
+                    sc = self.covariance_scales
+                    cov = scale_covariance(pnp_covariance(self.corners_m[i], corners_px, R, t, K), sc.pnp_t, sc.pnp_rot)
             except InputError as e:
                 log.debug("PnP failed for %s: %s", self._names[i], e)
                 results.append(None)
@@ -435,7 +478,7 @@ class ObjectPoseEstimator(_Base):
             results.append(ObjectPose(
                 object_name=self._names[i], obj_id=self.obj_ids[i], R_m2c=R, t_m2c_m=t, score=score,
                 corners_px=corners_px, bbox_xywh=np.asarray(box, dtype=np.float64),
-                extents_m=self.extents_m[i].copy(), center_m=self.center_m[i].copy(),
+                extents_m=self.extents_m[i].copy(), center_m=self.center_m[i].copy(), covariance=cov,
             ))
         return results
 
@@ -454,7 +497,7 @@ class HandPoseEstimator(_Base):
     """
 
     def __init__(self, model: FeatureMappingNet, meta: HandMeta | dict, use_mapping: bool = True, device: str = "auto",
-                 centre_refiner=None, runtime: str = "torch") -> None:
+                 centre_refiner=None, runtime: str = DEFAULT_RUNTIME) -> None:
         if model.cfg.task != "hand":
             raise InputError(f"model.task is {model.cfg.task!r}; HandPoseEstimator needs a hand model")
         meta = meta if isinstance(meta, HandMeta) else HandMeta.from_dict(meta, model.cfg.n_joints)
@@ -469,7 +512,7 @@ class HandPoseEstimator(_Base):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", refine_centre: bool = True,
-                        runtime: str = "torch") -> "HandPoseEstimator":
+                        runtime: str = DEFAULT_RUNTIME) -> "HandPoseEstimator":
         """Load a hand checkpoint (``featmap train hand`` or bundled); InputError on a wrong task.
 
         Args:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import logging
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,7 +45,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from featmap_ros.crops import DepthCropTransform, depth_crop_transform
 from featmap_ros.errors import InputError
 from featmap_ros.geometry import check_K
-from featmap_ros.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, OrtRunner
+from featmap_ros.onnx_export import DEFAULT_RUNTIME, INPUT_NAME, OPSET, OUTPUT_NAME, RUNTIMES, OrtRunner, ort_or_torch
+
+log = logging.getLogger(__name__)
 
 #: value of the checkpoint's ``format`` field.
 CHECKPOINT_FORMAT = "featmap_ros.hand_centre/1"
@@ -197,22 +200,28 @@ class HandCentreRefiner:
 
     Inference runs a copy of ``net`` made here, with its BatchNorms folded
     (:func:`fold_batch_norm`), in torch or, with ``runtime="onnxruntime"``, exported to ONNX and
-    run by ONNX Runtime (an optional dependency: its absence raises InputError naming it): a
+    run by ONNX Runtime (the default; where it is missing or fails, torch, logged once): a
     refiner made from a net is not affected by later changes to that net.
     """
 
-    def __init__(self, net: HandCentreNet, cfg: HandCentreNetConfig, meta: dict | None = None, runtime: str = "torch") -> None:
-        if runtime not in ("torch", "onnxruntime"):
-            raise InputError(f"runtime: must be one of ['torch', 'onnxruntime'], got {runtime!r}")
+    def __init__(self, net: HandCentreNet, cfg: HandCentreNetConfig, meta: dict | None = None,
+                 runtime: str = DEFAULT_RUNTIME) -> None:
+        if runtime not in RUNTIMES:
+            raise InputError(f"runtime: must be one of {list(RUNTIMES)}, got {runtime!r}")
         self.net = net.eval()
         self.cfg = cfg
         self.meta = dict(meta or {})
         self.runtime = runtime
         self._net_infer = fold_batch_norm(self.net)
-        self._ort = OrtRunner(refiner_onnx_bytes(self._net_infer, cfg)) if runtime == "onnxruntime" else None
+        self._ort, self.runtime_fallback = None, ""
+        if runtime == "onnxruntime":
+            self._ort, self.runtime_fallback = ort_or_torch(lambda: OrtRunner(refiner_onnx_bytes(self._net_infer, cfg)),
+                                                            "hand-centre refiner")
+            if self._ort is None:
+                self.runtime = "torch"
 
     @classmethod
-    def from_file(cls, path: str | Path = BUNDLED_WEIGHTS, runtime: str = "torch") -> "HandCentreRefiner":
+    def from_file(cls, path: str | Path = BUNDLED_WEIGHTS, runtime: str = DEFAULT_RUNTIME) -> "HandCentreRefiner":
         """Load weights written by :func:`train` (``featmap train hand-centre``); ``runtime``: see the class.
 
         Raises:
@@ -260,10 +269,14 @@ class HandCentreRefiner:
         """(B, S, S) float32 crops -> (B, 3) float64 offsets / (cube / 2), clipped to [-1, 1]."""
         x = np.ascontiguousarray(crops, dtype=np.float32)[:, None]
         if self._ort is not None:
-            y = self._ort.run(x).astype(np.float64)
-        else:
-            with torch.inference_mode():
-                y = self._net_infer(torch.from_numpy(x)).numpy().astype(np.float64)
+            try:
+                return np.clip(self._ort.run(x).astype(np.float64), -1.0, 1.0)
+            except Exception as e:  # noqa: BLE001 - a failing session: torch from now on, said once
+                self._ort, self.runtime = None, "torch"
+                self.runtime_fallback = f"hand-centre refiner: ONNX Runtime failed ({type(e).__name__}: {e}): torch from now on"
+                log.warning(self.runtime_fallback)
+        with torch.inference_mode():
+            y = self._net_infer(torch.from_numpy(x)).numpy().astype(np.float64)
         return np.clip(y, -1.0, 1.0)
 
     def refine(self, depth_m: np.ndarray, K: np.ndarray, center_c_m: np.ndarray, iterations: int = 3) -> np.ndarray:

@@ -12,8 +12,11 @@ Graph interface:
 - output ``pose``: object (N, n_objects, 8, 2) crop-normalised corners; hand (N, n_joints, 3)
   crop-normalised metric joints.
 
-``onnx`` and ``onnxruntime`` are optional dependencies (``pip install featmap_ros[onnx]``);
-asking for them when absent raises :class:`~featmap_ros.errors.InputError` naming the package.
+``onnx`` and ``onnxruntime`` are dependencies of the default install, and ONNX Runtime is the
+default runtime of the networks (:data:`DEFAULT_RUNTIME`); where they are missing or the export,
+the session or a run fails, the estimators fall back to torch and log why, once
+(:func:`ort_or_torch`). Asking for them directly (``featmap export onnx``) when absent raises
+:class:`~featmap_ros.errors.InputError` naming the package.
 The exporter is torch's TorchScript-based one (``torch.onnx.export(..., dynamo=False)``), which
 torch 2.15 still ships (with a deprecation warning that is silenced here); it needs no
 ``onnxscript``.
@@ -26,6 +29,7 @@ import io
 import logging
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
@@ -37,6 +41,11 @@ from featmap_ros.errors import InputError
 from featmap_ros.nets import FeatureMappingNet
 
 log = logging.getLogger(__name__)
+
+#: What can run the networks; the default first (4-5x faster than torch for these small
+#: networks on a CPU: docs/benchmarks.md).
+RUNTIMES = ("onnxruntime", "torch")
+DEFAULT_RUNTIME = RUNTIMES[0]
 
 #: ONNX operator set of the exported graphs (ONNX Runtime >= 1.16 runs it).
 OPSET = 17
@@ -51,7 +60,7 @@ def require(package: str) -> ModuleType:
     except ImportError:
         raise InputError(
             f"runtime: the Python package {package!r} is not installed; "
-            f"install it with `pip install {package}` (or `pip install featmap_ros[onnx]`)"
+            f"install it with `pip install {package}` (a dependency of `pip install -e .`)"
         ) from None
 
 
@@ -225,3 +234,30 @@ def check_onnx(model: FeatureMappingNet, path: str | Path | bytes, use_mapping: 
             raise InputError(f"{path if not isinstance(path, bytes) else 'ONNX model'}: output shape {got.shape}, torch gives {want.shape}")
         worst = max(worst, float(np.max(np.abs(got - want))))
     return worst
+
+
+def check_ort_device(device: str) -> None:
+    """Raise InputError when ``device`` is a GPU this ONNX Runtime cannot use (no
+    CUDAExecutionProvider: the CPU-only ``onnxruntime`` wheel): there torch on the GPU is the
+    better runtime, not ONNX Runtime on the CPU."""
+    if device.startswith("cuda") and "CUDAExecutionProvider" not in require("onnxruntime").get_available_providers():
+        raise InputError(f"device {device}: this ONNX Runtime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+
+
+def ort_or_torch(make: Callable[[], "OrtRunner"], what: str) -> tuple["OrtRunner | None", str]:
+    """An ONNX Runtime runner, or ``(None, why)`` when it cannot be had (onnx or onnxruntime
+    missing, the export or the session failing); ``why`` is logged once, here, as a warning.
+
+    Args:
+        make: builds the runner (exports the network, opens the session).
+        what: the network, for the message ("object f, g, h", "hand-centre refiner").
+
+    Returns:
+        (runner, "") or (None, "<what>: ONNX Runtime unavailable (...): torch runs it").
+    """
+    try:
+        return make(), ""
+    except Exception as e:  # noqa: BLE001 - any failure of the optional runtime means torch
+        why = f"{what}: ONNX Runtime unavailable ({type(e).__name__}: {e}): torch runs it"
+        log.warning(why)
+        return None, why

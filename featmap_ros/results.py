@@ -33,6 +33,9 @@ class ObjectPose:
         refine_rmse_m: RMS point-to-plane distance of those points, metres (NaN = none).
         refine_reason: why a refinement was rejected or skipped (the colour pose was kept);
             "" when refined, or when no depth was given.
+        covariance: (6, 6) float64 covariance of the pose, or None (unknown): order (x, y, z,
+            rot x, rot y, rot z), metres^2 and radians^2, the rotation a small turn about the
+            camera frame's axes (``R = exp(dtheta) R_m2c``), as ROS ``PoseWithCovariance``.
     """
 
     object_name: str
@@ -48,6 +51,7 @@ class ObjectPose:
     refine_fitness: float = 0.0
     refine_rmse_m: float = float("nan")
     refine_reason: str = ""
+    covariance: np.ndarray | None = None
 
     def box_corners_m(self) -> np.ndarray:
         """The 8 corners of the model's box in the model frame: (8, 3) float64, metres.

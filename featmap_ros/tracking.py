@@ -1,14 +1,31 @@
-"""Stable object poses over time: a One-Euro filter on SE(3), per object track.
+"""Stable object poses over time: a Kalman or a One-Euro filter on SE(3), per object track.
 
-The One-Euro filter (Casiez, Roussel and Vogel, CHI 2012) is a first-order low-pass filter whose
-cutoff rises with the signal's speed: at rest a low cutoff removes the jitter, in motion a high
-one keeps the lag small. Here it runs on
+Two filters, chosen by ``PoseFilterConfig.kind`` (``filter.kind`` in the node):
 
-- the translation, per camera axis (metres), with one cutoff from the speed (the norm of the
-  filtered velocity), so that the lag does not depend on the direction of motion;
-- the rotation in the tangent space: the rotation vector from the previous filtered rotation to
-  the new one (``log(R_prev^T R)``, scipy's ``Rotation``), smoothed and applied back with ``exp``.
-  The cutoff follows the norm of the filtered angular velocity.
+- ``kalman`` (the default), :class:`SE3KalmanFilter`: a constant-velocity Kalman filter on SE(3).
+  Its state is the translation and its velocity (camera frame, metres, m/s) and the rotation with
+  its angular velocity, the rotation kept as a nominal ``R_m2c`` and an error in the tangent space
+  about it (a rotation vector in the camera frame: ``R = exp(dtheta) R_nominal``, the convention of
+  ROS's ``PoseWithCovariance``), which is folded into the nominal after every update. Predict and
+  update use scipy's ``Rotation`` for ``exp``/``log`` (boxplus / boxminus).
+
+  A pose's covariance (``ObjectPose.covariance``, calibrated on the error against the truth,
+  :mod:`featmap_ros.pose_covariance`) holds two parts: the jitter, new in every frame, and a
+  bias that stays while the view stays. The jitter's share (``jitter_share``, a ratio of sigmas
+  measured at rest) is the filter's measurement noise: ``R = share^2 C``; the rest,
+  ``(1 - share^2) C``, no filter removes, and it is added to the state covariance's pose block
+  to give the filtered pose's covariance. A pose without a covariance takes the configured
+  sigmas (``meas_sigma_m``, ``meas_sigma_deg``) as its jitter, and the filtered covariance is
+  the state's alone.
+
+  The process noise is white acceleration (translation and rotation), raised while the
+  innovations are larger than the measurement noise explains (their normalised square,
+  averaged over ``nis_frames``, to the power ``nis_power``): little at rest, where it averages
+  the jitter away, much in motion, where it follows without lag.
+- ``one_euro``, :class:`SE3OneEuroFilter` (Casiez, Roussel and Vogel, CHI 2012): a first-order
+  low-pass filter whose cutoff rises with the signal's speed, on the translation per camera axis
+  and on the rotation in the tangent space (``log(R_prev^T R)``). It has no covariance (the
+  pose's own, if any, passes through).
 
 Time comes from the input stamps (seconds), never from the wall clock, so that a replayed bag is
 filtered as it was recorded. A track starts over (output = input) after a gap longer than
@@ -18,17 +35,9 @@ filtered as it was recorded. A track starts over (output = input) after a gap lo
 The trackers hold state by design (one object per instance); nothing is cached at module level,
 and the input poses are never changed: the outputs are copies.
 
-Figures with the defaults (synthetic, 30 Hz, noise independent per frame; ``test/test_tracking.py``,
-``pytest -s test/test_tracking.py -k figures`` prints the middle row):
-
-- jitter at rest (std over 8 s): 3 mm / 0.6 deg noise per axis -> 3.2x less in translation, 3.8x
-  in rotation; 1 mm / 0.2 deg -> 4.2x, 4.7x (less noise looks like less speed);
-- lag at constant velocity (frames behind the truth along the motion): 1.30 at 0.05 m/s and
-  15 deg/s, 0.84 at 0.1 m/s and 30 deg/s, 0.52 at 0.2 m/s and 60 deg/s; 1.25 on average over
-  the first second after a start from rest at 0.1 m/s.
-
-The One-Euro filter cannot have both at every speed: slow motion looks like noise. A
-constant-velocity Kalman filter, the issue's other choice, was not built or measured.
+Figures: ``featmap bench tracking`` measures both filters on a real-like sequence (jitter at rest,
+lag in motion, error on the minimum-jerk moves; docs/benchmarks.md); ``pytest -s
+test/test_tracking.py -k figures`` prints synthetic ones (constant velocity, white noise).
 """
 from __future__ import annotations
 
@@ -45,14 +54,44 @@ from featmap_ros.geometry import check_pose
 from featmap_ros.results import ObjectPose
 
 
+#: ``PoseFilterConfig.kind`` values (``filter.kind``).
+FILTER_KINDS = ("kalman", "one_euro")
+
+
 @dataclass(frozen=True)
 class PoseFilterConfig:
-    """Constants of the One-Euro filter and of the track resets.
+    """Constants of the pose filters and of the track resets.
 
-    The cutoffs are in Hz; a beta raises the cutoff by ``beta * speed`` (speed in m/s for the
-    translation, rad/s for the rotation), so its unit is Hz per (m/s) or Hz per (rad/s).
+    One-Euro: the cutoffs are in Hz; a beta raises the cutoff by ``beta * speed`` (speed in m/s
+    for the translation, rad/s for the rotation), so its unit is Hz per (m/s) or Hz per (rad/s).
+    Kalman: sigmas per axis; the acceleration noises are spectral densities' square roots
+    (white acceleration: the velocity's variance grows by ``sigma^2 * dt``).
     """
 
+    #: ``kalman`` (constant velocity on SE(3)) or ``one_euro``.
+    kind: str = "kalman"
+    #: Kalman: the jitter's share of a pose's covariance, as a ratio of sigmas: jitter at rest
+    #: over the calibrated sigma in ``featmap bench tracking`` (0.44-0.90 over two sequences,
+    #: colour-only and refined, translation and rotation); higher = more smoothing, a narrower
+    #: filtered covariance (0.7: 95 % coverage of the filtered poses at 2 sigma).
+    jitter_share: float = 0.7
+    #: Kalman: measurement noise per axis of a pose without a covariance of its own (metres): the
+    #: jitter of depth-refined poses at rest in ``featmap bench tracking`` (0.74 mm RMS in 3D).
+    meas_sigma_m: float = 0.00045
+    #: Kalman: the same for the rotation, degrees per axis (1.20 deg in 3D at rest).
+    meas_sigma_deg: float = 0.7
+    #: Kalman: acceleration noise at rest, m/s^2 per sqrt(Hz): lower = less jitter, more lag
+    #: until the innovations raise it.
+    accel_sigma_mps2: float = 0.0002
+    #: Kalman: angular acceleration noise at rest, rad/s^2 per sqrt(Hz).
+    ang_accel_sigma_radps2: float = 0.005
+    #: Kalman: the process noise's sigma is multiplied by the averaged normalised innovation
+    #: squared (1 = what the measurement noise explains) to this power, when above 1.
+    nis_power: float = 3.0
+    #: Kalman: frames over which that innovation is averaged (exponential, time constant).
+    nis_frames: float = 2.0
+    #: Kalman: the process noise's sigma is raised at most this many times.
+    max_noise_gain: float = 10000.0
     #: Translation cutoff at rest: lower = less jitter, more lag when motion starts.
     trans_min_cutoff_hz: float = 0.2
     #: Translation cutoff rise with the filtered speed (norm of the velocity): higher = less lag
@@ -75,6 +114,18 @@ class PoseFilterConfig:
     max_jump_m: float = 0.1
     #: A new pose turned by more than this from the filtered one starts the track over.
     max_jump_deg: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FILTER_KINDS:
+            raise InputError(f"filter kind {self.kind!r} is not one of {list(FILTER_KINDS)}")
+        if not 0.0 < self.jitter_share <= 1.0:
+            raise InputError(f"filter jitter_share: expected a ratio in (0, 1], got {self.jitter_share!r}")
+        for name in ("meas_sigma_m", "meas_sigma_deg", "accel_sigma_mps2", "ang_accel_sigma_radps2", "nis_frames"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise InputError(f"filter {name}: expected a positive number, got {v!r}")
+        if not self.max_noise_gain >= 1.0:
+            raise InputError(f"filter max_noise_gain: expected >= 1, got {self.max_noise_gain!r}")
 
 
 def _alpha(cutoff_hz: np.ndarray | float, dt_s: float) -> np.ndarray | float:
@@ -100,14 +151,19 @@ class SE3OneEuroFilter:
         self.t_m2c_m: np.ndarray | None = None
         self._v_mps = np.zeros(3)  # filtered velocity, camera frame
         self._w_radps = np.zeros(3)  # filtered angular velocity, rotation vector in the model frame
+        #: (6, 6) the last input pose's covariance, passed through (None: it had none)
+        self.covariance: np.ndarray | None = None
 
-    def update(self, R_m2c: np.ndarray, t_m2c_m: np.ndarray, stamp_s: float) -> tuple[np.ndarray, np.ndarray, str]:
+    def update(self, R_m2c: np.ndarray, t_m2c_m: np.ndarray, stamp_s: float,
+               covariance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, str]:
         """Filter one pose.
 
         Args:
             R_m2c: (3, 3) float rotation, model -> camera.
             t_m2c_m: (3,) float translation, metres.
             stamp_s: the pose's time stamp, seconds (from the input message, not the clock).
+            covariance: (6, 6) the pose's covariance or None; the One-Euro filter does not use
+                it, it becomes :attr:`covariance` as it is.
 
         Returns:
             (R_m2c (3, 3), t_m2c_m (3,), reset): the filtered pose (new arrays) and why the
@@ -119,12 +175,13 @@ class SE3OneEuroFilter:
         """
         cfg = self.config
         R, t = check_pose(R_m2c, t_m2c_m)
-        stamp = float(stamp_s)
-        if not math.isfinite(stamp):
-            raise InputError(f"stamp_s: expected a finite time in seconds, got {stamp_s!r}")
-        reason = self._reset_reason(R, t, stamp)
+        stamp = _check_stamp(stamp_s)
+        cov = None if covariance is None else check_covariance(covariance, "covariance")
+        reason = reset_reason(self, R, t, stamp)
+        self.covariance = cov
         if reason:
             self.reset()
+            self.covariance = cov
             self.stamp_s, self.R_m2c, self.t_m2c_m = stamp, R.copy(), t.copy()
             return R.copy(), t.copy(), reason
         dt = stamp - self.stamp_s
@@ -144,21 +201,193 @@ class SE3OneEuroFilter:
         self.stamp_s = stamp
         return self.R_m2c.copy(), self.t_m2c_m.copy(), ""
 
-    def _reset_reason(self, R: np.ndarray, t: np.ndarray, stamp: float) -> str:
+
+def _check_stamp(stamp_s: float) -> float:
+    stamp = float(stamp_s)
+    if not math.isfinite(stamp):
+        raise InputError(f"stamp_s: expected a finite time in seconds, got {stamp_s!r}")
+    return stamp
+
+
+def check_covariance(cov: np.ndarray, name: str = "covariance") -> np.ndarray:
+    """A pose covariance checked: (6, 6) float64, finite, symmetric, positive semi-definite.
+
+    Args:
+        cov: (6, 6) or (36,) row-major, order (x, y, z, rot x, rot y, rot z): metres^2,
+            radians^2, the rotation about the fixed axes of the parent (camera) frame (ROS
+            ``PoseWithCovariance``).
+        name: what the error names.
+
+    Returns:
+        (6, 6) float64 (a new array), symmetrised.
+
+    Raises:
+        InputError: wrong size, non-finite, asymmetric beyond rounding or with a negative eigenvalue.
+    """
+    c = np.asarray(cov, dtype=np.float64)
+    if c.size != 36:
+        raise InputError(f"{name}: expected 36 values (6x6), got shape {c.shape}")
+    c = c.reshape(6, 6)
+    if not np.all(np.isfinite(c)):
+        raise InputError(f"{name}: not finite")
+    scale = max(float(np.abs(c).max()), 1e-300)
+    if np.abs(c - c.T).max() > 1e-9 * scale:
+        raise InputError(f"{name}: not symmetric (largest difference {np.abs(c - c.T).max():.3g})")
+    c = 0.5 * (c + c.T)
+    if np.linalg.eigvalsh(c).min() < -1e-9 * scale:
+        raise InputError(f"{name}: not positive semi-definite (eigenvalue {np.linalg.eigvalsh(c).min():.3g})")
+    return c
+
+
+def reset_reason(f, R: np.ndarray, t: np.ndarray, stamp: float) -> str:
+    """Why filter ``f`` (with ``config``, ``stamp_s``, ``R_m2c``, ``t_m2c_m``) starts over at this
+    pose: "" when it filters; "first pose", "gap ...", "stamp ... not after ...", "jump ..."."""
+    cfg = f.config
+    if f.stamp_s is None:
+        return "first pose"
+    if stamp <= f.stamp_s:
+        return f"stamp {stamp:.3f} s not after {f.stamp_s:.3f} s"
+    if stamp - f.stamp_s > cfg.max_gap_s:
+        return f"gap {stamp - f.stamp_s:.2f} s > {cfg.max_gap_s} s"
+    jump_m = float(np.linalg.norm(t - f.t_m2c_m))
+    if jump_m > cfg.max_jump_m:
+        return f"jump {jump_m:.3f} m > {cfg.max_jump_m} m"
+    jump_deg = math.degrees(Rotation.from_matrix(f.R_m2c.T @ R).magnitude())
+    if jump_deg > cfg.max_jump_deg:
+        return f"jump {jump_deg:.1f} deg > {cfg.max_jump_deg} deg"
+    return ""
+
+
+#: State layout of :class:`SE3KalmanFilter`: translation, velocity, rotation error, angular velocity.
+_T, _V, _TH, _W = slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 12)
+#: The measured part of the state: translation and rotation error (the covariance's order).
+_POSE = np.r_[0:3, 6:9]
+
+
+class SE3KalmanFilter:
+    """A constant-velocity Kalman filter on one pose stream (rotation model -> camera,
+    translation in metres), with an innovation-adaptive process noise (module docstring).
+
+    State (12,): translation t (camera frame, m), velocity v (m/s), rotation error dtheta (rad,
+    camera frame, about the nominal ``R_m2c``; zero between updates), angular velocity w (rad/s,
+    camera frame: ``R(t + dt) = exp(w dt) R(t)``). :attr:`covariance` is the (6, 6) covariance of
+    the filtered pose (the state's pose block plus the input's bias part), order (x, y, z, rot x,
+    rot y, rot z), ROS ``PoseWithCovariance``.
+
+    Args:
+        config: the filter's constants; defaults to :class:`PoseFilterConfig()`.
+    """
+
+    def __init__(self, config: PoseFilterConfig | None = None) -> None:
+        self.config = PoseFilterConfig() if config is None else config
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the state: the next pose passes through unchanged."""
+        self.stamp_s: float | None = None
+        self.R_m2c: np.ndarray | None = None
+        self.t_m2c_m: np.ndarray | None = None
+        self.x = np.zeros(12)
+        self.P = np.zeros((12, 12))
+        self.covariance: np.ndarray | None = None
+        #: averaged normalised innovation squared per degree of freedom (translation, rotation)
+        self.nis = np.ones(2)
+        #: the process noise sigmas' factors (translation, rotation) of the last update
+        self.noise_gain = np.ones(2)
+
+    def _process_noise(self, dt: float, gain: np.ndarray) -> np.ndarray:
+        """(12, 12) white-acceleration process noise over ``dt`` seconds, sigmas times ``gain``."""
         cfg = self.config
-        if self.stamp_s is None:
-            return "first pose"
-        if stamp <= self.stamp_s:
-            return f"stamp {stamp:.3f} s not after {self.stamp_s:.3f} s"
-        if stamp - self.stamp_s > cfg.max_gap_s:
-            return f"gap {stamp - self.stamp_s:.2f} s > {cfg.max_gap_s} s"
-        jump_m = float(np.linalg.norm(t - self.t_m2c_m))
-        if jump_m > cfg.max_jump_m:
-            return f"jump {jump_m:.3f} m > {cfg.max_jump_m} m"
-        jump_deg = math.degrees(Rotation.from_matrix(self.R_m2c.T @ R).magnitude())
-        if jump_deg > cfg.max_jump_deg:
-            return f"jump {jump_deg:.1f} deg > {cfg.max_jump_deg} deg"
-        return ""
+        q_block = np.array([[dt**3 / 3.0, dt**2 / 2.0], [dt**2 / 2.0, dt]])
+        Q = np.zeros((12, 12))
+        for (pos, vel), sigma in zip(((_T, _V), (_TH, _W)), (cfg.accel_sigma_mps2 * gain[0], cfg.ang_accel_sigma_radps2 * gain[1])):
+            q = sigma**2 * q_block
+            Q[pos, pos], Q[pos, vel], Q[vel, pos], Q[vel, vel] = (np.eye(3) * q[i, j] for i in (0, 1) for j in (0, 1))
+        return Q
+
+    def _noise_and_bias(self, covariance: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(measurement noise, the part of the pose's covariance no filter removes), both (6, 6)."""
+        cfg = self.config
+        if covariance is None:
+            return np.diag([cfg.meas_sigma_m**2] * 3 + [math.radians(cfg.meas_sigma_deg) ** 2] * 3), np.zeros((6, 6))
+        c = check_covariance(covariance, "covariance")
+        share2 = cfg.jitter_share**2
+        return share2 * c, (1.0 - share2) * c
+
+    def update(self, R_m2c: np.ndarray, t_m2c_m: np.ndarray, stamp_s: float,
+               covariance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+        """Predict to ``stamp_s``, then correct with one measured pose.
+
+        Args:
+            R_m2c: (3, 3) float rotation, model -> camera.
+            t_m2c_m: (3,) float translation, metres.
+            stamp_s: the pose's time stamp, seconds (from the input message, not the clock).
+            covariance: (6, 6) the measured pose's covariance (ROS order, m^2 / rad^2; its
+                ``jitter_share`` is the measurement noise), or None for the configured
+                ``meas_sigma_m`` / ``meas_sigma_deg``.
+
+        Returns:
+            (R_m2c (3, 3), t_m2c_m (3,), reset) as :meth:`SE3OneEuroFilter.update`.
+
+        Raises:
+            InputError: a non-finite stamp or pose, arrays of the wrong shape, a covariance that
+                is not a (6, 6) symmetric PSD matrix.
+        """
+        cfg = self.config
+        R, t = check_pose(R_m2c, t_m2c_m)
+        stamp = _check_stamp(stamp_s)
+        Rn, bias = self._noise_and_bias(covariance)
+        reason = reset_reason(self, R, t, stamp)
+        if reason:
+            self.reset()
+            self.stamp_s, self.R_m2c, self.t_m2c_m = stamp, R.copy(), t.copy()
+            self.x[_T] = t
+            # the velocities are unknown: a prior wide enough for any hand-held motion
+            self.P[np.ix_(_POSE, _POSE)] = Rn
+            self.P[_V, _V] = np.eye(3) * 0.5**2
+            self.P[_W, _W] = np.eye(3) * math.radians(90.0) ** 2
+            self.covariance = Rn + bias
+            return R.copy(), t.copy(), reason
+        dt = stamp - self.stamp_s
+        # predict: constant velocity; the rotation error stays zero, the nominal turns by w dt
+        F = np.eye(12)
+        F[_T, _V] = np.eye(3) * dt
+        F[_TH, _W] = np.eye(3) * dt
+        x = F @ self.x
+        x[_TH] = 0.0  # the mean turn goes into the nominal (F's w -> dtheta block is for the covariance)
+        R_pred = Rotation.from_rotvec(self.x[_W] * dt).as_matrix() @ self.R_m2c
+        # innovation = measured boxminus predicted
+        y = np.concatenate([t - x[_T], Rotation.from_matrix(R @ R_pred.T).as_rotvec()])
+        # the process noise follows this innovation too (a move is seen in the frame it starts):
+        # translation and rotation each their own, from the prediction with the last gains
+        P_last = F @ self.P @ F.T + self._process_noise(dt, self.noise_gain)
+        S_last = P_last[np.ix_(_POSE, _POSE)] + Rn
+        a = 1.0 / cfg.nis_frames
+        for k, blk in enumerate((slice(0, 3), slice(3, 6))):
+            m = float(y[blk] @ np.linalg.solve(S_last[blk, blk], y[blk])) / 3.0
+            self.nis[k] = (1.0 - a) * self.nis[k] + a * m
+        self.noise_gain = np.minimum(cfg.max_noise_gain, np.maximum(1.0, self.nis) ** cfg.nis_power)
+        P = F @ self.P @ F.T + self._process_noise(dt, self.noise_gain)
+        S = P[np.ix_(_POSE, _POSE)] + Rn
+        K = np.linalg.solve(S, P[_POSE, :]).T  # P H^T S^-1, S symmetric
+        x = x + K @ y
+        IKH = np.eye(12)
+        IKH[:, _POSE] -= K
+        P = IKH @ P @ IKH.T + K @ Rn @ K.T  # Joseph form: stays symmetric PSD
+        # boxplus: fold the rotation error into the nominal rotation
+        self.R_m2c = Rotation.from_rotvec(x[_TH]).as_matrix() @ R_pred
+        x[_TH] = 0.0
+        self.x, self.P = x, 0.5 * (P + P.T)
+        self.t_m2c_m = x[_T].copy()
+        self.covariance = self.P[np.ix_(_POSE, _POSE)] + bias
+        self.stamp_s = stamp
+        return self.R_m2c.copy(), self.t_m2c_m.copy(), ""
+
+
+def make_filter(config: PoseFilterConfig | None = None) -> SE3KalmanFilter | SE3OneEuroFilter:
+    """The filter ``config.kind`` names (default config: the Kalman filter)."""
+    cfg = PoseFilterConfig() if config is None else config
+    return SE3KalmanFilter(cfg) if cfg.kind == "kalman" else SE3OneEuroFilter(cfg)
 
 
 class PoseTrack:
@@ -174,7 +403,7 @@ class PoseTrack:
 
     def __init__(self, object_name: str, config: PoseFilterConfig | None = None) -> None:
         self.object_name = object_name
-        self.filter = SE3OneEuroFilter(config)
+        self.filter = make_filter(config)
         self.raw: ObjectPose | None = None
         self.filtered: ObjectPose | None = None
         self.last_reset = ""
@@ -187,14 +416,16 @@ class PoseTrack:
     def update(self, pose: ObjectPose, stamp_s: float) -> ObjectPose:
         """Filter one pose of this object; returns a new ObjectPose (the input is not changed).
 
-        Its other fields (score, corners_px, bbox_xywh, ...) are copied from the input as they
+        Its ``covariance`` is the filter's (Kalman: the state's pose block; One-Euro: the
+        input's). Its other fields (score, corners_px, bbox_xywh, ...) are copied from the input as they
         are: the corners stay the network's raw output.
         """
-        R, t, reason = self.filter.update(pose.R_m2c, pose.t_m2c_m, stamp_s)
+        R, t, reason = self.filter.update(pose.R_m2c, pose.t_m2c_m, stamp_s, pose.covariance)
         if reason:
             self.last_reset = reason
         out = copy.deepcopy(pose)
         out.R_m2c, out.t_m2c_m = R, t
+        out.covariance = None if self.filter.covariance is None else self.filter.covariance.copy()
         self.raw, self.filtered = copy.deepcopy(pose), out
         self.n_updates += 1
         return copy.deepcopy(out)

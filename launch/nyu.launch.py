@@ -38,8 +38,8 @@ def generate_launch_description():
                               description="hand checkpoint, or a bundled one by name: nyu_hand (default: real depth, DeepPrior++ "
                                           "preprocessing, Kinect v1 domain), demo_hand (the demo's); empty = demo_hand"),
         DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu, cuda"),
-        DeclareLaunchArgument("runtime", default_value="torch", choices=["torch", "onnxruntime"],
-                              description="what runs the networks: torch, or onnxruntime (needs pip install onnxruntime)"),
+        DeclareLaunchArgument("runtime", default_value="onnxruntime", choices=["onnxruntime", "torch"],
+                              description="what runs the networks: onnxruntime (torch where it fails, logged), or torch"),
         DeclareLaunchArgument("output_dir", default_value="featmap_nyu_eval",
                               description="where the evaluator writes its metrics at shutdown"),
         DeclareLaunchArgument("use_sim_time", default_value="true", choices=["true", "false"],

@@ -201,3 +201,19 @@ def test_farthest_view_split_is_deterministic_and_spread(tmp_path):
     p.write_text("1\nfoo\n")
     with pytest.raises(InputError, match="line 2"):
         bop.read_split_file(p)
+
+
+def test_decimate_mesh_keeps_the_shape_within_the_triangle_budget():
+    from featmap_ros.render.toy_object import make_toy_object
+
+    toy, _ = make_toy_object()
+    assert len(toy.faces) > 2000
+    small = bop.decimate_mesh(toy, 2000)
+    assert 1000 <= len(small.faces) <= 2000 and small.faces.max() < len(small.vertices_m)
+    # the same object: its box within 2 mm, in metres as the input
+    np.testing.assert_allclose(small.vertices_m.min(0), toy.vertices_m.min(0), atol=0.002)
+    np.testing.assert_allclose(small.vertices_m.max(0), toy.vertices_m.max(0), atol=0.002)
+    assert "decimated to" in small.name
+    assert bop.decimate_mesh(small, 5000) is small  # already small enough
+    with pytest.raises(InputError, match="max_triangles must be at least 4"):
+        bop.decimate_mesh(toy, 2)

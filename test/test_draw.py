@@ -81,3 +81,47 @@ def test_bad_input():
         zoom_tile(frame.astype(np.float32), K, crops.Window(320, 240, 60), [])
     with pytest.raises(InputError, match="size"):
         zoom_tile(frame, K, crops.Window(320, 240, 60), [], size=8)
+
+
+def _has(img, rgb):
+    """Whether some pixel has this colour (anti-aliased lines: its hue, at least half as bright)."""
+    px = img.reshape(-1, 3).astype(np.float64)
+    c = np.asarray(rgb, np.float64)
+    norm = np.linalg.norm(px, axis=1)
+    cos = px @ c / np.maximum(norm * np.linalg.norm(c), 1e-9)
+    return bool(np.any((cos > 0.998) & (norm > 0.5 * np.linalg.norm(c))))
+
+
+def test_one_colour_convention_in_debug_images_overlays_and_markers():
+    """Ground truth green, estimate blue, windows yellow: the node's debug image, the evaluation
+    overlays and the RViz markers (it was green for the estimate in the debug image)."""
+    from featmap_ros.draw import colours
+    from featmap_ros.draw.debug import draw_hand_debug, draw_object_debug
+    from featmap_ros.draw.skeleton import hand_overlay
+    from featmap_ros.results import HandPose, ObjectPose
+    from featmap_ros.ros import conversions as conv
+    from featmap_ros.ros.msg_defs import featmap_typestore
+
+    assert colours.GROUND_TRUTH_RGB == GREEN and colours.ESTIMATE_RGB != colours.GROUND_TRUTH_RGB
+    black = np.zeros((480, 640, 3), np.uint8)
+    pose = ObjectPose("toy", 1, R, T, 0.9, extents_m=np.full(3, 0.04))
+    dbg = draw_object_debug(black, [pose], K, rois=[("toy", np.array([280.0, 200.0, 80.0, 80.0]))])
+    assert _has(dbg, colours.ESTIMATE_RGB) and _has(dbg, colours.WINDOW_RGB) and not _has(dbg, colours.GROUND_TRUTH_RGB)
+    # hands: the ground truth green, the estimate blue, on the depth map and in the node's picture
+    Kh = np.array([[290.0, 0, 160.0], [0, 290.0, 120.0], [0, 0, 1.0]])
+    depth = np.full((240, 320), 0.7, np.float32)
+    joints = np.array([0.0, 0.0, 0.7]) + np.random.default_rng(0).uniform(-0.05, 0.05, (14, 3))
+    ov = hand_overlay(depth, Kh, gt_c_m=joints)
+    assert _has(ov, colours.GROUND_TRUTH_RGB) and not _has(ov, colours.ESTIMATE_RGB)
+    ov = hand_overlay(depth, Kh, pred_c_m=joints)
+    assert _has(ov, colours.ESTIMATE_RGB) and not _has(ov, colours.GROUND_TRUTH_RGB)
+    from featmap_ros.data.specs import hand_dataset
+
+    names = list(hand_dataset("nyu").joint_names)
+    assert _has(draw_hand_debug(depth, HandPose(names, joints, 0.9), Kh), colours.ESTIMATE_RGB)
+    # RViz markers of the estimates
+    msgs = conv.RosbagsMessages(featmap_typestore())
+    header = conv.make_header(msgs, 1, "cam")
+    marker = conv.object_markers(msgs, [pose], header).markers[-1]
+    rgba = (marker.color.r, marker.color.g, marker.color.b, marker.color.a)
+    assert rgba == pytest.approx(colours.rgba_unit(colours.ESTIMATE_RGB))

@@ -241,6 +241,18 @@ def test_depth_refines_the_colour_pose(tmp_path, monkeypatch, box_scene):
     assert not kept.refined and kept.refine_reason == "no valid depth in window"
     np.testing.assert_array_equal(kept.t_m2c_m, colour.t_m2c_m)
     assert kept.score == colour.score
+    # covariances: the colour pose's from its PnP (the corners fit exactly: the residual floor),
+    # the refined one's from the fit's RMSE, each with the calibrated factors; a refusal keeps the colour one
+    from featmap_ros import pose_covariance as pc
+
+    sc = est.covariance_scales
+    want = pc.scale_covariance(pc.pnp_covariance(est.corners_m[0], colour.corners_px, colour.R_m2c, colour.t_m2c_m, K_LM),
+                               sc.pnp_t, sc.pnp_rot)
+    np.testing.assert_allclose(colour.covariance, want, rtol=1e-9)
+    np.testing.assert_allclose(ref.covariance, pc.scale_covariance(pc.depth_fit_covariance(ref.refine_rmse_m, ref.extents_m),
+                                                                   sc.depth_t, sc.depth_rot), rtol=1e-12)
+    assert np.sqrt(ref.covariance[0, 0]) < np.sqrt(colour.covariance[2, 2])  # depth: surer than colour along z
+    np.testing.assert_array_equal(kept.covariance, colour.covariance)
 
 
 def test_depth_of_another_size_is_refused_before_the_network(tmp_path, monkeypatch, box_scene):
@@ -266,7 +278,7 @@ def test_objects_without_a_usable_mesh_keep_the_colour_pose(tmp_path, monkeypatc
     cloud.write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
                      "end_header\n0 0 0\n1 0 0\n0 1 0\n")
     for source, reason in [("", "no mesh for 'box'"), (str(tmp_path / "gone.ply"), "mesh of 'box' not found"),
-                           (str(cloud), "mesh of 'box' unusable for depth refinement: .*cloud.ply")]:
+                           (str(cloud), "mesh of 'box' unusable: .*cloud.ply")]:
         est, boxes, _ = _box_estimator(tmp_path, monkeypatch, R0, t0, mesh_sources=[source])
         (p,) = est.estimate(img, K_LM, boxes, depth_m=depth)
         assert not p.refined and np.allclose(p.t_m2c_m, t0, atol=1e-4)

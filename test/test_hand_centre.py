@@ -27,7 +27,7 @@ from featmap_ros.training.hand_centre import HandCentreTrainConfig, centre_error
 
 @pytest.fixture(scope="module")
 def refiner() -> HandCentreRefiner:
-    return HandCentreRefiner.from_file(BUNDLED_WEIGHTS)
+    return HandCentreRefiner.from_file(BUNDLED_WEIGHTS, runtime="torch")  # ONNX Runtime is compared with it below
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +293,8 @@ def test_folded_batch_norm_is_the_same_function(refiner):
 
 def test_refiner_in_onnx_runtime_matches_torch(refiner, frames):
     pytest.importorskip("onnxruntime")
-    ort_refiner = HandCentreRefiner.from_file(BUNDLED_WEIGHTS, runtime="onnxruntime")
+    ort_refiner = HandCentreRefiner.from_file(BUNDLED_WEIGHTS)  # the default
+    assert ort_refiner.runtime == "onnxruntime" and refiner.runtime == "torch"
     crops = np.random.default_rng(2).uniform(-1, 1, (3, 64, 64)).astype(np.float32)
     np.testing.assert_allclose(ort_refiner.predict_offsets(crops), refiner.predict_offsets(crops), atol=1e-5)
     K, pairs = frames

@@ -78,7 +78,16 @@ def test_bench_tracking_on_a_sequence(sequence, tmp_path, capsys):
     assert r["rest_periods"] == [[0, 1], [4, 4]] and r["depth"]["rest_frames_used"] == 2
     assert r["jitter_mm_filtered"] <= r["jitter_mm_raw"]  # the second rest frame is pulled towards the first (or reset)
     assert np.isfinite(r["lag_frames"])
-    assert "colour + depth" in capsys.readouterr().out
+    # both filters on the same per-frame poses; the Kalman filter's at the top level
+    assert set(r["filters"]) == {"kalman", "one_euro"} and r["filter_config"]["kind"] == "kalman"
+    assert r["filters"]["kalman"]["depth"]["jitter_mm_raw"] == r["filters"]["one_euro"]["depth"]["jitter_mm_raw"]
+    assert r["jitter_mm_filtered"] == r["filters"]["kalman"]["depth"]["jitter_mm_filtered"]
+    for k in ("motion_rms_mm_raw", "motion_rms_mm_filtered", "motion_rms_deg_filtered"):
+        assert isinstance(r[k], float), k
+    cov = r["coverage_2sigma_filtered"]
+    assert cov["n"] == 5 and 0.0 <= cov["joint"] <= 1.0 and len(cov["per_axis"]) == 6
+    out = capsys.readouterr().out
+    assert "colour + depth" in out and "one_euro" in out and "2-sigma bound" in out
 
 
 def test_bench_bad_input_is_named(sequence, tmp_path, capsys):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -385,6 +386,29 @@ def test_mesh_uris_from_the_template(tmp_path):
         mesh_uris("package://x/{name}.ply", ["ape"])
 
 
+def test_marker_meshes_fall_back_to_the_mesh_root(tmp_path, msgs):
+    """A BOP folder (refine.mesh_root / dataset_root): the package has no ape.ply, the models/
+    folder has obj_000001.ply: the marker draws that file; can's model is missing too: a box."""
+    models = tmp_path / "lmo" / "models"
+    models.mkdir(parents=True)
+    (models / "obj_000001.ply").write_text("ply")
+    share = {"featmap_ros": str(tmp_path / "share")}
+    exists = lambda uri: uri_exists(uri, share.get)  # noqa: E731
+    files = {"ape": str(models / "obj_000001.ply"), "can": str(models / "obj_000005.ply")}
+    got, missing = mesh_uris("package://featmap_ros/meshes/{object}.ply", ["ape", "can"], None, exists, files)
+    assert got == {"ape": f"file://{models}/obj_000001.ply"} and uri_exists(got["ape"], share.get)
+    assert missing == ["package://featmap_ros/meshes/can.ply"]
+    values = P.validate_params(P.OBJECT_NODE_PARAMS, {})
+    s = ObjectSettings.from_params(values, ["ape", "can"], {"ape": 1, "can": 5}, exists, files)
+    assert s.meshes == got and s.mesh_scale == 0.001  # BOP models are in millimetres, as the package's
+    # the markers carry it: a MESH_RESOURCE for ape, boxes (LINE_LIST) for both
+    out = ObjectPipeline(FakeObjectEstimator(), msgs, s).process(*frame(msgs))
+    M = msgs.cls("visualization_msgs/msg/Marker")
+    meshes = {m.ns: m.mesh_resource for m in out.markers.markers if m.type == M.MESH_RESOURCE}
+    assert meshes == {"ape/mesh": got["ape"]}
+    assert {m.ns for m in out.markers.markers if m.type == M.LINE_LIST} == {"ape/box", "can/box"}
+
+
 class FakeHandEstimator:
     def __init__(self, hand):
         self.hand = hand
@@ -514,14 +538,19 @@ def test_object_pipeline_depth_warnings_for_objects_without_a_mesh_and_on_withou
 
 
 class NoisyEstimator(FakeObjectEstimator):
-    """Poses of a still object (ape at 0.8 m) with 3 mm noise per axis, independent per frame."""
+    """Poses of a still object (ape at 0.8 m) with 3 mm noise per axis, independent per frame;
+    with ``covariance``, each pose says so (3 mm / 1 deg per axis, all of it jitter for the
+    Kalman filter with ``jitter_share`` 1)."""
 
-    def __init__(self):
+    def __init__(self, covariance=False):
         super().__init__()
         self.rng = np.random.default_rng(0)
+        self.covariance = np.diag([0.003**2] * 3 + [np.radians(1.0) ** 2] * 3) if covariance else None
 
     def estimate(self, image_rgb, K, boxes=None):
-        return [make_pose("ape", t=np.array([0.0, 0.0, 0.8]) + self.rng.normal(0, 0.003, 3))]
+        p = make_pose("ape", t=np.array([0.0, 0.0, 0.8]) + self.rng.normal(0, 0.003, 3))
+        p.covariance = None if self.covariance is None else self.covariance.copy()
+        return [p]
 
 
 def positions(det_msg):
@@ -529,8 +558,15 @@ def positions(det_msg):
                       d.results[0].pose.pose.position.z] for d in det_msg.detections])
 
 
-def test_object_pipeline_filters_poses_over_time_and_keeps_the_raw_ones(store, msgs):
-    pipe = ObjectPipeline(NoisyEstimator(), msgs, settings())
+#: the Kalman filter told the NoisyEstimator's noise (the One-Euro filter needs no telling)
+FILTER_KINDS = {"kalman": {"filter.kind": "kalman", "filter.meas_sigma_m": 0.003},
+                "one_euro": {"filter.kind": "one_euro"}}
+
+
+@pytest.mark.parametrize("kind", sorted(FILTER_KINDS))
+def test_object_pipeline_filters_poses_over_time_and_keeps_the_raw_ones(store, msgs, kind):
+    pipe = ObjectPipeline(NoisyEstimator(), msgs, settings(**FILTER_KINDS[kind]))
+    assert pipe.pose_filter.config.kind == kind
     raw, filt = [], []
     for i in range(60):  # 2 s at 30 Hz, stamps from the input header
         out = pipe.process(*frame(msgs, ns=1_000_000_000 + i * 33_333_333))
@@ -551,10 +587,50 @@ def test_object_pipeline_filters_poses_over_time_and_keeps_the_raw_ones(store, m
     out = pipe.process(*frame(msgs, ns=3_000_000_000))
     np.testing.assert_array_equal(positions(out.detections), positions(out.detections_raw))
     # new constants (ros2 param set) start the tracks over
-    pipe.settings = settings(**{"filter.min_cutoff": 1.0})
+    pipe.settings = settings(**{**FILTER_KINDS[kind], "filter.min_cutoff": 1.0})
     out = pipe.process(*frame(msgs, ns=3_100_000_000))
     np.testing.assert_array_equal(positions(out.detections), positions(out.detections_raw))
     assert pipe.pose_filter.config.trans_min_cutoff_hz == 1.0 == pipe.pose_filter.config.rot_min_cutoff_hz
+
+
+def _covariance_of(pwc) -> np.ndarray:
+    c = np.asarray(pwc.covariance, dtype=np.float64)
+    assert c.shape == (36,)
+    return c.reshape(6, 6)
+
+
+def test_object_pipeline_publishes_the_filter_covariance(store, msgs):
+    """Detection3D results and ~/<object>/poses_cov carry the Kalman filter's covariance: symmetric
+    PSD, the same in both, shrinking at rest below the per-frame one; the raw detections carry the
+    estimator's. Through CDR and back."""
+    pipe = ObjectPipeline(NoisyEstimator(covariance=True), msgs, settings(**{"filter.kind": "kalman"}))
+    pipe.settings = replace(pipe.settings, filter_config=replace(pipe.settings.filter_config, jitter_share=1.0))
+    pipe.pose_filter = type(pipe.pose_filter)(pipe.settings.filter_config)
+    covs = []
+    for i in range(30):
+        out = pipe.process(*frame(msgs, ns=1_000_000_000 + i * 33_333_333))
+        det = store.deserialize_cdr(store.serialize_cdr(out.detections, out.detections.__msgtype__), out.detections.__msgtype__)
+        c = _covariance_of(det.detections[0].results[0].pose)
+        np.testing.assert_allclose(c, c.T, atol=0)
+        assert np.linalg.eigvalsh(c).min() > 0
+        pc = out.poses_cov["ape"]
+        assert pc.__msgtype__ == "geometry_msgs/msg/PoseWithCovarianceStamped" and pc.header.frame_id == out.detections.header.frame_id
+        np.testing.assert_array_equal(_covariance_of(pc.pose), c)
+        assert pc.pose.pose.position.z == pytest.approx(out.results[0].t_m2c_m[2])
+        np.testing.assert_allclose(_covariance_of(out.detections_raw.detections[0].results[0].pose), NoisyEstimator(True).covariance)
+        covs.append(np.diag(c))
+    np.testing.assert_allclose(covs[0], np.diag(NoisyEstimator(True).covariance), rtol=1e-9)  # a track's first pose
+    assert np.all(covs[-1] < 0.3 * covs[0])  # averaging at rest
+    # read back as ObjectPose (the evaluator's way in)
+    back = conv.detection3d_array_to_object_poses(det)
+    np.testing.assert_array_equal(back[0].covariance, c)
+
+
+def test_unknown_covariance_is_published_as_zeros(msgs):
+    out = ObjectPipeline(NoisyEstimator(), msgs, settings(**{"filter.kind": "one_euro"})).process(*frame(msgs))
+    assert not np.any(_covariance_of(out.detections.detections[0].results[0].pose))
+    assert not np.any(_covariance_of(out.poses_cov["ape"].pose))
+    assert conv.detection3d_array_to_object_poses(out.detections)[0].covariance is None
 
 
 def test_object_pipeline_with_the_estimator_and_ray_cast_depth(msgs, tmp_path, monkeypatch):

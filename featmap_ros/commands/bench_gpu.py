@@ -22,6 +22,7 @@ from featmap_ros import atomic
 from featmap_ros.checkpoint import resolve_device
 from featmap_ros.commands.bench_node import _camera, _object_estimator, _object_frame, _time
 from featmap_ros.evaluation import gpu_bench
+from featmap_ros.onnx_export import DEFAULT_RUNTIME
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.msg_defs import featmap_typestore
 from featmap_ros.ros.params import OBJECT_NODE_PARAMS, validate_params
@@ -46,7 +47,7 @@ def register(sub) -> None:
 def _node_frame_time(device: str, frames: int) -> dict:
     """The object node's per-frame pipeline (bench node's frame: 640x480, one object, ground-truth
     window, bundled demo weights) on ``device``."""
-    args = argparse.Namespace(object_checkpoint=None, random=False, backbone="", device=device)
+    args = argparse.Namespace(object_checkpoint=None, random=False, backbone="", device=device, runtime=DEFAULT_RUNTIME)
     est, what = _object_estimator(args)
     est.warmup()
     msgs = conv.RosbagsMessages(featmap_typestore())

@@ -7,13 +7,14 @@ import os
 from featmap_ros import atomic, checkpoint
 from featmap_ros.estimators import HandPoseEstimator
 from featmap_ros.evaluation.bench import run_hand_path_bench
+from featmap_ros.onnx_export import DEFAULT_RUNTIME, RUNTIMES
 
 
 def register(sub) -> None:
     p = sub.add_parser("hand-path", help="hand estimator time per frame by stage (localiser, centre refinement, crop + f, g, h)")
     p.add_argument("--checkpoint", default=None, help="hand checkpoint (default: the bundled demo weights)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--runtime", default="torch", choices=("torch", "onnxruntime"),
+    p.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
                    help="what runs f, g, h and the centre refiner (onnxruntime: exported to ONNX)")
     p.add_argument("--frames", type=int, default=30, help="real-like 640x480 frames")
     p.add_argument("--rounds", type=int, default=3, help="passes over the frames")

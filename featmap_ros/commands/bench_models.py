@@ -28,6 +28,7 @@ from featmap_ros.evaluation import ablation, ablation_data, plots
 from featmap_ros.evaluation.ablation import predict
 from featmap_ros.evaluation.bench import latency_ms
 from featmap_ros.evaluation.exemplar import ExemplarIndex, extract_features
+from featmap_ros.onnx_export import DEFAULT_RUNTIME, RUNTIMES
 from featmap_ros.training.config import TrainConfig
 from featmap_ros.training.sources import as_float
 
@@ -65,7 +66,7 @@ def register(sub) -> None:
     i.add_argument("--iters", type=int, default=50)
     i.add_argument("--batch", type=int, default=16, help="instances / frames per batched call")
     i.add_argument("--json", type=Path, default=Path("featmap_out/bench_infer.json"))
-    i.add_argument("--runtime", nargs="+", choices=("torch", "onnxruntime"), default=["torch"],
+    i.add_argument("--runtime", nargs="+", choices=RUNTIMES, default=[DEFAULT_RUNTIME],
                    help="what runs f, g, h (onnxruntime: the network exported to ONNX); several = side by side")
     i.set_defaults(func=run_infer_cmd)
 
@@ -187,8 +188,8 @@ def run_infer_cmd(args: argparse.Namespace) -> int:
     report = {"machine": _machine(), "device": args.device, "iters": args.iters, "runtimes": {}}
     for runtime in args.runtime:
         report["runtimes"][runtime] = _infer_runtime(args, runtime)
-    if "torch" in report["runtimes"]:  # the keys of the torch-only report, as before
-        report["object"], report["hand"] = report["runtimes"]["torch"]["object"], report["runtimes"]["torch"]["hand"]
+    first = report["runtimes"][args.runtime[0]]  # the first runtime's figures as the top-level keys
+    report["object"], report["hand"] = first["object"], first["hand"]
     print(f"({report['machine']['processor']}, {report['machine']['torch_threads']} threads, cuda {report['machine']['cuda']}; "
           "net = f, g, h alone on random crops; the other rows are whole estimator calls)")
     for runtime, rep in report["runtimes"].items():

@@ -31,6 +31,7 @@ from featmap_ros.nets import ModelConfig, build_model
 from featmap_ros.results import ObjectPose
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.msg_defs import featmap_typestore
+from featmap_ros.onnx_export import DEFAULT_RUNTIME, RUNTIMES
 from featmap_ros.ros.params import HAND_NODE_PARAMS, OBJECT_NODE_PARAMS, validate_params
 from featmap_ros.ros.pipeline import HandPipeline, HandSettings, ObjectPipeline, ObjectSettings
 
@@ -63,6 +64,8 @@ def register(sub) -> None:
                         "machine slows single runs down)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
+    p.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
+                   help="what runs the networks (the nodes' default: onnxruntime, torch where it is missing)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     p.set_defaults(func=run)
 
@@ -72,12 +75,12 @@ def _object_estimator(args):
     if args.object_checkpoint or not args.random:
 
         path = args.object_checkpoint or bundled_weights("object")
-        return ObjectPoseEstimator.from_checkpoint(path, device=args.device), str(path)
+        return ObjectPoseEstimator.from_checkpoint(path, device=args.device, runtime=args.runtime), str(path)
 
     model = build_model(ModelConfig(task="object", backbone=args.backbone, pretrained=False, n_objects=1))
     meta = {"object_names": ["object"], "obj_ids": [1],
             "corners_m": box_corners(np.array([-0.04, -0.04, -0.05]), np.array([0.08, 0.08, 0.1]))[None].tolist()}
-    return ObjectPoseEstimator(model, meta, device=args.device), f"random {args.backbone}"
+    return ObjectPoseEstimator(model, meta, device=args.device, runtime=args.runtime), f"random {args.backbone}"
 
 
 def _hand_estimator(args):
@@ -85,11 +88,11 @@ def _hand_estimator(args):
     if args.hand_checkpoint or not args.random:
 
         path = args.hand_checkpoint or bundled_weights("hand")
-        return HandPoseEstimator.from_checkpoint(path, device=args.device), str(path)
+        return HandPoseEstimator.from_checkpoint(path, device=args.device, runtime=args.runtime), str(path)
 
     model = build_model(ModelConfig(task="hand", backbone="deepprior", pretrained=False))
     meta = {"joint_names": list(hand_dataset("nyu").joint_names), "cube_mm": 300.0}
-    return HandPoseEstimator(model, meta, device=args.device), "random deepprior"
+    return HandPoseEstimator(model, meta, device=args.device, runtime=args.runtime), "random deepprior"
 
 
 def _camera(w: int, h: int):
@@ -199,8 +202,8 @@ def _object_counts(text: str, option: str = "--objects", most: int = 64) -> list
     return counts
 
 
-def _camera_process(ckpt: str | None, random_backbone: str | None, device: str, size: tuple[int, int], frames: int,
-                    threads: int, barrier, results) -> None:
+def _camera_process(ckpt: str | None, random_backbone: str | None, device: str, runtime: str, size: tuple[int, int],
+                    frames: int, threads: int, barrier, results) -> None:
     """One single-camera "node process" (spawned): the object pipeline on its own frames, timed
     between a barrier shared with the others and its last frame."""
     import torch
@@ -208,7 +211,7 @@ def _camera_process(ckpt: str | None, random_backbone: str | None, device: str, 
     if threads > 0:
         torch.set_num_threads(threads)
     args = argparse.Namespace(object_checkpoint=ckpt, random=random_backbone is not None, backbone=random_backbone or "",
-                              device=device)
+                              device=device, runtime=runtime)
     est, _ = _object_estimator(args)
     est.warmup()
     msgs = conv.RosbagsMessages(featmap_typestore("jazzy"))
@@ -222,6 +225,25 @@ def _camera_process(ckpt: str | None, random_backbone: str | None, device: str, 
     for _ in range(frames):
         pipe.process(image, info, ground_truth_msg=gt)
     results.put((t0, time.monotonic()))
+
+
+def _spans(procs, results, timeout_s: float = 3600.0) -> list[tuple[float, float]]:
+    """Each camera process's (start, end), waiting while they run; a process that died first
+    (an exception in it) is an error naming its exit code, not an hour's wait."""
+    import queue
+
+    spans, t_end = [], time.monotonic() + timeout_s
+    while len(spans) < len(procs):
+        try:
+            spans.append(results.get(timeout=1.0))
+        except queue.Empty:
+            dead = [pr.exitcode for pr in procs if pr.exitcode not in (None, 0)]
+            if dead or time.monotonic() > t_end:
+                for pr in procs:
+                    pr.terminate()
+                raise InputError(f"--cameras: a camera process exited with code {dead[0]} (its traceback is above)"
+                                 if dead else f"--cameras: no result within {timeout_s:g} s")
+    return spans
 
 
 def _bench_cameras(args: argparse.Namespace, counts: list[int]) -> list[dict]:
@@ -260,11 +282,12 @@ def _bench_cameras(args: argparse.Namespace, counts: list[int]) -> list[dict]:
             barrier, results = ctx.Barrier(n), ctx.Queue()
             ckpt = args.object_checkpoint or (None if args.random else str(bundled_weights("object")))
             procs = [ctx.Process(target=_camera_process, args=(ckpt, args.backbone if args.random and not ckpt else None,
-                                                               args.device, (args.width, args.height), args.frames,
-                                                               max(threads // n, 1), barrier, results)) for _ in range(n)]
+                                                               args.device, args.runtime, (args.width, args.height),
+                                                               args.frames, max(threads // n, 1), barrier, results))
+                     for _ in range(n)]
             for pr in procs:
                 pr.start()
-            spans = [results.get(timeout=3600) for _ in procs]
+            spans = _spans(procs, results)
             for pr in procs:
                 pr.join()
             multi.append(n * args.frames / (max(e for _, e in spans) - min(s for s, _ in spans)))
@@ -319,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
                 out = pipe.process(image, info, ground_truth_msg=gt_msg, want_debug=args.debug_image)
                 return out, len(out.results)
 
-            object_reports.append(_report("object", what, *_time(step_object, args.frames), objects=n))
+            object_reports.append(_report("object", f"{what}, runtime {est.runtime}", *_time(step_object, args.frames), objects=n))
         if len(counts) > 1:
             _print_scaling(object_reports)
         reports += object_reports
@@ -333,7 +356,9 @@ def run(args: argparse.Namespace) -> int:
             out = pipe.process(depth, info, want_debug=args.debug_image)
             return out, int(out.result is not None)
 
-        reports.append(_report("hand", what, *_time(step_hand, args.frames)))
+        refiner = getattr(est, "centre_refiner", None)
+        runtime = est.runtime + ("" if refiner is None else f", centre refiner {refiner.runtime}")
+        reports.append(_report("hand", f"{what}, runtime {runtime}", *_time(step_hand, args.frames)))
     import torch
 
     machine = {"processor": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),

@@ -32,13 +32,10 @@ these frames are far off (median 57 deg, none within 5 px), beyond what the refi
 correct (47 refused as more than 0.5 m off, 20 as turned more than 30 deg, 18 for fitness).
 
 ``featmap bench tracking`` (300 frames at 30 Hz, three rest periods, the first second of each
-left out; default filter): colour + depth: jitter 0.78 mm / 1.24 deg raw -> 0.18 mm / 0.32 deg
-filtered (4.3x / 3.9x less), lag 1.83 frames in translation and 1.96 in rotation (raw 0.03 /
-0.36); colour only: 29.0 mm / 4.66 deg -> 11.0 mm / 1.68 deg (2.6x / 2.8x). The lag is above the
-aim of 1 frame: the motion starts from rest with a minimum-jerk profile, slow at first, which the
-One-Euro filter takes for noise. On the same sequence ``filter.beta`` 100 gives 3.5x at 0.88
-frames in translation; in rotation no ``filter.beta_rot`` reached both 3x and 1 frame (6: 3.9x at
-1.96 frames, 20: 2.8x at 1.10, 60: 1.8x at 0.70).
+left out; the estimator once, then each filter on the same poses), colour + depth: the Kalman
+filter (default) 0.74 mm / 1.20 deg raw -> 0.16 mm / 0.28 deg (4.7x / 4.3x less jitter) at
+0.16 / 0.54 frames of lag, 95.3 % of the truths within 2 sigma of its covariance; the One-Euro
+filter 6.3x / 4.7x at 1.81 / 1.85 frames (docs/benchmarks.md has the table, colour only too).
 """
 from __future__ import annotations
 
@@ -59,7 +56,6 @@ from featmap_ros.estimators import TOY_MESH, ObjectPoseEstimator
 from featmap_ros.evaluation.refine_bench import DEFAULT_SETTLE_S, run_refine_bench, run_tracking_bench
 from featmap_ros.render.real_like import SequenceConfig, write_object_dataset, write_object_sequence
 from featmap_ros.render.toy_object import make_toy_object
-from featmap_ros.tracking import PoseFilterConfig
 
 #: Seeds of the benches' frames (training used 7, the demo 90210).
 REFINE_SEED = 31337
@@ -194,18 +190,35 @@ def run_tracking(args: argparse.Namespace) -> int:
         print(f"[tracking] rendering a {args.frames}-frame real-like RGB-D sequence of the toy object (seed {seed}) ...",
               flush=True)
         write_object_sequence(root, mesh, info, args.frames, spec=object_dataset("lm"), seed=seed, sequence=seq)
-    r = run_tracking_bench(est, root, boxes=args.boxes, filter_config=PoseFilterConfig(), settle_s=args.settle_s)
+    r = run_tracking_bench(est, root, boxes=args.boxes, settle_s=args.settle_s)
     main = r[args.source]
     report = {**main, "source": args.source, **r, "data": str(root), "seed": None if args.data else seed,
               "sequence": None if args.data else asdict(seq), **_machine()}
     print(f"\nbench tracking — {r['frames']} frames at {r['fps']:g} fps, rest periods {r['rest_periods']} "
-          f"(first {r['settle_s']:g} s of each left out of the jitter), windows: {args.boxes}")
-    print(f"  {'':16s} {'jitter raw':>18s} {'jitter filtered':>20s} {'less':>11s} {'lag (frames) t / R':>20s}")
-    for key, label in (("rgb", "colour only"), ("depth", "colour + depth")):
-        f = r[key]
-        print(f"  {label:16s} {f['jitter_mm_raw']:6.2f} mm {f['jitter_deg_raw']:5.2f} deg "
-              f"{f['jitter_mm_filtered']:8.2f} mm {f['jitter_deg_filtered']:5.2f} deg "
-              f"{f['jitter_ratio_mm']:4.1f}x {f['jitter_ratio_deg']:4.1f}x "
-              f"{f['lag_frames']:8.2f} / {f['lag_frames_rot']:5.2f} (raw {f['lag_frames_raw']:.2f} / {f['lag_frames_rot_raw']:.2f})")
+          f"(first {r['settle_s']:g} s of each left out of the jitter), windows: {args.boxes}; "
+          f"top-level JSON keys: {next(iter(r['filters']))}, {args.source}")
+    print(f"  {'':26s} {'jitter raw':>18s} {'jitter filtered':>20s} {'less':>11s} {'lag (frames) t / R':>30s} "
+          f"{'RMS error in motion raw -> filtered':>38s}")
+    for kind, figs in r["filters"].items():
+        for key, label in (("rgb", "colour only"), ("depth", "colour + depth")):
+            f = figs[key]
+            print(f"  {kind + ', ' + label:26s} {f['jitter_mm_raw']:6.2f} mm {f['jitter_deg_raw']:5.2f} deg "
+                  f"{f['jitter_mm_filtered']:8.2f} mm {f['jitter_deg_filtered']:5.2f} deg "
+                  f"{f['jitter_ratio_mm']:4.1f}x {f['jitter_ratio_deg']:4.1f}x "
+                  f"{f['lag_frames']:8.2f} / {f['lag_frames_rot']:5.2f} (raw {f['lag_frames_raw']:.2f} / {f['lag_frames_rot_raw']:.2f}) "
+                  f"{f['motion_rms_mm_raw']:7.2f} -> {f['motion_rms_mm_filtered']:6.2f} mm, "
+                  f"{f['motion_rms_deg_raw']:5.2f} -> {f['motion_rms_deg_filtered']:5.2f} deg")
+    print("  truth within the 2-sigma bound of the published covariance (6-D; per axis x y z rx ry rz):")
+    for kind, figs in r["filters"].items():
+        for key, label in (("rgb", "colour only"), ("depth", "colour + depth")):
+            for which in ("raw", "filtered"):
+                c = figs[key].get(f"coverage_2sigma_{which}")
+                if c is None or not c["n"]:
+                    continue
+                if which == "raw" and kind != next(iter(r["filters"])):
+                    continue  # the per-frame poses are the same for every filter
+                name = "per frame" if which == "raw" else kind
+                print(f"  {name + ', ' + label:26s} {100 * c['joint']:5.1f} % of {c['n']}  "
+                      f"({' '.join(f'{100 * a:.0f}' for a in c['per_axis'])} %)")
     _write(args, report)
     return 0

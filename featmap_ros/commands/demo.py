@@ -118,5 +118,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"  object/object_curves.png             accuracy vs 2D projection / ADD threshold")
     print(f"  object/boxes_*/overlays/*.png        projected boxes (green: ground truth, blue: estimate)")
     print(f"  hand/hand_curve.png                  frames with every joint within D mm")
-    print(f"  hand/overlays/*.png                  skeletons on the depth map (white: ground truth, colours per finger: estimate)")
+    print(f"  hand/overlays/*.png                  skeletons on the depth map (green: ground truth, blue: estimate)")
     return 0

@@ -72,4 +72,4 @@ def _write_preview(path: Path, previews: list, K: np.ndarray) -> None:
         b = cv2.resize(b, (200, 200), interpolation=cv2.INTER_AREA)
         tiles.append(np.concatenate([a, b], axis=0))
     write_png(path, np.concatenate(tiles, axis=1))
-    print(f"wrote {path} (top: real-like depth_1, bottom: synthdepth_1; white: ground-truth skeleton)")
+    print(f"wrote {path} (top: real-like depth_1, bottom: synthdepth_1; green: ground-truth skeleton)")

@@ -343,6 +343,39 @@ def _ply_vertex_count(path: Path) -> int | None:
     return None
 
 
+def decimate_mesh(mesh: Mesh, max_triangles: int) -> Mesh:
+    """The mesh simplified to at most ``max_triangles`` faces (quadric decimation, trimesh with
+    fast-simplification); a mesh that has no more faces is returned as it is.
+
+    Args:
+        mesh: a triangle mesh (metres).
+        max_triangles: the most faces kept, >= 4.
+
+    Returns:
+        A new :class:`Mesh` (no vertex colours) or ``mesh`` itself.
+
+    Raises:
+        InputError: ``max_triangles`` below 4, or a decimation that leaves no face.
+    """
+    import trimesh
+
+    if int(max_triangles) < 4:
+        raise InputError(f"decimate_mesh: max_triangles must be at least 4, got {max_triangles}")
+    if len(mesh.faces) <= max_triangles:
+        return mesh
+    tm = trimesh.Trimesh(vertices=mesh.vertices_m, faces=mesh.faces, process=True)
+    out = tm.simplify_quadric_decimation(face_count=int(max_triangles))
+    # the simplifier aims at the count; trim the last few over it by aiming lower
+    target = int(max_triangles)
+    while len(out.faces) > max_triangles and target > 4:
+        target = max(4, int(target * 0.95))
+        out = tm.simplify_quadric_decimation(face_count=target)
+    if len(out.faces) == 0:
+        raise InputError(f"{mesh.name or 'mesh'}: decimation to {max_triangles} triangles left no face")
+    return Mesh(np.asarray(out.vertices, np.float64), np.asarray(out.faces, np.int64), None,
+                f"{mesh.name} (decimated to {len(out.faces)} faces)")
+
+
 def load_mesh(path: str | os.PathLike, units: str = "mm") -> Mesh:
     """Read a PLY (or any trimesh format) mesh into metres.
 

@@ -11,15 +11,11 @@ import numpy as np
 from featmap_ros.crops import Window
 from featmap_ros.data.specs import HAND_BONES, skeleton_edges
 from featmap_ros.draw.boxes import draw_box, draw_label
+from featmap_ros.draw.colours import ESTIMATE_RGB, WINDOW_RGB
 from featmap_ros.draw.images import colorize_depth
 from featmap_ros.geometry import project_points
 from featmap_ros.results import HandPose, ObjectPose
 
-#: RGB colours of the debug images.
-BOX_RGB = (40, 230, 60)
-WINDOW_RGB = (60, 120, 255)
-BONE_RGB = (255, 140, 30)
-JOINT_RGB = (255, 60, 60)
 
 
 def _pt(uv) -> tuple[int, int]:
@@ -28,7 +24,8 @@ def _pt(uv) -> tuple[int, int]:
 
 def draw_object_debug(rgb: np.ndarray, poses: Sequence[ObjectPose], K: np.ndarray,
                       rois: Sequence[tuple[str, np.ndarray]] | None = None) -> np.ndarray:
-    """Projected model boxes (green) and the windows used (blue) on a copy of the image.
+    """Projected model boxes (the estimate's colour, :mod:`featmap_ros.draw.colours`) and the
+    windows used (the window colour) on a copy of the image.
 
     Args:
         rgb: (H, W, 3) uint8.
@@ -48,9 +45,9 @@ def draw_object_debug(rgb: np.ndarray, poses: Sequence[ObjectPose], K: np.ndarra
         if np.any(corners_c[:, 2] <= 1e-6) or not np.all(np.isfinite(corners_c)):
             continue
         uv = project_points(corners_c, K)
-        out = draw_box(out, uv, BOX_RGB, 2)
+        out = draw_box(out, uv, ESTIMATE_RGB, 2)
         top = uv[np.argmin(uv[:, 1])]
-        out = draw_label(out, f"{p.object_name} {p.score:.2f}", top - [0, 18], BOX_RGB)
+        out = draw_label(out, f"{p.object_name} {p.score:.2f}", top - [0, 18], ESTIMATE_RGB)
     return out
 
 
@@ -75,7 +72,7 @@ def draw_hand_debug(depth_m: np.ndarray, hand: HandPose | None, K: np.ndarray,
         return out
     uv = project_points(joints, K)
     for a, b in skeleton_edges(hand.joint_names, bones):
-        cv2.line(out, _pt(uv[a]), _pt(uv[b]), BONE_RGB, 2, cv2.LINE_AA)
+        cv2.line(out, _pt(uv[a]), _pt(uv[b]), ESTIMATE_RGB, 2, cv2.LINE_AA)
     for q in uv:
-        cv2.circle(out, _pt(q), 3, JOINT_RGB, -1, cv2.LINE_AA)
+        cv2.circle(out, _pt(q), 3, ESTIMATE_RGB, -1, cv2.LINE_AA)
     return out

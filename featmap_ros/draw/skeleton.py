@@ -11,6 +11,7 @@ import numpy as np
 
 from featmap_ros import geometry
 from featmap_ros.data.specs import hand_dataset
+from featmap_ros.draw.colours import ESTIMATE_RGB, GROUND_TRUTH_RGB
 from featmap_ros.draw.images import colorize_depth
 from featmap_ros.errors import InputError
 
@@ -57,7 +58,8 @@ def project(joints_c_m: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 
 def hand_overlay(depth_m: np.ndarray, K: np.ndarray, gt_c_m: np.ndarray | None = None, pred_c_m: np.ndarray | None = None, crop_to: np.ndarray | None = None, scale: int = 1) -> np.ndarray:
-    """Depth (colour-mapped) with the ground-truth skeleton (white) and a prediction (per finger).
+    """Depth (colour-mapped) with the ground-truth skeleton and a prediction, in
+    :mod:`featmap_ros.draw.colours`' colours (green, blue).
 
     Args:
         depth_m: (H, W) metres.
@@ -87,7 +89,7 @@ def hand_overlay(depth_m: np.ndarray, K: np.ndarray, gt_c_m: np.ndarray | None =
         img = cv2.resize(img, (img.shape[1] * scale, img.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
     off = np.array([x0, y0], dtype=np.float64)
     if gt_c_m is not None:
-        img = draw_hand_skeleton(img, (project(gt_c_m, K) - off) * scale, color=(255, 255, 255), radius=2, thickness=1)
+        img = draw_hand_skeleton(img, (project(gt_c_m, K) - off) * scale, color=GROUND_TRUTH_RGB, radius=2, thickness=1)
     if pred_c_m is not None:
-        img = draw_hand_skeleton(img, (project(pred_c_m, K) - off) * scale)
+        img = draw_hand_skeleton(img, (project(pred_c_m, K) - off) * scale, color=ESTIMATE_RGB)
     return img

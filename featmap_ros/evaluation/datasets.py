@@ -11,14 +11,11 @@ import numpy as np
 from featmap_ros import crops, geometry
 from featmap_ros.data import bop, nyu
 from featmap_ros.draw import boxes as draw_boxes, images, skeleton
+from featmap_ros.draw.colours import ESTIMATE_RGB, GROUND_TRUTH_RGB
 from featmap_ros.errors import InputError
 from featmap_ros.evaluation import metrics
 from featmap_ros.evaluation.published import BopEstimate
 from featmap_ros.evaluation.records import add_points_m, hand_summary, object_record, object_summary
-
-#: overlay colours (RGB).
-GT_RGB = (0, 200, 0)
-EST_RGB = (0, 80, 255)
 
 
 def ground_truth_boxes(est, gts, K: np.ndarray) -> list[tuple[str, crops.Window]]:
@@ -181,11 +178,11 @@ def evaluate_object_dataset(est, root: Path, split: str, boxes: str, max_frames:
             pic = img
             tiles = []
             for g, match, k, rec in frame_poses:
-                pic = draw_boxes.draw_pose(pic, est.corners_m[k], g.R_m2c, g.t_m2c_m, fr.K, color=GT_RGB, thickness=2)
-                poses = [(est.corners_m[k], g.R_m2c, g.t_m2c_m, GT_RGB)]
+                pic = draw_boxes.draw_pose(pic, est.corners_m[k], g.R_m2c, g.t_m2c_m, fr.K, color=GROUND_TRUTH_RGB, thickness=2)
+                poses = [(est.corners_m[k], g.R_m2c, g.t_m2c_m, GROUND_TRUTH_RGB)]
                 if match is not None:
-                    pic = draw_boxes.draw_pose(pic, est.corners_m[k], match.R_m2c, match.t_m2c_m, fr.K, color=EST_RGB, thickness=2)
-                    poses.append((est.corners_m[k], match.R_m2c, match.t_m2c_m, EST_RGB))
+                    pic = draw_boxes.draw_pose(pic, est.corners_m[k], match.R_m2c, match.t_m2c_m, fr.K, color=ESTIMATE_RGB, thickness=2)
+                    poses.append((est.corners_m[k], match.R_m2c, match.t_m2c_m, ESTIMATE_RGB))
                 # a zoom per instance below the frame: a 60-px object can't be judged at 640 x 480
                 gt_corners = geometry.project_model_points(est.corners_m[k], g.R_m2c, g.t_m2c_m, fr.K)
                 label = f"{rec.object_name} {rec.proj2d_px:.1f} px" if rec.found else f"{rec.object_name} not found"
@@ -232,7 +229,7 @@ def evaluate_hand_dataset(est, root: Path, split: str, gt_center: bool, max_fram
         errors.append(np.linalg.norm(pose.joints_m - gt, axis=1) * 1000.0)
         if out is not None and written < overlays:
             pic = skeleton.hand_overlay(depth_m, K, gt_c_m=gt, pred_c_m=pose.joints_m, crop_to=gt[13], scale=2)
-            pic = draw_boxes.draw_label(pic, f"white: ground truth  colours: estimate  {errors[-1].mean():.1f} mm", (4, 4))
+            pic = draw_boxes.draw_label(pic, f"green: ground truth  blue: estimate  {errors[-1].mean():.1f} mm", (4, 4))
             images.write_png(out / "overlays" / f"{split}_{i + 1:07d}.png", pic)
             written += 1
     if not errors:

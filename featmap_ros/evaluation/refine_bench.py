@@ -19,11 +19,12 @@ import time
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from featmap_ros import pose_covariance
 from featmap_ros.data import bop
 from featmap_ros.depth_refine import rejection_kind
 from featmap_ros.errors import InputError
@@ -31,7 +32,7 @@ from featmap_ros.evaluation import metrics
 from featmap_ros.evaluation.datasets import ground_truth_boxes, pose_in_window
 from featmap_ros.evaluation.records import ObjectRecord, add_points_m, object_record
 from featmap_ros.results import ObjectPose
-from featmap_ros.tracking import PoseFilterConfig, PoseTracker
+from featmap_ros.tracking import FILTER_KINDS, PoseFilterConfig, PoseTracker
 
 #: Seconds at the start of each rest period left out of the jitter: the filter is still settling
 #: from the motion (its cutoff at rest, 0.2 Hz, has a time constant of 0.8 s).
@@ -261,7 +262,40 @@ def lag_frames_rot(est_R: np.ndarray, truth_R: np.ndarray, moving: np.ndarray) -
     return -float(np.sum(e[use] * w[use])) / den if den > 0 else float("nan")
 
 
-def _track_figures(raw_t, raw_R, filt_t, filt_R, gt_t, gt_R, meta, skip) -> dict:
+def motion_error(est_t_m: np.ndarray, est_R: np.ndarray, truth_t_m: np.ndarray, truth_R: np.ndarray,
+                 moving: np.ndarray) -> tuple[float, float]:
+    """RMS error of a track over the moving frames (the minimum-jerk moves).
+
+    Args:
+        est_t_m, truth_t_m: (N, 3) translations, metres (NaN rows = no pose, left out).
+        est_R, truth_R: (N, 3, 3) rotations.
+        moving: (N,) bool.
+
+    Returns:
+        (translation mm, rotation deg), NaN without a moving frame with a pose.
+    """
+    est_t_m, truth_t_m = np.asarray(est_t_m, np.float64), np.asarray(truth_t_m, np.float64)
+    use = np.asarray(moving, bool) & np.all(np.isfinite(est_t_m), axis=1)
+    if not use.any():
+        return float("nan"), float("nan")
+    e_mm = 1000.0 * np.linalg.norm(est_t_m[use] - truth_t_m[use], axis=1)
+    e_deg = np.degrees((Rotation.from_matrix(np.asarray(truth_R)[use]).inv() * Rotation.from_matrix(np.asarray(est_R)[use])).magnitude())
+    return float(np.sqrt(np.mean(e_mm**2))), float(np.sqrt(np.mean(e_deg**2)))
+
+
+def track_coverage(t_m: np.ndarray, R: np.ndarray, cov: np.ndarray, gt_t: np.ndarray, gt_R: np.ndarray) -> dict:
+    """:func:`featmap_ros.pose_covariance.coverage` of a track (rows with NaN left out).
+
+    Args:
+        t_m: (N, 3) metres; R: (N, 3, 3); cov: (N, 6, 6); gt_t, gt_R: the truth.
+    """
+    ok = np.all(np.isfinite(t_m), axis=1) & np.all(np.isfinite(cov.reshape(-1, 36)), axis=1)
+    if not ok.any():
+        return pose_covariance.coverage(np.full((0, 6), np.nan), np.full((0, 6, 6), np.nan))
+    return pose_covariance.coverage(pose_covariance.pose_error(t_m[ok], R[ok], gt_t[ok], gt_R[ok]), cov[ok])
+
+
+def _track_figures(raw_t, raw_R, filt_t, filt_R, gt_t, gt_R, meta, skip, raw_cov=None, filt_cov=None) -> dict:
     moving = np.asarray(meta["moving"], bool)
     jr = jitter(raw_t, raw_R, meta["rest_periods"], skip)
     jf = jitter(filt_t, filt_R, meta["rest_periods"], skip)
@@ -277,30 +311,31 @@ def _track_figures(raw_t, raw_R, filt_t, filt_R, gt_t, gt_R, meta, skip) -> dict
         "median_trans_mm_raw": float(np.nanmedian(err_raw) * 1000.0) if np.isfinite(err_raw).any() else float("nan"),
         "median_trans_mm_filtered": float(np.nanmedian(err_filt) * 1000.0) if np.isfinite(err_filt).any() else float("nan"),
         "found": float(np.mean(np.isfinite(err_raw))),
+        **dict(zip(("motion_rms_mm_raw", "motion_rms_deg_raw"), motion_error(raw_t, raw_R, gt_t, gt_R, moving))),
+        **dict(zip(("motion_rms_mm_filtered", "motion_rms_deg_filtered"), motion_error(filt_t, filt_R, gt_t, gt_R, moving))),
+        **({} if raw_cov is None else {"coverage_2sigma_raw": track_coverage(raw_t, raw_R, raw_cov, gt_t, gt_R)}),
+        **({} if filt_cov is None else {"coverage_2sigma_filtered": track_coverage(filt_t, filt_R, filt_cov, gt_t, gt_R)}),
     }
 
 
-def run_tracking_bench(est, root: str | Path, boxes: str = "gt", filter_config: PoseFilterConfig | None = None,
-                       settle_s: float = DEFAULT_SETTLE_S, progress: bool = True) -> dict:
-    """Per-frame vs filtered poses on a sequence, colour-only and colour + depth.
+def collect_tracks(est, root: str | Path, boxes: str = "gt", progress: bool = True) -> dict:
+    """The estimator's per-frame poses on a sequence, colour-only and colour + depth.
 
-    Each frame's best pose of the estimator's first object present goes through a
-    :class:`PoseTracker` (stamps ``im_id / fps``); the colour-only and the refined poses have a
-    tracker each.
+    Each frame's best pose of the estimator's first object present is kept (the refined one
+    from it for ``depth``).
 
     Args:
         est: an :class:`~featmap_ros.estimators.ObjectPoseEstimator`.
         root: a sequence (``sequence.json`` and a BOP split with depth).
         boxes: ``gt`` or ``localiser``.
-        filter_config: the filter's constants (default :class:`PoseFilterConfig`).
-        settle_s: seconds left out at the start of each rest period.
         progress: show a tqdm bar.
 
     Returns:
-        ``{"rgb": figures, "depth": figures, "fps", "frames", "settle_s", "filter_config"}`` with
-        figures ``jitter_mm_raw``/``_filtered``, ``jitter_deg_raw``/``_filtered``, their ratios,
-        ``lag_frames`` (filtered, translation), ``lag_frames_raw``, ``lag_frames_rot``(``_raw``),
-        median translation errors, ``found``.
+        ``{"meta": sequence.json's content, "stamps_s": (N,), "gt_t": (N, 3) m, "gt_R": (N, 3, 3),
+        "poses": {"rgb": [ObjectPose or None] * N, "depth": [...]}}``.
+
+    Raises:
+        InputError: a malformed sequence, or none of the estimator's objects in its first frame.
     """
     from tqdm import tqdm
 
@@ -310,12 +345,9 @@ def run_tracking_bench(est, root: str | Path, boxes: str = "gt", filter_config: 
     frames = sorted((f for f in frames if f.scene_id == meta["scene_id"]), key=lambda f: f.im_id)
     if len(frames) != len(meta["moving"]):
         raise InputError(f"{root / 'sequence.json'}: {len(meta['moving'])} frames listed, {len(frames)} in the scene")
-    cfg = PoseFilterConfig() if filter_config is None else filter_config
-    trackers = {"rgb": PoseTracker(cfg), "depth": PoseTracker(cfg)}
     n = len(frames)
-    track = {k: {"raw_t": np.full((n, 3), np.nan), "raw_R": np.full((n, 3, 3), np.nan),
-                 "filt_t": np.full((n, 3), np.nan), "filt_R": np.full((n, 3, 3), np.nan)} for k in trackers}
     gt_t, gt_R = np.full((n, 3), np.nan), np.full((n, 3, 3), np.nan)
+    poses: dict[str, list] = {"rgb": [None] * n, "depth": [None] * n}
     oid = next((g.obj_id for g in frames[0].instances if g.obj_id in est.obj_ids), None)
     if oid is None:
         raise InputError(f"{root}: no instance of the estimator's objects {est.object_names} in the first frame")
@@ -328,18 +360,81 @@ def run_tracking_bench(est, root: str | Path, boxes: str = "gt", filter_config: 
         img = bop.load_rgb(fr.rgb_path)
         colour = [p for p in est.estimate(img, fr.K, box_list) if p.object_name == name]
         colour = [max(colour, key=lambda p: p.score)] if colour else []
-        poses = {"rgb": colour,
-                 "depth": est.refine_with_depth(colour, bop.load_depth_m(fr.depth_path, fr.depth_scale), fr.K)}
-        stamp_s = fr.im_id / meta["fps"]
-        for k, tracker in trackers.items():
-            filtered = tracker.update(poses[k], stamp_s)
-            if poses[k]:
-                tr = track[k]
-                tr["raw_t"][i], tr["raw_R"][i] = poses[k][0].t_m2c_m, poses[k][0].R_m2c
-                tr["filt_t"][i], tr["filt_R"][i] = filtered[0].t_m2c_m, filtered[0].R_m2c
+        depth = est.refine_with_depth(colour, bop.load_depth_m(fr.depth_path, fr.depth_scale), fr.K)
+        poses["rgb"][i] = colour[0] if colour else None
+        poses["depth"][i] = depth[0] if depth else None
+    return {"meta": meta, "stamps_s": np.array([f.im_id / meta["fps"] for f in frames]), "gt_t": gt_t, "gt_R": gt_R,
+            "poses": poses}
+
+
+def filter_track(poses: Sequence, stamps_s: np.ndarray, config: PoseFilterConfig) -> dict:
+    """One source's per-frame poses through a fresh :class:`PoseTracker`.
+
+    Args:
+        poses: N ObjectPose or None (no pose in that frame).
+        stamps_s: (N,) seconds.
+        config: the filter.
+
+    Returns:
+        ``{"raw_t", "filt_t"}`` (N, 3) metres, ``{"raw_R", "filt_R"}`` (N, 3, 3), ``"raw_cov",
+        "filt_cov"`` (N, 6, 6) (NaN where no pose or no covariance).
+    """
+    tracker = PoseTracker(config)
+    n = len(poses)
+    tr = {k: np.full((n, 3), np.nan) for k in ("raw_t", "filt_t")}
+    tr.update({k: np.full((n, 3, 3), np.nan) for k in ("raw_R", "filt_R")})
+    tr.update({k: np.full((n, 6, 6), np.nan) for k in ("raw_cov", "filt_cov")})
+    for i, p in enumerate(poses):
+        filtered = tracker.update([p] if p is not None else [], float(stamps_s[i]))
+        if p is not None:
+            tr["raw_t"][i], tr["raw_R"][i] = p.t_m2c_m, p.R_m2c
+            tr["filt_t"][i], tr["filt_R"][i] = filtered[0].t_m2c_m, filtered[0].R_m2c
+            if p.covariance is not None:
+                tr["raw_cov"][i] = p.covariance
+            if filtered[0].covariance is not None:
+                tr["filt_cov"][i] = filtered[0].covariance
+    return tr
+
+
+def run_tracking_bench(est, root: str | Path, boxes: str = "gt",
+                       filter_configs: Mapping[str, PoseFilterConfig] | None = None,
+                       settle_s: float = DEFAULT_SETTLE_S, progress: bool = True) -> dict:
+    """Per-frame vs filtered poses on a sequence, colour-only and colour + depth, for each filter.
+
+    The estimator runs once; each filter (a fresh :class:`PoseTracker` per source, stamps
+    ``im_id / fps``) gets the same per-frame poses.
+
+    Args:
+        est: an :class:`~featmap_ros.estimators.ObjectPoseEstimator`.
+        root: a sequence (``sequence.json`` and a BOP split with depth).
+        boxes: ``gt`` or ``localiser``.
+        filter_configs: label -> filter (default: the default config of each kind, Kalman first).
+        settle_s: seconds left out at the start of each rest period.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``{"filters": {label: {"rgb": figures, "depth": figures, "filter_config"}}, "rgb", "depth",
+        "filter_config"`` (the first filter's, at the top level too), ``"fps", "frames",
+        "rest_periods", "settle_s", "boxes"}``; figures: ``jitter_mm_raw``/``_filtered``,
+        ``jitter_deg_raw``/``_filtered``, their ratios, ``lag_frames`` (filtered,
+        translation), ``lag_frames_raw``, ``lag_frames_rot``(``_raw``), ``motion_rms_mm`` /
+        ``_deg`` (``_raw``, ``_filtered``: error over the moving frames), median translation
+        errors, ``found``.
+    """
+    if filter_configs is None:
+        filter_configs = {k: PoseFilterConfig(kind=k) for k in FILTER_KINDS}
+    tracks = collect_tracks(est, root, boxes, progress)
+    meta = tracks["meta"]
     skip = int(round(settle_s * meta["fps"]))
-    out = {k: _track_figures(tr["raw_t"], tr["raw_R"], tr["filt_t"], tr["filt_R"], gt_t, gt_R, meta, skip)
-           for k, tr in track.items()}
-    out.update({"fps": meta["fps"], "frames": n, "rest_periods": [list(p) for p in meta["rest_periods"]],
-                "settle_s": float(settle_s), "boxes": boxes, "filter_config": asdict(cfg)})
-    return out
+    filters = {}
+    for label, cfg in filter_configs.items():
+        figs = {}
+        for src in ("rgb", "depth"):
+            tr = filter_track(tracks["poses"][src], tracks["stamps_s"], cfg)
+            figs[src] = _track_figures(tr["raw_t"], tr["raw_R"], tr["filt_t"], tr["filt_R"], tracks["gt_t"],
+                                       tracks["gt_R"], meta, skip, tr["raw_cov"], tr["filt_cov"])
+        filters[label] = {**figs, "filter_config": asdict(cfg)}
+    first = filters[next(iter(filters))]
+    return {"filters": filters, "rgb": first["rgb"], "depth": first["depth"], "filter_config": first["filter_config"],
+            "fps": meta["fps"], "frames": len(tracks["stamps_s"]), "rest_periods": [list(p) for p in meta["rest_periods"]],
+            "settle_s": float(settle_s), "boxes": boxes}

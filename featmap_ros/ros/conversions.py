@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from featmap_ros.data.specs import HAND_BONES, skeleton_edges
+from featmap_ros.draw.colours import ESTIMATE_RGB, rgba_unit
 from featmap_ros.errors import InputError
 from featmap_ros.geometry import BOX_EDGES, CameraModel, check_K, matrix_from_quat_xyzw, quat_xyzw_from_matrix
 from featmap_ros.results import HandPose, ObjectPose
@@ -691,6 +692,24 @@ class ObjectPoseMessages:
         pose = _pose_msgs(self.msgs, self.t_m2c_m[i:i + 1], self.q_m2c_xyzw[i:i + 1])[0]
         return self.msgs.new("geometry_msgs/msg/PoseStamped", header=header, pose=pose)
 
+    def covariance_row_major(self, i: int) -> np.ndarray:
+        """(36,) float64 covariance of pose ``i``, row-major (x, y, z, rot x, rot y, rot z: m^2,
+        rad^2, REP 103); all zeros when the pose has none (unknown)."""
+        c = self.poses[i].covariance
+        if c is None:
+            return np.zeros(36)
+        c = np.asarray(c, np.float64)
+        if c.size != 36 or not np.all(np.isfinite(c)):
+            raise ConversionError(f"pose of {self.poses[i].object_name!r}: covariance is not a finite 6x6 matrix")
+        return c.reshape(36).copy()
+
+    def pose_with_covariance_stamped(self, i: int, header: Any) -> Any:
+        """geometry_msgs/PoseWithCovarianceStamped of pose ``i`` in ``header.frame_id``."""
+        pose = _pose_msgs(self.msgs, self.t_m2c_m[i:i + 1], self.q_m2c_xyzw[i:i + 1])[0]
+        pwc = self.msgs.new("geometry_msgs/msg/PoseWithCovariance", pose=pose,
+                            covariance=self.msgs.f64_array(self.covariance_row_major(i)))
+        return self.msgs.new("geometry_msgs/msg/PoseWithCovarianceStamped", header=header, pose=pwc)
+
     def transform(self, i: int, header: Any, frame_prefix: str = "") -> Any:
         """TransformStamped from ``header.frame_id`` to ``<frame_prefix><object_name>`` of pose ``i``."""
         return _transform_msg(self.msgs, self.t_m2c_m[i], self.q_m2c_xyzw[i], header, f"{frame_prefix}{self.poses[i].object_name}")
@@ -699,7 +718,8 @@ class ObjectPoseMessages:
         """vision_msgs/Detection3DArray, one detection per pose.
 
         Each detection: ``results[0].hypothesis`` = (object name, score), ``results[0].pose.pose``
-        = the model frame's pose, ``bbox`` = the model's box (centre in the camera frame,
+        = the model frame's pose, ``results[0].pose.covariance`` = its covariance (row-major 6x6,
+        zeros = unknown; :meth:`covariance_row_major`), ``bbox`` = the model's box (centre in the camera frame,
         oriented as the model, size = extents), ``id`` = object name.
 
         Raises:
@@ -713,11 +733,12 @@ class ObjectPoseMessages:
         box_poses = _pose_msgs(msgs, box_c, self.q_m2c_xyzw)
         Vector3 = msgs.cls("geometry_msgs/msg/Vector3")
         dets = []
-        for p, model_pose, box_pose in zip(self.poses, model_poses, box_poses):
+        for i, (p, model_pose, box_pose) in enumerate(zip(self.poses, model_poses, box_poses)):
             hyp = msgs.new(
                 "vision_msgs/msg/ObjectHypothesisWithPose",
                 hypothesis=msgs.new("vision_msgs/msg/ObjectHypothesis", class_id=str(p.object_name), score=float(p.score)),
-                pose=msgs.new("geometry_msgs/msg/PoseWithCovariance", pose=model_pose, covariance=msgs.f64_array(np.zeros(36))),
+                pose=msgs.new("geometry_msgs/msg/PoseWithCovariance", pose=model_pose,
+                              covariance=msgs.f64_array(self.covariance_row_major(i))),
             )
             sx, sy, sz = np.asarray(p.extents_m, dtype=np.float64).reshape(3).tolist()
             bbox = msgs.new("vision_msgs/msg/BoundingBox3D", center=box_pose, size=Vector3(x=sx, y=sy, z=sz))
@@ -725,7 +746,7 @@ class ObjectPoseMessages:
         return msgs.new("vision_msgs/msg/Detection3DArray", header=header, detections=dets)
 
     def markers(self, header: Any, mesh_resources: Mapping[str, str] | None = None, mesh_scale: float = 1.0,
-                rgba: Sequence[float] = (0.1, 0.9, 0.2, 1.0)) -> Any:
+                rgba: Sequence[float] = rgba_unit(ESTIMATE_RGB)) -> Any:
         """visualization_msgs/MarkerArray: DELETEALL, then per pose a mesh and its box.
 
         Args:
@@ -794,11 +815,14 @@ def detection3d_array_to_object_poses(msg: Any, obj_ids: Mapping[str, int] | Non
     for (best, size, _, t, _, tb), R in zip(picked, Rs):
         cls = str(best.hypothesis.class_id)
         t, tb = np.array(t), np.array(tb)
+        cov = np.asarray(best.pose.covariance, dtype=np.float64).reshape(-1)
         out.append(ObjectPose(
             object_name=cls, obj_id=int((obj_ids or {}).get(cls, -1)), R_m2c=R, t_m2c_m=t,
             score=float(best.hypothesis.score),
             extents_m=np.array([size.x, size.y, size.z], dtype=np.float64),
             center_m=R.T @ (tb - t),
+            # all zeros = unknown (REP 103 has no flag for it)
+            covariance=cov.reshape(6, 6).copy() if cov.size == 36 and np.all(np.isfinite(cov)) and np.any(cov) else None,
         ))
     return out
 
@@ -912,7 +936,7 @@ def object_markers(
     header: Any,
     mesh_resources: Mapping[str, str] | None = None,
     mesh_scale: float = 1.0,
-    rgba: Sequence[float] = (0.1, 0.9, 0.2, 1.0),
+    rgba: Sequence[float] = rgba_unit(ESTIMATE_RGB),
 ) -> Any:
     """ObjectPoses -> visualization_msgs/MarkerArray: DELETEALL, then per object a mesh and its box.
 
@@ -927,7 +951,7 @@ def hand_markers(
     header: Any,
     skeleton: Sequence[tuple[str, str]] = HAND_SKELETON,
     joint_diameter_m: float = 0.012,
-    rgba: Sequence[float] = (1.0, 0.5, 0.1, 1.0),
+    rgba: Sequence[float] = rgba_unit(ESTIMATE_RGB),
 ) -> Any:
     """A hand -> MarkerArray: DELETEALL, joints (SPHERE_LIST, ns ``hand/joints``) and bones
     (LINE_LIST, ns ``hand/bones``). ``hand=None`` clears the display."""

@@ -14,7 +14,7 @@ from visualization_msgs.msg import MarkerArray
 
 from featmap_ros.msg import HandPose
 from featmap_ros.ros.lifecycle import managed
-from featmap_ros.ros.node_base import PoseNode, load_estimator
+from featmap_ros.ros.node_base import PoseNode, load_estimator, runtime_fallbacks
 from featmap_ros.ros.node_common import latched_qos, run_node
 from featmap_ros.ros.params import HAND_NODE_PARAMS
 from featmap_ros.ros.pipeline import HandPipeline, HandSettings
@@ -32,6 +32,8 @@ class HandPoseNode(PoseNode):
     def setup(self):
         """Load the estimator, build the pipeline and the publishers; return the input stream."""
         estimator = load_estimator(self.values, "hand")
+        for why in runtime_fallbacks(estimator):
+            self.get_logger().warning(why)
         self.pipeline = HandPipeline(estimator, self.msgs, HandSettings.from_params(self.values))
         self.pub_hand = self.publisher(HandPose, "~/hand_pose", 10)
         self.pub_markers = self.publisher(MarkerArray, "~/markers", latched_qos())

@@ -1,4 +1,5 @@
-"""Message definitions that the rosbags typestores do not ship, as .msg text.
+"""Message definitions that the rosbags typestores do not ship, as .msg text, and moveit_msgs'
+read from its own .msg files (:func:`register_moveit_types`; no copy of them is kept here).
 
 ``vision_msgs`` (4.1, the ``ros2`` branch of ros-perception/vision_msgs, as released for Humble
 and Jazzy) and this package's own ``featmap_ros/msg/HandPose``. They let rosbags build, serialise
@@ -7,6 +8,10 @@ and read the very messages the nodes publish, without ROS: the bag writer and th
 """
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from featmap_ros.errors import InputError
@@ -115,3 +120,114 @@ def featmap_typestore(distro: str = "jazzy") -> Any:
     if distro not in stores:
         raise InputError(f"ROS distro {distro!r}: valid {sorted(stores)}")
     return register_types(get_typestore(stores[distro]))
+
+
+#: ``FEATMAP_MOVEIT_MSGS``: a folder with moveit_msgs' ``.msg`` files (the package folder, holding
+#: ``msg/CollisionObject.msg``, or a folder of package folders); its dependencies are looked for
+#: beside it, in the ament prefixes (``AMENT_PREFIX_PATH``) and in the typestore.
+MOVEIT_MSGS_ENV = "FEATMAP_MOVEIT_MSGS"
+#: The moveit_msgs types the planning-scene output builds (their fields' types follow).
+MOVEIT_TYPES = ("moveit_msgs/msg/CollisionObject",)
+#: Field types that are not messages.
+_BUILTIN_TYPES = frozenset(("bool", "byte", "char", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
+                            "uint64", "float32", "float64", "string", "wstring", "time", "duration"))
+
+
+def msg_search_roots(env: Mapping[str, str] | None = None) -> list[Path]:
+    """Folders that hold ``<package>/msg/<Name>.msg``: ``$FEATMAP_MOVEIT_MSGS`` (and the folder
+    above it, for the package folder itself), then ``<prefix>/share`` of each ament prefix."""
+    env = os.environ if env is None else env
+    roots: list[Path] = []
+    if env.get(MOVEIT_MSGS_ENV):
+        p = Path(env[MOVEIT_MSGS_ENV]).expanduser()
+        roots += [p, p.parent]
+    roots += [Path(prefix) / "share" for prefix in env.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if prefix]
+    return roots
+
+
+def _msg_file(typename: str, roots: Sequence[Path]) -> Path | None:
+    pkg, _, name = typename.split("/")
+    for root in roots:
+        for f in (root / pkg / "msg" / f"{name}.msg", root / "msg" / f"{name}.msg" if root.name == pkg else None):
+            if f is not None and f.is_file():
+                return f
+    return None
+
+
+def _field_types(text: str, pkg: str) -> list[str]:
+    """The message types a .msg text's fields name, as ``pkg/msg/Name``."""
+    out = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or "=" in line:
+            continue  # blank, comment or constant
+        typ = re.sub(r"\[.*\]$", "", line.split()[0])
+        typ = re.sub(r"<=\d+$", "", typ)  # bounded strings
+        if typ in _BUILTIN_TYPES:
+            continue
+        if typ == "Header":
+            out.append("std_msgs/msg/Header")
+        elif "/" in typ:
+            p, _, n = typ.rpartition("/")
+            out.append(f"{p.split('/')[0]}/msg/{n}")
+        else:
+            out.append(f"{pkg}/msg/{typ}")
+    return out
+
+
+def moveit_definitions(typestore: Any, env: Mapping[str, str] | None = None) -> tuple[dict[str, str], str]:
+    """The .msg texts of :data:`MOVEIT_TYPES` and of every type they need that ``typestore``
+    lacks, read from the message files (no copies kept here).
+
+    Args:
+        typestore: a rosbags typestore (its types are not looked up in files).
+        env: the environment (default ``os.environ``): ``FEATMAP_MOVEIT_MSGS``, ``AMENT_PREFIX_PATH``.
+
+    Returns:
+        (typename -> .msg text, "") or ({}, why not: which file was not found, where).
+    """
+    roots = msg_search_roots(env)
+    if not roots:
+        return {}, f"no moveit_msgs definitions: set {MOVEIT_MSGS_ENV} to a folder of its .msg files or source a ROS 2 with moveit_msgs"
+    todo, texts = list(MOVEIT_TYPES), {}
+    while todo:
+        typename = todo.pop()
+        if typename in texts or typename in typestore.types:
+            continue
+        f = _msg_file(typename, roots)
+        if f is None:
+            return {}, f"{typename}: no .msg file under {[str(r) for r in roots]}"
+        try:
+            text = f.read_text()
+        except OSError as e:
+            return {}, f"{f}: cannot read ({e})"
+        texts[typename] = text
+        todo += _field_types(text, typename.split("/")[0])
+    return texts, ""
+
+
+def register_moveit_types(typestore: Any, env: Mapping[str, str] | None = None) -> str:
+    """Register moveit_msgs' CollisionObject (and what it needs) in a rosbags typestore, from the
+    .msg files (:func:`moveit_definitions`).
+
+    Returns:
+        "" when registered (or already there), else why not (the output is then off).
+
+    Raises:
+        InputError: a .msg file that rosbags cannot parse (naming the type).
+    """
+    from rosbags.typesys import get_types_from_msg
+
+    if all(t in typestore.types for t in MOVEIT_TYPES):
+        return ""
+    texts, why = moveit_definitions(typestore, env)
+    if why:
+        return why
+    types: dict[str, Any] = {}
+    for name, text in texts.items():
+        try:
+            types.update(get_types_from_msg(text, name))
+        except Exception as e:  # rosbags raises its own parse errors
+            raise InputError(f"{name}: cannot parse its .msg ({type(e).__name__}: {e})") from None
+    typestore.register(types)
+    return ""

@@ -58,6 +58,13 @@ def load_estimator(values: dict[str, Any], kind: str):
     return est
 
 
+def runtime_fallbacks(estimator: Any) -> list[str]:
+    """Why parts of an estimator asked to run in ONNX Runtime run in torch (its network's and its
+    hand-centre refiner's reasons; empty when none fell back): a node logs them once at start-up."""
+    parts = [estimator, getattr(estimator, "centre_refiner", None)]
+    return [f"parameter 'runtime': {why}" for why in (getattr(x, "runtime_fallback", "") for x in parts if x is not None) if why]
+
+
 def free_inference_memory() -> None:
     """Return freed tensors' memory: garbage-collect, and empty torch's CUDA cache when torch is
     loaded and CUDA in use (a lifecycle node's cleanup, so the GPU is free for others)."""

@@ -4,10 +4,11 @@ In: ``image`` (rgb8/bgr8/mono8), ``camera_info``, and per ``roi_source`` ``detec
 (vision_msgs/Detection2DArray) or ``ground_truth/detections`` (Detection3DArray), synchronised
 by message_filters; with ``refine.depth`` auto/on also ``depth`` (16UC1 mm or 32FC1 m, registered
 to the colour image) and ``depth_camera_info`` (auto: used when they arrive). Out:
-``~/detections`` (filtered over time with ``filter.enabled``), ``~/detections_raw`` (per frame),
-``~/<object>/pose``, TF ``<frame_prefix><object>``, ``~/markers``, ``~/debug_image`` (built only
-when subscribed), ``/diagnostics``; ``~/estimate`` (featmap_ros/srv/Estimate) answers with the
-poses of the next frame.
+``~/detections`` (filtered over time with ``filter.enabled``, with covariances), ``~/detections_raw``
+(per frame), ``~/<object>/pose``, ``~/<object>/poses_cov`` (PoseWithCovarianceStamped), TF
+``<frame_prefix><object>``, ``~/markers``, ``~/debug_image`` (built only when subscribed),
+``~/collision_objects`` (moveit_msgs/CollisionObject, with ``planning_scene.enabled``),
+``/diagnostics``; ``~/estimate`` (featmap_ros/srv/Estimate) answers with the poses of the next frame.
 
 With ``cameras: [cam_left, cam_right]`` the inputs are each camera's ``<cam>/image``,
 ``<cam>/camera_info``, ... and the outputs ``~/<cam>/detections``, ``~/<cam>/markers``, ...,
@@ -21,19 +22,21 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import Detection2DArray, Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from featmap_ros.errors import InputError
+from featmap_ros.estimators import TOY_MESH
 from featmap_ros.ros.lifecycle import managed
 from featmap_ros.ros.multicam import CameraBatcher
-from featmap_ros.ros.node_base import PoseNode, load_estimator
+from featmap_ros.ros.node_base import PoseNode, load_estimator, runtime_fallbacks
 from featmap_ros.ros.node_common import latched_qos, report_frame_error, run_node
 from featmap_ros.ros.params import OBJECT_NODE_PARAMS, parse_cameras
 from featmap_ros.ros.pipeline import (ObjectPipeline, ObjectSettings, filter_config_from_params, mesh_uris,
                                       process_object_batch, uri_exists)
+from featmap_ros.ros.planning_scene import PlanningSceneObjects, collision_shapes, moveit_available
 from featmap_ros.ros.requests import object_response_fields, pick_camera
 from featmap_ros.ros.roi import check_roi_source
 
@@ -58,6 +61,7 @@ class CameraOutputs:
     detections: Any
     detections_raw: Any
     poses: dict[str, Any]
+    poses_cov: dict[str, Any]
     markers: Any
     debug: Any
 
@@ -72,16 +76,25 @@ class ObjectPoseNode(PoseNode):
         """Load the estimator, build a pipeline and publishers per camera; return the input streams."""
         cameras = parse_cameras(self.values["cameras"])
         estimator = load_estimator(self.values, "object")
+        for why in runtime_fallbacks(estimator):
+            self.get_logger().warning(why)
         check_roi_source(self.values["roi_source"], getattr(estimator, "localiser", None) is not None)
         if len(cameras) > 1 and not hasattr(estimator, "estimate_images"):
             raise InputError(f"parameter 'cameras': {type(estimator).__name__} cannot estimate several images at once")
         self.obj_ids = dict(zip(estimator.object_names, getattr(estimator, "obj_ids", [])))
-        settings = ObjectSettings.from_params(self.values, estimator.object_names, self.obj_ids, mesh_exists)
+        # the estimator's mesh files (refine.mesh_root: a BOP models/ folder) draw the markers the template has no file for
+        self.mesh_files = {n: s for n, s in zip(estimator.object_names, getattr(estimator, "mesh_sources", ()))
+                           if s and s != TOY_MESH}
+        settings = ObjectSettings.from_params(self.values, estimator.object_names, self.obj_ids, mesh_exists, self.mesh_files)
         self._meshes_for(self.values["markers.mesh_resource"], settings.objects)
-        # one pipeline per camera (its own tracks and filter), one estimator; TF frames per camera
+        shapes = self._collision_shapes(estimator, settings.objects)
+        # one pipeline per camera (its own tracks, filter and scene objects), one estimator; TF frames per camera
         streams = list(cameras) or [""]
-        self.pipelines = {cam: ObjectPipeline(estimator, self.msgs, replace(settings, frame_prefix=self._prefix(cam)))
-                          for cam in streams}
+        self.pipelines = {
+            cam: ObjectPipeline(estimator, self.msgs, replace(settings, frame_prefix=self._prefix(cam)),
+                                planning_scene=None if shapes is None else PlanningSceneObjects(
+                                    self.msgs, shapes, self._prefix(cam), settings.filter_config.max_gap_s))
+            for cam in streams}
         self.pipeline = self.pipelines[streams[0]]
         self.batcher = CameraBatcher(streams, self.values["batch.window_s"]) if cameras else None
         self.outputs = {}
@@ -91,6 +104,7 @@ class ObjectPoseNode(PoseNode):
                 detections=self.publisher(Detection3DArray, f"{ns}detections", 10),
                 detections_raw=self.publisher(Detection3DArray, f"{ns}detections_raw", 10),
                 poses={n: self.publisher(PoseStamped, f"{ns}{n}/pose", 10) for n in settings.objects},
+                poses_cov={n: self.publisher(PoseWithCovarianceStamped, f"{ns}{n}/poses_cov", 10) for n in settings.objects},
                 markers=self.publisher(MarkerArray, f"{ns}markers", latched_qos()),
                 debug=self.pub_debug if not cam else self.publisher(Image, f"{ns}debug_image", latched_qos()))
         self.batch_timer = (self.create_timer(max(self.values["batch.window_s"] / 2.0, 0.005), self._on_batch_timer)
@@ -114,6 +128,28 @@ class ObjectPoseNode(PoseNode):
         if settings.refine_depth == "on":
             return {cam: (topics(cam, inputs + depth), []) for cam in streams}
         return {cam: (topics(cam, inputs), topics(cam, depth) if settings.refine_depth == "auto" else []) for cam in streams}
+
+    def _collision_shapes(self, estimator, objects):
+        """The objects' collision shapes when ``planning_scene.enabled`` and moveit_msgs is
+        installed (the ``~/collision_objects`` publisher made); None otherwise (logged once)."""
+        self.pub_collision = None
+        if not self.values["planning_scene.enabled"]:
+            return None
+        why = moveit_available()
+        if why:
+            self.get_logger().info(why)
+            return None
+        from moveit_msgs.msg import CollisionObject  # an optional ROS package: imported only when asked for
+
+        names = list(estimator.object_names)
+        mesh_of = getattr(estimator, "object_mesh", lambda n: f"{type(estimator).__name__} has no meshes")
+        shapes = collision_shapes(objects, mesh_of, dict(zip(names, estimator.extents_m)),
+                                  dict(zip(names, estimator.center_m)), self.values["planning_scene.max_triangles"])
+        for name, shape in shapes.items():
+            self.get_logger().info(f"planning scene: {name}: {shape.note}")
+        # reliable, and deep enough that an ADD (the mesh) is not dropped behind the MOVEs
+        self.pub_collision = self.publisher(CollisionObject, "~/collision_objects", 100)
+        return shapes
 
     def teardown(self) -> None:
         timer = getattr(self, "batch_timer", None)
@@ -182,9 +218,14 @@ class ObjectPoseNode(PoseNode):
         pubs.detections_raw.publish(out.detections_raw)
         for name, pose in out.poses.items():
             pubs.poses[name].publish(pose)
+        for name, pose in out.poses_cov.items():
+            pubs.poses_cov[name].publish(pose)
         if out.transforms:
             self.tf.sendTransform(out.transforms)
         pubs.markers.publish(out.markers)
+        if self.pub_collision is not None:
+            for co in out.collision_objects:
+                self.pub_collision.publish(co)
         if out.debug_image is not None:
             pubs.debug.publish(out.debug_image)
 
@@ -195,9 +236,10 @@ class ObjectPoseNode(PoseNode):
         return object_response_fields(answer, stream)
 
     def _meshes_for(self, template: str, objects) -> dict[str, str]:
-        meshes, missing = mesh_uris(template, objects, self.obj_ids, mesh_exists)
+        meshes, missing = mesh_uris(template, objects, self.obj_ids, mesh_exists, self.mesh_files)
         if missing:
-            self.get_logger().info(f"no mesh file for {missing}: drawn as boxes only (parameter markers.mesh_resource)")
+            self.get_logger().info(f"no mesh file for {missing} (nor under refine.mesh_root): drawn as boxes only "
+                                   "(parameters markers.mesh_resource, refine.mesh_root)")
         return meshes
 
     def apply_params(self, changed) -> None:

@@ -14,6 +14,11 @@ from typing import Any, Mapping
 import yaml
 
 from featmap_ros.errors import InputError
+from featmap_ros.onnx_export import DEFAULT_RUNTIME, RUNTIMES
+from featmap_ros.tracking import FILTER_KINDS, PoseFilterConfig
+
+#: The filter's defaults, one home: featmap_ros.tracking.PoseFilterConfig.
+_PF = PoseFilterConfig()
 
 #: Where bundled demo weights live inside the installed Python package.
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -91,8 +96,9 @@ class ParamSpec:
 _COMMON = (
     ParamSpec("device", "auto", "torch device for inference: auto (CUDA if available), cpu, cuda or cuda:N",
               pattern=r"auto|cpu|cuda(:\d+)?"),
-    ParamSpec("runtime", "torch", "what runs f, g, h: torch, or onnxruntime (the networks exported to ONNX at start-up; "
-              "4-5x faster on a CPU, needs pip install onnxruntime)", choices=("torch", "onnxruntime")),
+    ParamSpec("runtime", DEFAULT_RUNTIME, "what runs f, g, h (and the hand-centre refiner): onnxruntime (the networks "
+              "exported to ONNX at start-up, 4-5x faster on a CPU; torch where ONNX Runtime is missing or fails, "
+              "logged once) or torch", choices=RUNTIMES),
     ParamSpec("warmup", True, "run one dummy inference at start-up so the first frame is not slow"),
     ParamSpec("min_score", 0.0, "estimates with a lower confidence are not published", read_only=False, min=0.0, max=1.0),
     ParamSpec("frame_prefix", "featmap/", "TF child frames are <frame_prefix><name> under the input's frame", read_only=False,
@@ -134,22 +140,39 @@ OBJECT_NODE_PARAMS: tuple[ParamSpec, ...] = (
               "on = every frame waits for its depth, off = colour only", choices=("auto", "on", "off")),
     ParamSpec("refine.mesh_root", "", "folder of the meshes a checkpoint names by relative path (meta.mesh_paths, e.g. "
               "obj_000001.ply: the BOP dataset's models/ folder); empty = relative to the working directory"),
-    ParamSpec("filter.enabled", True, "smooth the poses over time (One-Euro filter on SE(3) per object track): filtered "
+    ParamSpec("filter.enabled", True, "smooth the poses over time (filter.kind on SE(3) per object track): filtered "
               "poses on ~/detections, pose topics, TF and markers; the per-frame ones always on ~/detections_raw",
               read_only=False),
-    ParamSpec("filter.min_cutoff", 0.2, "filter cutoff at rest, Hz (translation and rotation): lower = less jitter, "
-              "more lag when motion starts", read_only=False, min=1e-3, max=100.0),
-    ParamSpec("filter.beta", 30.0, "translation cutoff rise with speed, Hz per m/s: higher = less lag in motion, "
-              "more jitter at rest", read_only=False, min=0.0, max=1e4),
-    ParamSpec("filter.beta_rot", 6.0, "rotation cutoff rise with angular speed, Hz per rad/s", read_only=False,
-              min=0.0, max=1e4),
-    ParamSpec("filter.d_cutoff", 0.3, "cutoff of the speed estimate, Hz", read_only=False, min=1e-3, max=100.0),
-    ParamSpec("filter.max_gap_s", 0.5, "a track unseen for longer than this starts over, seconds (input stamps)",
+    ParamSpec("filter.kind", _PF.kind, "kalman = constant-velocity Kalman filter (follows motion without lag; its state "
+              "covariance is the published covariance), one_euro = One-Euro low-pass filter (lags in motion; the "
+              "estimator's covariance passes through)", read_only=False, choices=FILTER_KINDS),
+    ParamSpec("filter.meas_sigma_m", _PF.meas_sigma_m, "kalman: measurement noise per axis of a pose without a "
+              "covariance of its own, metres", read_only=False, min=1e-6, max=10.0),
+    ParamSpec("filter.meas_sigma_deg", _PF.meas_sigma_deg, "kalman: the same for the rotation, degrees per axis",
+              read_only=False, min=1e-4, max=180.0),
+    ParamSpec("filter.accel_sigma", _PF.accel_sigma_mps2, "kalman: acceleration noise at rest, m/s^2 per sqrt(Hz): "
+              "lower = less jitter; the innovations raise it in motion", read_only=False, min=1e-7, max=1e3),
+    ParamSpec("filter.ang_accel_sigma", _PF.ang_accel_sigma_radps2, "kalman: angular acceleration noise at rest, "
+              "rad/s^2 per sqrt(Hz)", read_only=False, min=1e-7, max=1e3),
+    ParamSpec("filter.min_cutoff", _PF.trans_min_cutoff_hz, "one_euro: cutoff at rest, Hz (translation and rotation): "
+              "lower = less jitter, more lag when motion starts", read_only=False, min=1e-3, max=100.0),
+    ParamSpec("filter.beta", _PF.trans_beta_hz_s_per_m, "one_euro: translation cutoff rise with speed, Hz per m/s: "
+              "higher = less lag in motion, more jitter at rest", read_only=False, min=0.0, max=1e4),
+    ParamSpec("filter.beta_rot", _PF.rot_beta_hz_s_per_rad, "one_euro: rotation cutoff rise with angular speed, "
+              "Hz per rad/s", read_only=False, min=0.0, max=1e4),
+    ParamSpec("filter.d_cutoff", _PF.d_cutoff_hz, "one_euro: cutoff of the speed estimate, Hz", read_only=False,
+              min=1e-3, max=100.0),
+    ParamSpec("filter.max_gap_s", _PF.max_gap_s, "a track unseen for longer than this starts over, seconds (input stamps)",
               read_only=False, min=0.0, max=3600.0),
-    ParamSpec("filter.max_jump_m", 0.1, "a pose further than this from its track starts the track over, metres",
+    ParamSpec("filter.max_jump_m", _PF.max_jump_m, "a pose further than this from its track starts the track over, metres",
               read_only=False, min=0.0, max=100.0),
-    ParamSpec("filter.max_jump_deg", 30.0, "a pose turned further than this from its track starts it over, degrees",
-              read_only=False, min=0.0, max=180.0),
+    ParamSpec("filter.max_jump_deg", _PF.max_jump_deg, "a pose turned further than this from its track starts it over, "
+              "degrees", read_only=False, min=0.0, max=180.0),
+    ParamSpec("planning_scene.enabled", False, "publish moveit_msgs/CollisionObject on ~/collision_objects: each object's "
+              "mesh (from refine.mesh_root, in metres, decimated) at its filtered pose, ADD when it appears or moves, "
+              "REMOVE when it is lost (filter.max_gap_s); off with a log line when moveit_msgs is not installed"),
+    ParamSpec("planning_scene.max_triangles", 2000, "planning_scene: meshes are decimated to at most this many triangles",
+              min=12, max=1000000),
     ParamSpec("cameras", "", "several cameras in one node: their namespaces, as a list ([cam_left, cam_right]) or "
               "comma-separated; each camera's inputs are <cam>/image, <cam>/camera_info (and <cam>/detections_2d, "
               "<cam>/depth, ... as for one camera), its outputs ~/<cam>/detections, ~/<cam>/markers, ...; the image "

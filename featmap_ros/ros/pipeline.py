@@ -29,6 +29,7 @@ from featmap_ros.geometry import CameraModel
 from featmap_ros.results import HandPose, ObjectPose
 from featmap_ros.ros import conversions as conv
 from featmap_ros.ros.params import check_objects, parse_objects
+from featmap_ros.ros.planning_scene import PlanningSceneObjects
 from featmap_ros.ros.roi import Tracker, keep_poses, select_rois
 from featmap_ros.tracking import PoseFilterConfig, PoseTracker
 
@@ -51,11 +52,21 @@ def uri_exists(uri: str, share_dir_of: Callable[[str], str | None]) -> bool:
 
 
 def mesh_uris(template: str, objects: Sequence[str], obj_ids: Mapping[str, int] | None = None,
-              exists: Callable[[str], bool] | None = None) -> tuple[dict[str, str], list[str]]:
+              exists: Callable[[str], bool] | None = None,
+              fallback_files: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
     """Mesh marker URIs from ``markers.mesh_resource`` (``{object}``, ``{obj_id}``, ``{obj_id:06d}``).
 
+    Args:
+        template: the parameter; "" = boxes only.
+        objects: object names.
+        obj_ids: name -> dataset id (for ``{obj_id}``).
+        exists: whether a URI names an existing file (None: all do).
+        fallback_files: name -> the estimator's mesh file (``refine.mesh_root``/``meta.mesh_paths``,
+            e.g. ``<lmo>/models/obj_000001.ply``): used as ``file://`` when the template's file is
+            missing, so that a BOP folder's meshes are drawn.
+
     Returns:
-        (object name -> URI, URIs left out because ``exists`` said the file is missing).
+        (object name -> URI, URIs left out because neither the template's nor the fallback file exists).
 
     Raises:
         InputError: ``parameter 'markers.mesh_resource': ...`` for a template that does not format.
@@ -70,7 +81,11 @@ def mesh_uris(template: str, objects: Sequence[str], obj_ids: Mapping[str, int] 
             raise InputError(f"parameter 'markers.mesh_resource': {template!r} does not format ({e!r}); "
                              "placeholders: {object}, {obj_id}, {obj_id:06d}") from None
         if exists is not None and not exists(uri):
-            missing.append(uri)
+            fallback = (fallback_files or {}).get(name, "")
+            if fallback and os.path.isfile(fallback):
+                out[name] = "file://" + os.path.abspath(fallback)
+            else:
+                missing.append(uri)
         else:
             out[name] = uri
     return out, missing
@@ -98,23 +113,28 @@ class ObjectSettings:
 
     @classmethod
     def from_params(cls, values: Mapping[str, Any], available: Sequence[str], obj_ids: Mapping[str, int] | None = None,
-                    exists: Callable[[str], bool] | None = None) -> "ObjectSettings":
-        """From validated parameter values (dotted names) and the checkpoint's object names (and ids)."""
+                    exists: Callable[[str], bool] | None = None,
+                    mesh_files: Mapping[str, str] | None = None) -> "ObjectSettings":
+        """From validated parameter values (dotted names) and the checkpoint's object names (and
+        ids, and mesh files: :func:`mesh_uris`'s ``fallback_files``)."""
         objects = check_objects(parse_objects(values["objects"]), tuple(available))
         return cls(
             objects=objects, roi_source=values["roi_source"], min_score=values["min_score"],
             frame_prefix=values["frame_prefix"], publish_tf=values["publish_tf"],
             tracking_max_age_s=values["tracking.max_age_s"], tracking_min_score=values["tracking.min_score"],
-            meshes=mesh_uris(values["markers.mesh_resource"], objects, obj_ids, exists)[0],
+            meshes=mesh_uris(values["markers.mesh_resource"], objects, obj_ids, exists, mesh_files)[0],
             mesh_scale=values["markers.mesh_scale"], refine_depth=values["refine.depth"],
             filter_enabled=values["filter.enabled"], filter_config=filter_config_from_params(values),
         )
 
 
 def filter_config_from_params(values: Mapping[str, Any]) -> PoseFilterConfig:
-    """The pose filter's constants from the ``filter.*`` parameters (one cutoff for translation
-    and rotation at rest)."""
+    """The pose filter's constants from the ``filter.*`` parameters (One-Euro: one cutoff for
+    translation and rotation at rest)."""
     return PoseFilterConfig(
+        kind=values["filter.kind"], meas_sigma_m=values["filter.meas_sigma_m"],
+        meas_sigma_deg=values["filter.meas_sigma_deg"], accel_sigma_mps2=values["filter.accel_sigma"],
+        ang_accel_sigma_radps2=values["filter.ang_accel_sigma"],
         trans_min_cutoff_hz=values["filter.min_cutoff"], rot_min_cutoff_hz=values["filter.min_cutoff"],
         trans_beta_hz_s_per_m=values["filter.beta"], rot_beta_hz_s_per_rad=values["filter.beta_rot"],
         d_cutoff_hz=values["filter.d_cutoff"], max_gap_s=values["filter.max_gap_s"],
@@ -168,7 +188,8 @@ def registered_depth(depth_msg: Any, depth_info_msg: Any, image_hw: tuple[int, i
 
 @dataclass
 class ObjectOutputs:
-    """Messages for one frame. ``poses``: object name -> PoseStamped of its best estimate.
+    """Messages for one frame. ``poses``: object name -> PoseStamped of its best estimate
+    (``poses_cov``: the same with its covariance).
 
     ``detections``, ``poses``, ``transforms``, ``markers``, ``debug_image`` and ``results`` hold
     the filtered poses when ``filter.enabled`` (else the per-frame ones). ``timings``: seconds per
@@ -189,6 +210,11 @@ class ObjectOutputs:
     detections_raw: Any = None
     #: the per-frame poses (``results`` are the filtered ones).
     raw_results: list[ObjectPose] = field(default_factory=list)
+    #: object name -> PoseWithCovarianceStamped of its best estimate (the filter's covariance;
+    #: all zeros when unknown)
+    poses_cov: dict[str, Any] = field(default_factory=dict)
+    #: moveit_msgs/CollisionObject messages of this frame (ADD / MOVE / REMOVE), with a planning scene
+    collision_objects: list[Any] = field(default_factory=list)
 
 
 def _best_per_object(poses: list[ObjectPose]) -> dict[str, int]:
@@ -212,13 +238,16 @@ class ObjectPipeline:
             :class:`~featmap_ros.ros.conversions.RosbagsMessages`).
         settings: behaviour; may be replaced between frames (dynamic parameters).
         clock: monotonic seconds, for the stage timings.
+        planning_scene: builds the CollisionObject messages from the shown poses, or None (off).
     """
 
-    def __init__(self, estimator: Any, msgs: Any, settings: ObjectSettings, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, estimator: Any, msgs: Any, settings: ObjectSettings, clock: Callable[[], float] = time.perf_counter,
+                 planning_scene: PlanningSceneObjects | None = None) -> None:
         self.estimator = estimator
         self.msgs = msgs
         self.settings = settings
         self.clock = clock
+        self.planning_scene = planning_scene
         self.tracker = Tracker()
         self.pose_filter = PoseTracker(settings.filter_config)
         self.camera_info = conv.CameraInfoReader()  # the last calibration read, while it stays the same
@@ -314,11 +343,14 @@ class ObjectPipeline:
         out = ObjectOutputs(
             detections=detections,
             poses={n: shown_msgs.pose_stamped(i, header) for n, i in best.items()},
+            poses_cov={n: shown_msgs.pose_with_covariance_stamped(i, header) for n, i in best.items()},
             transforms=[shown_msgs.transform(i, header, s.frame_prefix) for i in best.values()] if s.publish_tf else [],
             markers=shown_msgs.markers(header, s.meshes, s.mesh_scale),
             debug_image=None, results=shown, warnings=warnings, raw_results=kept,
             detections_raw=conv.ObjectPoseMessages(msgs, kept).detection3d_array(header) if s.filter_enabled else detections,
         )
+        if self.planning_scene is not None:
+            out.collision_objects = self.planning_scene.update({n: shown[i] for n, i in best.items()}, header, stamp_s)
         t3 = self.clock()
         if want_debug:
             out.debug_image = conv.numpy_to_image(msgs, draw_object_debug(frame.rgb, shown, frame.camera.K, frame.rois), "rgb8", header)
