@@ -133,12 +133,9 @@ def _alpha(cutoff_hz: np.ndarray | float, dt_s: float) -> np.ndarray | float:
     return 1.0 / (1.0 + tau / dt_s)
 
 
-class SE3OneEuroFilter:
-    """A One-Euro filter on one pose stream (rotation model -> camera, translation in metres).
-
-    Args:
-        config: the filter's constants; defaults to :class:`PoseFilterConfig()`.
-    """
+class _PoseFilter:
+    """What both pose filters share: the constants, and the last filtered pose with its stamp
+    and (6, 6) covariance (None: none)."""
 
     def __init__(self, config: PoseFilterConfig | None = None) -> None:
         self.config = PoseFilterConfig() if config is None else config
@@ -149,10 +146,22 @@ class SE3OneEuroFilter:
         self.stamp_s: float | None = None
         self.R_m2c: np.ndarray | None = None
         self.t_m2c_m: np.ndarray | None = None
+        self.covariance: np.ndarray | None = None
+
+
+class SE3OneEuroFilter(_PoseFilter):
+    """A One-Euro filter on one pose stream (rotation model -> camera, translation in metres).
+
+    Args:
+        config: the filter's constants; defaults to :class:`PoseFilterConfig()`.
+    """
+
+    def reset(self) -> None:
+        """Forget the state: the next pose passes through unchanged (:attr:`covariance`: the
+        last input pose's, passed through)."""
+        super().reset()
         self._v_mps = np.zeros(3)  # filtered velocity, camera frame
         self._w_radps = np.zeros(3)  # filtered angular velocity, rotation vector in the model frame
-        #: (6, 6) the last input pose's covariance, passed through (None: it had none)
-        self.covariance: np.ndarray | None = None
 
     def update(self, R_m2c: np.ndarray, t_m2c_m: np.ndarray, stamp_s: float,
                covariance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -264,7 +273,7 @@ _T, _V, _TH, _W = slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 12)
 _POSE = np.r_[0:3, 6:9]
 
 
-class SE3KalmanFilter:
+class SE3KalmanFilter(_PoseFilter):
     """A constant-velocity Kalman filter on one pose stream (rotation model -> camera,
     translation in metres), with an innovation-adaptive process noise (module docstring).
 
@@ -278,18 +287,11 @@ class SE3KalmanFilter:
         config: the filter's constants; defaults to :class:`PoseFilterConfig()`.
     """
 
-    def __init__(self, config: PoseFilterConfig | None = None) -> None:
-        self.config = PoseFilterConfig() if config is None else config
-        self.reset()
-
     def reset(self) -> None:
         """Forget the state: the next pose passes through unchanged."""
-        self.stamp_s: float | None = None
-        self.R_m2c: np.ndarray | None = None
-        self.t_m2c_m: np.ndarray | None = None
+        super().reset()
         self.x = np.zeros(12)
         self.P = np.zeros((12, 12))
-        self.covariance: np.ndarray | None = None
         #: averaged normalised innovation squared per degree of freedom (translation, rotation)
         self.nis = np.ones(2)
         #: the process noise sigmas' factors (translation, rotation) of the last update
@@ -360,14 +362,15 @@ class SE3KalmanFilter:
         y = np.concatenate([t - x[_T], Rotation.from_matrix(R @ R_pred.T).as_rotvec()])
         # the process noise follows this innovation too (a move is seen in the frame it starts):
         # translation and rotation each their own, from the prediction with the last gains
-        P_last = F @ self.P @ F.T + self._process_noise(dt, self.noise_gain)
+        FPF = F @ self.P @ F.T
+        P_last = FPF + self._process_noise(dt, self.noise_gain)
         S_last = P_last[np.ix_(_POSE, _POSE)] + Rn
         a = 1.0 / cfg.nis_frames
         for k, blk in enumerate((slice(0, 3), slice(3, 6))):
             m = float(y[blk] @ np.linalg.solve(S_last[blk, blk], y[blk])) / 3.0
             self.nis[k] = (1.0 - a) * self.nis[k] + a * m
         self.noise_gain = np.minimum(cfg.max_noise_gain, np.maximum(1.0, self.nis) ** cfg.nis_power)
-        P = F @ self.P @ F.T + self._process_noise(dt, self.noise_gain)
+        P = FPF + self._process_noise(dt, self.noise_gain)
         S = P[np.ix_(_POSE, _POSE)] + Rn
         K = np.linalg.solve(S, P[_POSE, :]).T  # P H^T S^-1, S symmetric
         x = x + K @ y
